@@ -1,0 +1,36 @@
+# payflow: PGXS build.  `make && make install` builds and installs the
+# extension; `make installcheck` runs the pg_regress suite (sql/ and
+# expected/) against a running server (PGHOST/PGPORT/PGUSER).
+# The whole test suite, with a throwaway cluster, is test/run.sh.
+
+EXTENSION = payflow
+MODULE_big = payflow
+OBJS = \
+	src/payflow.o \
+	src/guc.o \
+	src/spi_util.o \
+	src/state.o \
+	src/events.o \
+	src/checks.o \
+	src/cart.o \
+	src/order.o \
+	src/payment.o
+
+DATA = $(wildcard sql/payflow--*.sql)
+DOCS = README.md
+
+REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/payflow--%,$(wildcard sql/*.sql)))
+REGRESS_OPTS = --inputdir=. --load-extension=payflow
+
+PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror
+SHLIB_LINK = -lcurl -lssl -lcrypto
+EXTRA_CLEAN = doc/state_machine.dot
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# The state-machine picture, generated from the transition table.
+doc/state_machine.svg: sql/payflow--1.0.sql doc/transitions_to_dot.sh
+	bash doc/transitions_to_dot.sh sql/payflow--1.0.sql > doc/state_machine.dot
+	dot -Tsvg doc/state_machine.dot -o $@

@@ -1,0 +1,409 @@
+/*
+ * payflow 1.0 install script.
+ *
+ * Owns the schema: carts, stock, orders and their lines, payment attempts,
+ * refunds, the event outbox, the pending-check queue, channel configuration,
+ * the transition table that is the single source of truth for every status
+ * change, the roles' privileges, and the SQL declarations of the C API.
+ *
+ * Every name is schema-qualified so the script is safe under any
+ * search_path.  Every data table is registered with pg_extension_config_dump
+ * so pg_dump keeps the shop's orders and payments.
+ */
+
+\echo Use "CREATE EXTENSION payflow" to load this file. \quit
+
+-- ---------------------------------------------------------------------------
+-- Roles (cluster-wide: created once, kept across DROP EXTENSION)
+-- ---------------------------------------------------------------------------
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'payflow_app') THEN
+        CREATE ROLE payflow_app NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'payflow_admin') THEN
+        CREATE ROLE payflow_admin NOLOGIN;
+    END IF;
+END
+$roles$;
+GRANT payflow_app TO payflow_admin;
+
+GRANT USAGE ON SCHEMA payflow TO payflow_app;
+
+-- ---------------------------------------------------------------------------
+-- The transition table: every legal status change of every entity.
+-- 'start' is the pseudo-state before a row exists (the initial status).
+-- ---------------------------------------------------------------------------
+CREATE TABLE payflow.transitions (
+    entity      text NOT NULL CHECK (entity IN ('order', 'payment', 'refund')),
+    from_status text NOT NULL,
+    to_status   text NOT NULL,
+    description text NOT NULL,
+    PRIMARY KEY (entity, from_status, to_status)
+);
+COMMENT ON TABLE payflow.transitions IS
+    'Every legal status change; the guard trigger, the C code and doc/state_machine.svg read it.';
+
+INSERT INTO payflow.transitions (entity, from_status, to_status, description) VALUES
+    ('order',   'start',              'awaiting_payment',   'created from a cart'),
+    ('order',   'awaiting_payment',   'paid',               'an attempt''s money was applied'),
+    ('order',   'awaiting_payment',   'cancelled',          'cancelled before payment; compensation applied'),
+    ('order',   'awaiting_payment',   'expired',            'not paid in time; compensation applied'),
+    ('order',   'paid',               'partially_refunded', 'part of the money refunded'),
+    ('order',   'paid',               'refunded',           'all of the money refunded'),
+    ('order',   'partially_refunded', 'refunded',           'the rest of the money refunded'),
+
+    ('payment', 'start',              'pending',            'handed to the channel'),
+    ('payment', 'pending',            'succeeded',          'the channel confirms the money was taken'),
+    ('payment', 'pending',            'failed',             'the channel says it definitely failed'),
+    ('payment', 'pending',            'superseded',         'a newer attempt or a cancellation replaced it'),
+    ('payment', 'pending',            'closed',             'closed at the channel, confirmed unpaid'),
+    ('payment', 'pending',            'unknown',            'no final answer: needs review'),
+    ('payment', 'superseded',         'succeeded',          'paid after all (refund if the order cannot take it)'),
+    ('payment', 'superseded',         'closed',             'closed at the channel, confirmed unpaid'),
+    ('payment', 'superseded',         'failed',             'the channel says it definitely failed'),
+    ('payment', 'superseded',         'unknown',            'no final answer: needs review'),
+    ('payment', 'failed',             'succeeded',          'late success: money was taken after all'),
+    ('payment', 'closed',             'succeeded',          'late success on a closed attempt: refund'),
+    ('payment', 'unknown',            'succeeded',          'review found the money taken'),
+    ('payment', 'unknown',            'failed',             'review found a definite failure'),
+    ('payment', 'unknown',            'closed',             'review closed it unpaid'),
+
+    ('refund',  'start',              'requested',          'a refund is owed'),
+    ('refund',  'requested',          'processing',         'accepted by the channel, result pending'),
+    ('refund',  'requested',          'succeeded',          'the channel confirms the refund'),
+    ('refund',  'requested',          'failed',             'the channel refused the refund'),
+    ('refund',  'processing',         'succeeded',          'the channel confirms the refund'),
+    ('refund',  'processing',         'failed',             'the channel refused the refund'),
+    ('refund',  'failed',             'requested',          'retried after review');
+
+-- ---------------------------------------------------------------------------
+-- Channels and their secrets
+-- ---------------------------------------------------------------------------
+CREATE TABLE payflow.channels (
+    name       text PRIMARY KEY CHECK (name ~ '^[a-z0-9_]{1,63}$'),
+    driver     text NOT NULL CHECK (driver IN ('wechatpay_v3', 'stripe', 'http_json')),
+    base_url   text NOT NULL CHECK (base_url ~ '^https?://'),
+    settings   jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(settings) = 'object'),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Only the extension owner reads this table: no role is granted anything.
+CREATE TABLE payflow.channel_secrets (
+    channel    text PRIMARY KEY REFERENCES payflow.channels (name) ON DELETE CASCADE,
+    secrets    jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(secrets) = 'object'),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- ---------------------------------------------------------------------------
+-- Cart and stock
+-- ---------------------------------------------------------------------------
+CREATE TABLE payflow.cart_items (
+    customer_id text NOT NULL,
+    sku         text NOT NULL,
+    quantity    integer NOT NULL CHECK (quantity > 0),
+    unit_price  bigint NOT NULL CHECK (unit_price >= 0),
+    currency    character(3) NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    title       text,
+    added_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, sku)
+);
+
+CREATE TABLE payflow.stock (
+    sku        text PRIMARY KEY,
+    available  integer NOT NULL CHECK (available >= 0),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE payflow.stock IS
+    'Optional per SKU: a SKU with a row is reserved at order creation and released by cancel or expiry; a SKU without one is unlimited.';
+
+-- ---------------------------------------------------------------------------
+-- Orders
+-- ---------------------------------------------------------------------------
+CREATE TABLE payflow.orders (
+    id              bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    order_no        text NOT NULL UNIQUE,
+    customer_id     text NOT NULL,
+    status          text NOT NULL,
+    currency        character(3) NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    total_amount    bigint NOT NULL CHECK (total_amount >= 0),
+    paid_amount     bigint NOT NULL DEFAULT 0 CHECK (paid_amount >= 0),
+    refunded_amount bigint NOT NULL DEFAULT 0 CHECK (refunded_amount >= 0),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    expires_at      timestamptz NOT NULL,
+    paid_at         timestamptz,
+    closed_at       timestamptz,
+    close_reason    text,
+    idempotency_key text,
+    CHECK (refunded_amount <= paid_amount),
+    UNIQUE (customer_id, idempotency_key)
+);
+CREATE INDEX orders_open_by_customer ON payflow.orders (customer_id, created_at DESC)
+    WHERE status = 'awaiting_payment';
+CREATE INDEX orders_awaiting_by_expiry ON payflow.orders (expires_at)
+    WHERE status = 'awaiting_payment';
+
+CREATE TABLE payflow.order_lines (
+    order_id   bigint NOT NULL REFERENCES payflow.orders (id),
+    sku        text NOT NULL,
+    title      text,
+    quantity   integer NOT NULL CHECK (quantity > 0),
+    unit_price bigint NOT NULL CHECK (unit_price >= 0),
+    reserved   boolean NOT NULL,
+    PRIMARY KEY (order_id, sku)
+);
+COMMENT ON COLUMN payflow.order_lines.reserved IS
+    'True when stock was reserved for this line at order creation, so compensation gives exactly that back.';
+
+-- ---------------------------------------------------------------------------
+-- Payment attempts
+-- ---------------------------------------------------------------------------
+CREATE TABLE payflow.payments (
+    id              bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    payment_no      text NOT NULL UNIQUE,
+    order_id        bigint NOT NULL REFERENCES payflow.orders (id),
+    attempt         integer NOT NULL CHECK (attempt > 0),
+    channel         text NOT NULL REFERENCES payflow.channels (name),
+    amount          bigint NOT NULL CHECK (amount >= 0),
+    currency        character(3) NOT NULL,
+    status          text NOT NULL,
+    channel_ref     text,
+    channel_txn_id  text,
+    refund_needed   boolean NOT NULL DEFAULT false,
+    status_reason   text,
+    idempotency_key text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    paid_at         timestamptz,
+    resolved_at     timestamptz,
+    UNIQUE (order_id, attempt),
+    UNIQUE (order_id, idempotency_key)
+);
+CREATE INDEX payments_open_by_order ON payflow.payments (order_id)
+    WHERE status IN ('pending', 'superseded', 'unknown');
+
+-- ---------------------------------------------------------------------------
+-- Refunds
+-- ---------------------------------------------------------------------------
+CREATE TABLE payflow.refunds (
+    id                bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    refund_no         text NOT NULL UNIQUE,
+    payment_id        bigint NOT NULL REFERENCES payflow.payments (id),
+    order_id          bigint NOT NULL REFERENCES payflow.orders (id),
+    amount            bigint NOT NULL CHECK (amount > 0),
+    currency          character(3) NOT NULL,
+    reason            text NOT NULL CHECK (reason IN ('duplicate_payment', 'late_payment', 'merchant')),
+    status            text NOT NULL,
+    channel_refund_id text,
+    last_error        text,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    resolved_at       timestamptz
+);
+CREATE INDEX refunds_by_payment ON payflow.refunds (payment_id);
+CREATE INDEX refunds_by_order ON payflow.refunds (order_id);
+
+-- ---------------------------------------------------------------------------
+-- The outbox: one row per state change, written in the same transaction
+-- ---------------------------------------------------------------------------
+CREATE TABLE payflow.events (
+    id         bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    at         timestamptz NOT NULL DEFAULT now(),
+    type       text NOT NULL,
+    order_id   bigint NOT NULL,
+    payment_id bigint,
+    refund_id  bigint,
+    payload    jsonb NOT NULL
+);
+CREATE INDEX events_by_order ON payflow.events (order_id);
+CREATE INDEX events_by_payment ON payflow.events (payment_id) WHERE payment_id IS NOT NULL;
+
+-- ---------------------------------------------------------------------------
+-- The dropped-payment queue: one row per attempt or refund whose outcome is
+-- still open.  Rows leave when the object is final, so its size follows the
+-- number of open payments, never the number of historical orders.
+-- ---------------------------------------------------------------------------
+CREATE TABLE payflow.pending_checks (
+    id          bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    payment_id  bigint UNIQUE REFERENCES payflow.payments (id),
+    refund_id   bigint UNIQUE REFERENCES payflow.refunds (id),
+    due_at      timestamptz NOT NULL,
+    checks      integer NOT NULL DEFAULT 0,
+    lease_until timestamptz,
+    last_checked_at timestamptz,
+    last_outcome text,
+    last_error  text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CHECK ((payment_id IS NULL) <> (refund_id IS NULL))
+);
+CREATE INDEX pending_checks_due ON payflow.pending_checks (due_at);
+
+-- ---------------------------------------------------------------------------
+-- The transition guard: every INSERT and every status UPDATE of orders,
+-- payments and refunds must be a row of payflow.transitions (SQLSTATE PF020).
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payflow.guard_transition() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'payflow_guard_transition' LANGUAGE C;
+
+CREATE TRIGGER orders_guard_transition
+    BEFORE INSERT OR UPDATE OF status ON payflow.orders
+    FOR EACH ROW EXECUTE FUNCTION payflow.guard_transition('order');
+CREATE TRIGGER payments_guard_transition
+    BEFORE INSERT OR UPDATE OF status ON payflow.payments
+    FOR EACH ROW EXECUTE FUNCTION payflow.guard_transition('payment');
+CREATE TRIGGER refunds_guard_transition
+    BEFORE INSERT OR UPDATE OF status ON payflow.refunds
+    FOR EACH ROW EXECUTE FUNCTION payflow.guard_transition('refund');
+
+CREATE FUNCTION payflow.refuse_event_rewrite() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'payflow.events is append-only'
+        USING ERRCODE = 'PF020',
+              DETAIL = 'Events record state changes that already happened and are never rewritten.',
+              HINT = 'Append a new event instead.';
+END
+$$;
+CREATE TRIGGER events_append_only BEFORE UPDATE ON payflow.events
+    FOR EACH STATEMENT EXECUTE FUNCTION payflow.refuse_event_rewrite();
+
+-- ---------------------------------------------------------------------------
+-- The C API
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION payflow.cart_put(customer_id text, sku text, quantity integer,
+                                 unit_price bigint, currency character(3) DEFAULT 'CNY',
+                                 title text DEFAULT NULL)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'payflow_cart_put'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+
+CREATE FUNCTION payflow.create_order_from_cart(customer_id text, idempotency_key text DEFAULT NULL)
+    RETURNS payflow.orders
+    AS 'MODULE_PATHNAME', 'payflow_create_order_from_cart'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+
+CREATE FUNCTION payflow.open_order(customer_id text)
+    RETURNS payflow.orders
+    AS 'MODULE_PATHNAME', 'payflow_open_order'
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+
+CREATE FUNCTION payflow.cancel_order(order_id bigint, reason text)
+    RETURNS payflow.orders
+    AS 'MODULE_PATHNAME', 'payflow_cancel_order'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+
+CREATE FUNCTION payflow.begin_payment(order_id bigint, channel text, idempotency_key text DEFAULT NULL)
+    RETURNS payflow.payments
+    AS 'MODULE_PATHNAME', 'payflow_begin_payment'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+
+CREATE FUNCTION payflow.attach_channel_ref(payment_no text, channel_ref text)
+    RETURNS payflow.payments
+    AS 'MODULE_PATHNAME', 'payflow_attach_channel_ref'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+
+CREATE FUNCTION payflow.mark_paid(payment_no text, channel_txn_id text, amount bigint,
+                                  paid_at timestamptz DEFAULT now(),
+                                  currency character(3) DEFAULT NULL)
+    RETURNS payflow.payments
+    AS 'MODULE_PATHNAME', 'payflow_mark_paid'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+
+CREATE FUNCTION payflow.mark_failed(payment_no text, reason text)
+    RETURNS payflow.payments
+    AS 'MODULE_PATHNAME', 'payflow_mark_failed'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+
+CREATE FUNCTION payflow.request_refund(order_id bigint, amount bigint DEFAULT NULL,
+                                       reason text DEFAULT 'merchant')
+    RETURNS payflow.refunds
+    AS 'MODULE_PATHNAME', 'payflow_request_refund'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+
+CREATE FUNCTION payflow.check_now(payment_no text)
+    RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'payflow_check_now'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+
+-- Channel configuration (admin only).  Secrets go to a table no role reads.
+CREATE FUNCTION payflow.set_channel(name text, driver text, base_url text,
+                                    settings jsonb DEFAULT '{}', secrets jsonb DEFAULT NULL)
+    RETURNS payflow.channels
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp
+AS $$
+DECLARE
+    result payflow.channels;
+BEGIN
+    IF name IS NULL OR driver IS NULL OR base_url IS NULL THEN
+        RAISE EXCEPTION 'channel name, driver and base_url are required'
+            USING ERRCODE = 'PF005',
+                  DETAIL = format('Got name %L, driver %L, base_url %L.', name, driver, base_url),
+                  HINT = 'Call payflow.set_channel(name, driver, base_url, settings, secrets).';
+    END IF;
+    IF driver NOT IN ('wechatpay_v3', 'stripe', 'http_json') THEN
+        RAISE EXCEPTION 'unknown channel driver "%"', driver
+            USING ERRCODE = 'PF040',
+                  DETAIL = format('Channel %s names driver %s, which payflow does not have.', name, driver),
+                  HINT = 'Use one of wechatpay_v3, stripe, http_json.';
+    END IF;
+    INSERT INTO payflow.channels AS c (name, driver, base_url, settings, updated_at)
+    VALUES (set_channel.name, set_channel.driver, set_channel.base_url,
+            coalesce(set_channel.settings, '{}'), now())
+    ON CONFLICT ON CONSTRAINT channels_pkey DO UPDATE
+        SET driver = excluded.driver, base_url = excluded.base_url,
+            settings = excluded.settings, updated_at = now()
+    RETURNING c.* INTO result;
+    IF secrets IS NOT NULL THEN
+        INSERT INTO payflow.channel_secrets AS s (channel, secrets, updated_at)
+        VALUES (set_channel.name, set_channel.secrets, now())
+        ON CONFLICT ON CONSTRAINT channel_secrets_pkey DO UPDATE
+            SET secrets = excluded.secrets, updated_at = now();
+    END IF;
+    RETURN result;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Privileges
+-- ---------------------------------------------------------------------------
+REVOKE ALL ON ALL TABLES IN SCHEMA payflow FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA payflow FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA payflow FROM PUBLIC;
+
+GRANT SELECT ON payflow.orders, payflow.order_lines, payflow.payments, payflow.refunds,
+                payflow.events, payflow.cart_items, payflow.stock, payflow.transitions
+    TO payflow_app;
+GRANT SELECT ON payflow.channels, payflow.pending_checks TO payflow_admin;
+GRANT INSERT, UPDATE, DELETE ON payflow.stock TO payflow_admin;
+
+GRANT EXECUTE ON FUNCTION
+    payflow.cart_put(text, text, integer, bigint, character, text),
+    payflow.create_order_from_cart(text, text),
+    payflow.open_order(text),
+    payflow.cancel_order(bigint, text),
+    payflow.begin_payment(bigint, text, text),
+    payflow.attach_channel_ref(text, text),
+    payflow.mark_paid(text, text, bigint, timestamptz, character),
+    payflow.mark_failed(text, text),
+    payflow.request_refund(bigint, bigint, text),
+    payflow.check_now(text)
+    TO payflow_app;
+GRANT EXECUTE ON FUNCTION payflow.set_channel(text, text, text, jsonb, jsonb) TO payflow_admin;
+
+-- ---------------------------------------------------------------------------
+-- pg_dump keeps the data of these tables (extension tables are skipped
+-- otherwise).  The transition table is part of the extension itself.
+-- ---------------------------------------------------------------------------
+SELECT pg_catalog.pg_extension_config_dump('payflow.channels', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.channel_secrets', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.cart_items', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.stock', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.orders', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.order_lines', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.payments', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.refunds', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.events', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.pending_checks', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.orders_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.payments_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.refunds_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.pending_checks_id_seq', '');

@@ -1,0 +1,234 @@
+/*
+ * guc.c
+ *		The payflow.* settings of spec section 6, defined once in _PG_init,
+ *		and the parsed form of payflow.check_schedule.
+ *
+ * Durations are integer GUCs with units, so '30min', '10s' and '5000ms' all
+ * work and SHOW prints them back with a unit.  The check schedule is a list
+ * of such durations, validated by its check hook and kept parsed.
+ */
+#include "payflow.h"
+
+#include "utils/guc.h"
+
+char	   *payflow_database = NULL;
+bool		payflow_worker_enabled = true;
+char	   *payflow_check_schedule = NULL;
+int			payflow_concurrency = 64;
+int			payflow_http_timeout_ms = 5000;
+int			payflow_batch_size = 500;
+int			payflow_order_ttl_s = 30 * 60;
+int			payflow_payment_lock_window_s = 10;
+int			payflow_max_attempts = 3;
+int			payflow_resume_window_s = 30 * 60;
+bool		payflow_auto_refund = true;
+bool		payflow_restore_cart_on_expiry = true;
+
+#define DEFAULT_CHECK_SCHEDULE \
+	"2s,3s,5s,5s,10s,10s,10s,15s,30s,1min,2min,5min,10min,20min,30min,1h,3h,8h,24h"
+#define MAX_SCHEDULE_STEPS 64
+
+/* The parsed schedule: the delay in seconds before check number i. */
+typedef struct CheckSchedule
+{
+	int			nsteps;
+	int			step_seconds[MAX_SCHEDULE_STEPS];
+} CheckSchedule;
+
+static CheckSchedule *current_schedule = NULL;
+
+/*
+ * Parse "2s,3s,1min" into seconds.  On failure, sets *error and returns
+ * false.  Used by the check hook and by channels that carry their own
+ * schedule in their settings.
+ */
+static bool
+parse_check_schedule(const char *text, CheckSchedule *schedule, const char **error)
+{
+	char	   *copy = pstrdup(text);
+	char	   *saveptr = NULL;
+	char	   *item;
+
+	schedule->nsteps = 0;
+	for (item = strtok_r(copy, ",", &saveptr); item != NULL;
+		 item = strtok_r(NULL, ",", &saveptr))
+	{
+		int			seconds;
+		const char *hint = NULL;
+
+		while (*item == ' ')
+			item++;
+		if (schedule->nsteps >= MAX_SCHEDULE_STEPS)
+		{
+			*error = "the schedule has more than 64 steps";
+			return false;
+		}
+		if (!parse_int(item, &seconds, GUC_UNIT_S, &hint) || seconds < 0)
+		{
+			*error = "each step must be a non-negative duration such as 2s, 1min or 3h";
+			return false;
+		}
+		schedule->step_seconds[schedule->nsteps++] = seconds;
+	}
+	if (schedule->nsteps == 0)
+	{
+		*error = "the schedule must have at least one step";
+		return false;
+	}
+	pfree(copy);
+	return true;
+}
+
+static bool
+check_check_schedule(char **newval, void **extra, GucSource source)
+{
+	CheckSchedule schedule;
+	CheckSchedule *kept;
+	const char *error = NULL;
+
+	if (*newval == NULL || !parse_check_schedule(*newval, &schedule, &error))
+	{
+		GUC_check_errdetail("payflow.check_schedule: %s.",
+							error ? error : "the value must not be empty");
+		return false;
+	}
+	kept = (CheckSchedule *) malloc(sizeof(CheckSchedule));
+	if (kept == NULL)
+		return false;
+	*kept = schedule;
+	*extra = kept;
+	return true;
+}
+
+static void
+assign_check_schedule(const char *newval, void *extra)
+{
+	current_schedule = (CheckSchedule *) extra;
+}
+
+/*
+ * Seconds to wait before the next check of an object that has already been
+ * checked checks_made times; -1 when the schedule is exhausted.
+ */
+int
+payflow_schedule_step_seconds(int checks_made)
+{
+	if (current_schedule == NULL || checks_made < 0 ||
+		checks_made >= current_schedule->nsteps)
+		return -1;
+	return current_schedule->step_seconds[checks_made];
+}
+
+void
+payflow_define_gucs(void)
+{
+	DefineCustomStringVariable("payflow.database",
+							   gettext_noop("Database the payflow background worker connects to."),
+							   NULL,
+							   &payflow_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("payflow.worker_enabled",
+							 gettext_noop("Whether the payflow background worker reconciles payments."),
+							 NULL,
+							 &payflow_worker_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("payflow.check_schedule",
+							   gettext_noop("Delays between successive channel checks of an open payment."),
+							   gettext_noop("A comma-separated list of durations; when it is exhausted the payment goes to review (unknown)."),
+							   &payflow_check_schedule,
+							   DEFAULT_CHECK_SCHEDULE,
+							   PGC_SUSET,
+							   0,
+							   check_check_schedule, assign_check_schedule, NULL);
+
+	DefineCustomIntVariable("payflow.concurrency",
+							gettext_noop("Channel requests the reconciler keeps in flight at once."),
+							NULL,
+							&payflow_concurrency,
+							64, 1, 1024,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("payflow.http_timeout",
+							gettext_noop("Timeout of one channel request."),
+							NULL,
+							&payflow_http_timeout_ms,
+							5000, 100, 120000,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("payflow.batch_size",
+							gettext_noop("Due checks the reconciler claims in one pass."),
+							NULL,
+							&payflow_batch_size,
+							500, 1, 100000,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("payflow.order_ttl",
+							gettext_noop("How long a new order stays payable."),
+							NULL,
+							&payflow_order_ttl_s,
+							30 * 60, 1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("payflow.payment_lock_window",
+							gettext_noop("How long a pending attempt blocks a new attempt of the same order."),
+							NULL,
+							&payflow_payment_lock_window_s,
+							10, 0, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("payflow.max_attempts",
+							gettext_noop("Payment attempts allowed per order."),
+							NULL,
+							&payflow_max_attempts,
+							3, 1, 1000,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("payflow.resume_window",
+							gettext_noop("How recent an open order must be for an empty-cart checkout to resume it."),
+							NULL,
+							&payflow_resume_window_s,
+							30 * 60, 0, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("payflow.auto_refund",
+							 gettext_noop("Whether the reconciler executes refunds of late or duplicate payments."),
+							 NULL,
+							 &payflow_auto_refund,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("payflow.restore_cart_on_expiry",
+							 gettext_noop("Whether an expired order's lines go back into the customer's cart."),
+							 NULL,
+							 &payflow_restore_cart_on_expiry,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("payflow");
+}

@@ -1,0 +1,377 @@
+/*
+ * order.c
+ *		Orders: checkout (create_order_from_cart), open_order, cancel_order,
+ *		and the compensation that gives an unpaid order's stock back and
+ *		restores its lines into the cart (shared with expiry).
+ *
+ * Checkout is one atomic step in the caller's transaction: the cart rows
+ * are locked first (so concurrent checkouts of one customer queue up behind
+ * each other), then the idempotency key is looked up with a fresh snapshot,
+ * then stock rows are locked in SKU order (so checkouts of different
+ * customers never deadlock), checked and reserved, and the order, its
+ * lines, the emptied cart and the order.created event are written.
+ */
+#include "payflow.h"
+
+#include "common/int.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/lsyscache.h"
+
+PG_FUNCTION_INFO_V1(payflow_create_order_from_cart);
+PG_FUNCTION_INFO_V1(payflow_open_order);
+PG_FUNCTION_INFO_V1(payflow_cancel_order);
+
+static PreparedQuery lock_cart = {
+	.sql = "SELECT c.sku, c.quantity, c.unit_price, c.currency::text AS currency,"
+	"       EXISTS (SELECT 1 FROM payflow.stock s WHERE s.sku = c.sku) AS stocked"
+	" FROM payflow.cart_items c WHERE c.customer_id = $1"
+	" ORDER BY c.sku FOR UPDATE OF c",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
+
+static PreparedQuery order_by_key = {
+	.sql = "SELECT * FROM payflow.orders WHERE customer_id = $1 AND idempotency_key = $2",
+	.nargs = 2,
+	.argtypes = {TEXTOID, TEXTOID},
+};
+
+static PreparedQuery newest_open_order = {
+	.sql = "SELECT * FROM payflow.orders"
+	" WHERE customer_id = $1 AND status = 'awaiting_payment'"
+	"   AND created_at > $2 AND expires_at > $3"
+	" ORDER BY created_at DESC, id DESC LIMIT 1",
+	.nargs = 3,
+	.argtypes = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+};
+
+static PreparedQuery newest_open_order_read_only = {
+	.sql = "SELECT * FROM payflow.orders"
+	" WHERE customer_id = $1 AND status = 'awaiting_payment'"
+	"   AND created_at > $2 AND expires_at > $3"
+	" ORDER BY created_at DESC, id DESC LIMIT 1",
+	.nargs = 3,
+	.argtypes = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+	.read_only = true,
+};
+
+/* Locked in SKU order, and read as their latest committed version. */
+static PreparedQuery lock_cart_stock = {
+	.sql = "SELECT s.sku, s.available, c.quantity"
+	" FROM payflow.stock s JOIN payflow.cart_items c ON c.sku = s.sku"
+	" WHERE c.customer_id = $1 ORDER BY s.sku FOR UPDATE OF s",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
+
+static PreparedQuery reserve_cart_stock = {
+	.sql = "UPDATE payflow.stock s SET available = s.available - c.quantity, updated_at = now()"
+	" FROM payflow.cart_items c WHERE c.customer_id = $1 AND c.sku = s.sku"
+	"   AND s.sku = ANY ($2)",
+	.nargs = 2,
+	.argtypes = {TEXTOID, TEXTARRAYOID},
+};
+
+static PreparedQuery insert_order_from_cart = {
+	.sql = "WITH new_order AS ("
+	"   INSERT INTO payflow.orders (id, order_no, customer_id, status, currency,"
+	"                               total_amount, expires_at, idempotency_key)"
+	"   SELECT n.id, 'PF' || to_char(now() AT TIME ZONE 'UTC', 'YYMMDD') || lpad(n.id::text, 10, '0'),"
+	"          $1, 'awaiting_payment', $2, $3, $4, $5"
+	"   FROM (SELECT nextval('payflow.orders_id_seq') AS id) n"
+	"   RETURNING *),"
+	" lines AS ("
+	"   INSERT INTO payflow.order_lines (order_id, sku, title, quantity, unit_price, reserved)"
+	"   SELECT o.id, c.sku, c.title, c.quantity, c.unit_price, c.sku = ANY ($6)"
+	"   FROM payflow.cart_items c CROSS JOIN new_order o WHERE c.customer_id = $1),"
+	" emptied AS (DELETE FROM payflow.cart_items WHERE customer_id = $1)"
+	" SELECT * FROM new_order",
+	.nargs = 6,
+	.argtypes = {TEXTOID, BPCHAROID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTARRAYOID},
+};
+
+static PreparedQuery lock_order = {
+	.sql = "SELECT * FROM payflow.orders WHERE id = $1 FOR UPDATE",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
+static PreparedQuery set_order_closed = {
+	.sql = "UPDATE payflow.orders SET status = $2, closed_at = now(), close_reason = $3"
+	" WHERE id = $1 RETURNING *",
+	.nargs = 3,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID},
+};
+
+static PreparedQuery lock_order_stock = {
+	.sql = "SELECT s.sku FROM payflow.stock s JOIN payflow.order_lines l ON l.sku = s.sku"
+	" WHERE l.order_id = $1 AND l.reserved ORDER BY s.sku FOR UPDATE OF s",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
+static PreparedQuery release_order_stock = {
+	.sql = "UPDATE payflow.stock s SET available = s.available + l.quantity, updated_at = now()"
+	" FROM payflow.order_lines l WHERE l.order_id = $1 AND l.reserved AND l.sku = s.sku",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
+/*
+ * Lines come back into the cart; a SKU the customer has put in the cart
+ * again since keeps the customer's newer line, with the larger quantity.
+ */
+static PreparedQuery restore_order_cart = {
+	.sql = "INSERT INTO payflow.cart_items (customer_id, sku, quantity, unit_price, currency, title)"
+	" SELECT o.customer_id, l.sku, l.quantity, l.unit_price, o.currency, l.title"
+	" FROM payflow.order_lines l JOIN payflow.orders o ON o.id = l.order_id"
+	" WHERE l.order_id = $1 ORDER BY l.sku"
+	" ON CONFLICT (customer_id, sku) DO UPDATE"
+	" SET quantity = GREATEST(payflow.cart_items.quantity, excluded.quantity)",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
+/*
+ * create_order_from_cart(customer_id, idempotency_key): the cart becomes an
+ * order awaiting payment, or the same key returns the same order, or an
+ * empty cart resumes the customer's open order.
+ */
+Datum
+payflow_create_order_from_cart(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	char	   *customer_id = pf_arg_text(fcinfo, 0, "customer_id", true);
+	char	   *idempotency_key = pf_arg_text(fcinfo, 1, "idempotency_key", false);
+	Datum		customer_datum = CStringGetTextDatum(customer_id);
+	Datum		result;
+	uint64		nlines;
+	char	   *currency = NULL;
+	int64		total = 0;
+	bool		any_stocked = false;
+	Datum		reserved_skus;
+	int64		order_id;
+
+	SPI_connect();
+
+	/* 1. Lock the cart: concurrent checkouts of this customer queue here. */
+	nlines = pf_execute(&lock_cart, &customer_datum, NULL, 0);
+	{
+		/* Keep what we need: later queries replace SPI_tuptable. */
+		for (uint64 i = 0; i < nlines; i++)
+		{
+			char	   *line_currency = pf_text(i, "currency");
+			int64		line_amount;
+
+			if (currency == NULL)
+				currency = line_currency;
+			else if (strcmp(currency, line_currency) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_PF_MIXED_CURRENCIES),
+						 errmsg("cart of customer %s mixes currencies", customer_id),
+						 errdetail("Line %s is in %s while another line is in %s; one order has one currency.",
+								   pf_text(i, "sku"), line_currency, currency),
+						 errhint("Remove the lines of one currency with payflow.cart_put(..., quantity => 0) and check them out separately.")));
+			if (pg_mul_s64_overflow(DatumGetInt32(pf_datum(i, "quantity")),
+									pf_int64(i, "unit_price"), &line_amount) ||
+				pg_add_s64_overflow(total, line_amount, &total))
+				ereport(ERROR,
+						(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+						 errmsg("cart total of customer %s is out of range", customer_id),
+						 errdetail("Line %s makes the total exceed the bigint range of minor units.",
+								   pf_text(i, "sku")),
+						 errhint("Check the line's quantity and unit_price.")));
+			if (DatumGetBool(pf_datum(i, "stocked")))
+				any_stocked = true;
+		}
+	}
+
+	/* 2. The same key again returns the same order, whatever the cart holds. */
+	if (idempotency_key != NULL)
+	{
+		Datum		values[2] = {customer_datum, CStringGetTextDatum(idempotency_key)};
+
+		if (pf_execute(&order_by_key, values, NULL, 1) == 1)
+		{
+			result = pf_row_as_result(fcinfo, caller_context, 0);
+			SPI_finish();
+			PG_RETURN_DATUM(result);
+		}
+	}
+
+	/* 3. Empty cart: resume the customer's recent open order, if any. */
+	if (nlines == 0)
+	{
+		Datum		values[3] = {
+			customer_datum,
+			TimestampTzGetDatum(pf_now_plus_seconds(-(int64) payflow_resume_window_s)),
+			TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+		};
+
+		if (pf_execute(&newest_open_order, values, NULL, 1) == 1)
+		{
+			result = pf_row_as_result(fcinfo, caller_context, 0);
+			SPI_finish();
+			PG_RETURN_DATUM(result);
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_CART_EMPTY),
+				 errmsg("cart of customer %s is empty", customer_id),
+				 errdetail("Customer %s has no cart lines and no order awaiting payment from the last %d seconds.",
+						   customer_id, payflow_resume_window_s),
+				 errhint("Add items with payflow.cart_put() first; to pay an existing order use payflow.open_order() and payflow.begin_payment().")));
+	}
+
+	/* 4. Reserve stock, rows locked in SKU order, checked at their latest. */
+	reserved_skus = PointerGetDatum(construct_empty_array(TEXTOID));
+	if (any_stocked)
+	{
+		uint64		nstocked = pf_execute(&lock_cart_stock, &customer_datum, NULL, 0);
+		Datum	   *skus = palloc(sizeof(Datum) * (nstocked + 1));
+
+		for (uint64 i = 0; i < nstocked; i++)
+		{
+			int32		available = DatumGetInt32(pf_datum(i, "available"));
+			int32		wanted = DatumGetInt32(pf_datum(i, "quantity"));
+
+			if (available < wanted)
+				ereport(ERROR,
+						(errcode(ERRCODE_PF_INSUFFICIENT_STOCK),
+						 errmsg("insufficient stock for SKU %s", pf_text(i, "sku")),
+						 errdetail("Customer %s wants %d of SKU %s but %d are available.",
+								   customer_id, wanted, pf_text(i, "sku"), available),
+						 errhint("Lower the quantity with payflow.cart_put() or remove the line, then check out again.")));
+			skus[i] = pf_datum(i, "sku");
+		}
+		if (nstocked > 0)
+		{
+			Datum		values[2];
+
+			reserved_skus = PointerGetDatum(construct_array(skus, nstocked, TEXTOID,
+															-1, false, TYPALIGN_INT));
+			values[0] = customer_datum;
+			values[1] = reserved_skus;
+			pf_execute(&reserve_cart_stock, values, NULL, 0);
+		}
+	}
+
+	/* 5. The order, its lines and the emptied cart, in one statement. */
+	{
+		Datum		values[6];
+		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+		values[0] = customer_datum;
+		values[1] = CStringGetTextDatum(currency);
+		values[2] = Int64GetDatum(total);
+		values[3] = TimestampTzGetDatum(pf_now_plus_seconds(payflow_order_ttl_s));
+		values[4] = idempotency_key ? CStringGetTextDatum(idempotency_key) : (Datum) 0;
+		values[5] = reserved_skus;
+		if (idempotency_key == NULL)
+			nulls[4] = 'n';
+		if (pf_execute(&insert_order_from_cart, values, nulls, 0) != 1)
+			elog(ERROR, "payflow: order of customer %s was not created", customer_id);
+		result = pf_row_as_result(fcinfo, caller_context, 0);
+		order_id = pf_int64(0, "id");
+	}
+
+	pf_emit_event("order.created", order_id, 0, 0, NULL);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* open_order(customer_id): the customer's newest payable order, or NULL. */
+Datum
+payflow_open_order(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	char	   *customer_id = pf_arg_text(fcinfo, 0, "customer_id", true);
+	Datum		values[3];
+	Datum		result;
+
+	values[0] = CStringGetTextDatum(customer_id);
+	values[1] = TimestampTzGetDatum(DT_NOBEGIN);
+	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+
+	SPI_connect();
+	if (pf_execute(&newest_open_order_read_only, values, NULL, 1) == 0)
+	{
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
+	result = pf_row_as_result(fcinfo, caller_context, 0);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* Give back the stock reserved for the order's lines. */
+void
+pf_release_order_stock(int64 order_id)
+{
+	Datum		value = Int64GetDatum(order_id);
+
+	if (pf_execute(&lock_order_stock, &value, NULL, 0) > 0)
+		pf_execute(&release_order_stock, &value, NULL, 0);
+}
+
+/* Put the order's lines back into the customer's cart. */
+void
+pf_restore_order_cart(int64 order_id)
+{
+	Datum		value = Int64GetDatum(order_id);
+
+	pf_execute(&restore_order_cart, &value, NULL, 0);
+}
+
+/*
+ * cancel_order(order_id, reason): an unpaid order is cancelled, its stock
+ * released and its open attempts superseded, so the reconciler checks them
+ * and closes them at the channel.  Cancelling a cancelled order is a no-op.
+ */
+Datum
+payflow_cancel_order(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	int64		order_id;
+	char	   *reason = pf_arg_text(fcinfo, 1, "reason", false);
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	Datum		result;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+				 errmsg("argument \"order_id\" must not be null"),
+				 errdetail("cancel_order was called with a NULL order_id."),
+				 errhint("Pass the id of the order to cancel.")));
+	order_id = PG_GETARG_INT64(0);
+
+	SPI_connect();
+	values[0] = Int64GetDatum(order_id);
+	if (pf_execute(&lock_order, values, NULL, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_UNKNOWN_OBJECT),
+				 errmsg("order " INT64_FORMAT " does not exist", order_id),
+				 errdetail("No row of payflow.orders has id " INT64_FORMAT ".", order_id),
+				 errhint("Check the order id returned by payflow.create_order_from_cart().")));
+	if (strcmp(pf_text(0, "status"), "cancelled") == 0)
+	{
+		result = pf_row_as_result(fcinfo, caller_context, 0);
+		SPI_finish();
+		PG_RETURN_DATUM(result);
+	}
+
+	/* The guard trigger refuses this move for a paid or expired order. */
+	values[1] = CStringGetTextDatum("cancelled");
+	values[2] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	if (reason == NULL)
+		nulls[2] = 'n';
+	pf_execute(&set_order_closed, values, nulls, 1);
+	result = pf_row_as_result(fcinfo, caller_context, 0);
+
+	pf_release_order_stock(order_id);
+	pf_supersede_open_attempts(order_id, 0);
+	pf_emit_event("order.cancelled", order_id, 0, 0, reason);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}

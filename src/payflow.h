@@ -1,0 +1,96 @@
+/*
+ * payflow.h
+ *		Declarations shared by payflow's C files: the PFxxx error codes, the
+ *		settings, the SPI helpers, and the small internal interfaces of the
+ *		state guard, the event outbox and the pending-check queue.
+ *
+ * Layers (a file uses only those above it in this list):
+ *	foundations: guc.c, spi_util.c, state.c, events.c, checks.c
+ *	domain:      cart.c, order.c, payment.c
+ *	entry:       payflow.c (_PG_init)
+ */
+#ifndef PAYFLOW_H
+#define PAYFLOW_H
+
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+/* SQLSTATE class PF: payflow's own refusals (spec section 3). */
+#define ERRCODE_PF_CART_EMPTY				MAKE_SQLSTATE('P','F','0','0','1')
+#define ERRCODE_PF_MIXED_CURRENCIES			MAKE_SQLSTATE('P','F','0','0','2')
+#define ERRCODE_PF_INSUFFICIENT_STOCK		MAKE_SQLSTATE('P','F','0','0','3')
+#define ERRCODE_PF_UNKNOWN_OBJECT			MAKE_SQLSTATE('P','F','0','0','4')
+#define ERRCODE_PF_INVALID_ARGUMENT			MAKE_SQLSTATE('P','F','0','0','5')
+#define ERRCODE_PF_PAYMENT_IN_PROGRESS		MAKE_SQLSTATE('P','F','0','1','0')
+#define ERRCODE_PF_TOO_MANY_ATTEMPTS		MAKE_SQLSTATE('P','F','0','1','1')
+#define ERRCODE_PF_ORDER_NOT_PAYABLE		MAKE_SQLSTATE('P','F','0','1','2')
+#define ERRCODE_PF_ORDER_NOT_REFUNDABLE		MAKE_SQLSTATE('P','F','0','1','3')
+#define ERRCODE_PF_REFUND_AMOUNT			MAKE_SQLSTATE('P','F','0','1','4')
+#define ERRCODE_PF_ILLEGAL_TRANSITION		MAKE_SQLSTATE('P','F','0','2','0')
+#define ERRCODE_PF_CHANNEL_NOT_CONFIGURED	MAKE_SQLSTATE('P','F','0','4','0')
+
+/* guc.c: settings of spec section 6 */
+extern char *payflow_database;
+extern bool payflow_worker_enabled;
+extern char *payflow_check_schedule;
+extern int	payflow_concurrency;
+extern int	payflow_http_timeout_ms;
+extern int	payflow_batch_size;
+extern int	payflow_order_ttl_s;
+extern int	payflow_payment_lock_window_s;
+extern int	payflow_max_attempts;
+extern int	payflow_resume_window_s;
+extern bool payflow_auto_refund;
+extern bool payflow_restore_cart_on_expiry;
+
+extern void payflow_define_gucs(void);
+extern int	payflow_schedule_step_seconds(int checks_made);
+
+/* spi_util.c: prepared plans kept for the life of the backend */
+typedef struct PreparedQuery
+{
+	SPIPlanPtr	plan;
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[8];
+	bool		read_only;		/* true for queries of STABLE functions */
+} PreparedQuery;
+
+extern uint64 pf_execute(PreparedQuery *query, Datum *values, const char *nulls,
+						 long max_rows);
+extern bool pf_isnull(int row, const char *column);
+extern Datum pf_datum(int row, const char *column);
+extern int64 pf_int64(int row, const char *column);
+extern char *pf_text(int row, const char *column);
+extern Datum pf_row_as_result(FunctionCallInfo fcinfo, MemoryContext caller_context,
+							  int row);
+extern char *pf_arg_text(FunctionCallInfo fcinfo, int argno, const char *argname,
+						 bool required);
+extern TimestampTz pf_now_plus_seconds(int64 seconds);
+
+/* state.c: the transition guard */
+extern Datum payflow_guard_transition(PG_FUNCTION_ARGS);
+
+/* events.c: the outbox */
+extern void pf_emit_event(const char *type, int64 order_id, int64 payment_id,
+						  int64 refund_id, const char *note);
+
+/* checks.c: the pending-check queue */
+extern void pf_enqueue_payment_check(int64 payment_id, TimestampTz due_at);
+extern void pf_enqueue_refund_check(int64 refund_id, TimestampTz due_at);
+extern void pf_dequeue_payment_check(int64 payment_id);
+extern TimestampTz pf_first_check_due(void);
+
+/* order.c: compensation, shared with the reconciler */
+extern void pf_release_order_stock(int64 order_id);
+extern void pf_restore_order_cart(int64 order_id);
+
+/* payment.c: attempts superseded by a newer attempt, a payment or a cancel */
+extern void pf_supersede_open_attempts(int64 order_id, int64 except_payment_id);
+
+#endif							/* PAYFLOW_H */

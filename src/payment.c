@@ -1,0 +1,654 @@
+/*
+ * payment.c
+ *		Payment attempts and refunds: begin_payment, attach_channel_ref,
+ *		mark_paid, mark_failed, request_refund, check_now, and superseding
+ *		the open attempts of an order.
+ *
+ * Locking order, everywhere: the order row first, then its payments.  Two
+ * successes of one order's attempts therefore queue on the order row: the
+ * first pays the order, the second finds it paid and becomes a refund.
+ *
+ * Status moves are written, never pre-checked here: the guard trigger
+ * (state.c) holds every move to payflow.transitions.  Money that the
+ * channel took is never dropped: a success that cannot pay its order is
+ * recorded as succeeded with refund_needed and a refund row.
+ */
+#include "payflow.h"
+
+#include "funcapi.h"
+
+PG_FUNCTION_INFO_V1(payflow_begin_payment);
+PG_FUNCTION_INFO_V1(payflow_attach_channel_ref);
+PG_FUNCTION_INFO_V1(payflow_mark_paid);
+PG_FUNCTION_INFO_V1(payflow_mark_failed);
+PG_FUNCTION_INFO_V1(payflow_request_refund);
+PG_FUNCTION_INFO_V1(payflow_check_now);
+
+static PreparedQuery lock_order = {
+	.sql = "SELECT id, order_no, status, currency::text AS currency, total_amount,"
+	"       paid_amount, refunded_amount, expires_at <= now() AS past_expiry"
+	" FROM payflow.orders WHERE id = $1 FOR UPDATE",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
+static PreparedQuery payment_order_id = {
+	.sql = "SELECT order_id FROM payflow.payments WHERE payment_no = $1",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
+
+static PreparedQuery lock_payment = {
+	.sql = "SELECT * FROM payflow.payments WHERE payment_no = $1 FOR UPDATE",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
+
+static PreparedQuery payment_by_key = {
+	.sql = "SELECT * FROM payflow.payments WHERE order_id = $1 AND idempotency_key = $2",
+	.nargs = 2,
+	.argtypes = {INT8OID, TEXTOID},
+};
+
+static PreparedQuery channel_exists = {
+	.sql = "SELECT driver FROM payflow.channels WHERE name = $1",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
+
+static PreparedQuery attempts_of_order = {
+	.sql = "SELECT count(*) AS attempts, coalesce(max(attempt), 0) AS last_attempt,"
+	"       (array_agg(payment_no ORDER BY attempt DESC)"
+	"          FILTER (WHERE status = 'pending' AND created_at > $2))[1] AS in_flight"
+	" FROM payflow.payments WHERE order_id = $1",
+	.nargs = 2,
+	.argtypes = {INT8OID, TIMESTAMPTZOID},
+};
+
+static PreparedQuery supersede_pending = {
+	.sql = "UPDATE payflow.payments SET status = 'superseded'"
+	" WHERE order_id = $1 AND status = 'pending' AND id <> $2 RETURNING id",
+	.nargs = 2,
+	.argtypes = {INT8OID, INT8OID},
+};
+
+static PreparedQuery insert_attempt = {
+	.sql = "INSERT INTO payflow.payments (payment_no, order_id, attempt, channel, amount,"
+	"                              currency, status, idempotency_key)"
+	" VALUES ($2 || '-' || $3, $1, $3, $4, $5, $6, 'pending', $7) RETURNING *",
+	.nargs = 7,
+	.argtypes = {INT8OID, TEXTOID, INT4OID, TEXTOID, INT8OID, BPCHAROID, TEXTOID},
+};
+
+static PreparedQuery set_channel_ref = {
+	.sql = "UPDATE payflow.payments SET channel_ref = $2"
+	" WHERE payment_no = $1 AND (channel_ref IS NULL OR channel_ref = $2) RETURNING *",
+	.nargs = 2,
+	.argtypes = {TEXTOID, TEXTOID},
+};
+
+static PreparedQuery set_payment_succeeded = {
+	.sql = "UPDATE payflow.payments SET status = 'succeeded', channel_txn_id = $2,"
+	"       paid_at = $3, resolved_at = now(), refund_needed = $4, status_reason = NULL"
+	" WHERE id = $1 RETURNING *",
+	.nargs = 4,
+	.argtypes = {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID},
+};
+
+static PreparedQuery set_payment_status = {
+	.sql = "UPDATE payflow.payments SET status = $2, status_reason = $3,"
+	"       resolved_at = CASE WHEN $2 IN ('failed', 'closed') THEN now() ELSE resolved_at END"
+	" WHERE id = $1 RETURNING *",
+	.nargs = 3,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID},
+};
+
+static PreparedQuery set_order_paid = {
+	.sql = "UPDATE payflow.orders SET status = 'paid', paid_amount = $2, paid_at = $3"
+	" WHERE id = $1",
+	.nargs = 3,
+	.argtypes = {INT8OID, INT8OID, TIMESTAMPTZOID},
+};
+
+static PreparedQuery insert_refund = {
+	.sql = "INSERT INTO payflow.refunds (refund_no, payment_id, order_id, amount, currency,"
+	"                             reason, status)"
+	" SELECT p.payment_no || '-R' || (count(r.id) + 1), p.id, p.order_id, $2, p.currency,"
+	"        $3, 'requested'"
+	" FROM payflow.payments p LEFT JOIN payflow.refunds r ON r.payment_id = p.id"
+	" WHERE p.id = $1 GROUP BY p.id RETURNING *",
+	.nargs = 3,
+	.argtypes = {INT8OID, INT8OID, TEXTOID},
+};
+
+static PreparedQuery refundable_payment = {
+	.sql = "SELECT p.id, p.amount, o.paid_amount - o.refunded_amount"
+	"       - coalesce((SELECT sum(r.amount) FROM payflow.refunds r"
+	"                   WHERE r.payment_id = p.id AND r.status IN ('requested', 'processing')), 0)::bigint"
+	"       AS refundable"
+	" FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id"
+	" WHERE p.order_id = $1 AND p.status = 'succeeded' AND NOT p.refund_needed"
+	" ORDER BY p.paid_at LIMIT 1",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
+static PreparedQuery make_check_due_now = {
+	.sql = "UPDATE payflow.pending_checks c SET due_at = LEAST(c.due_at, now())"
+	" FROM payflow.payments p WHERE p.payment_no = $1 AND c.payment_id = p.id"
+	" RETURNING c.due_at",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
+
+static PreparedQuery refund_by_id = {
+	.sql = "SELECT * FROM payflow.refunds WHERE id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
+static void
+require_not_null(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+				 errmsg("argument \"%s\" must not be null", argname),
+				 errdetail("The call passed NULL for \"%s\".", argname),
+				 errhint("Pass a value for \"%s\".", argname)));
+}
+
+static void
+report_unknown_order(int64 order_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PF_UNKNOWN_OBJECT),
+			 errmsg("order " INT64_FORMAT " does not exist", order_id),
+			 errdetail("No row of payflow.orders has id " INT64_FORMAT ".", order_id),
+			 errhint("Check the order id returned by payflow.create_order_from_cart().")));
+}
+
+static void
+report_unknown_payment(const char *payment_no)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PF_UNKNOWN_OBJECT),
+			 errmsg("payment %s does not exist", payment_no),
+			 errdetail("No row of payflow.payments has payment_no %s.", payment_no),
+			 errhint("Use the payment_no returned by payflow.begin_payment().")));
+}
+
+/* Lock an order row (the result stays in SPI_tuptable row 0). */
+static void
+lock_order_or_report(int64 order_id)
+{
+	Datum		value = Int64GetDatum(order_id);
+
+	if (pf_execute(&lock_order, &value, NULL, 1) == 0)
+		report_unknown_order(order_id);
+}
+
+/*
+ * Lock a payment and, first, its order.  Leaves the payment row in
+ * SPI_tuptable row 0 and returns the order's status.
+ */
+static char *
+lock_payment_and_order(const char *payment_no, int64 *order_id)
+{
+	Datum		value = CStringGetTextDatum(payment_no);
+	char	   *order_status;
+
+	if (pf_execute(&payment_order_id, &value, NULL, 1) == 0)
+		report_unknown_payment(payment_no);
+	*order_id = pf_int64(0, "order_id");
+	lock_order_or_report(*order_id);
+	order_status = pf_text(0, "status");
+	if (pf_execute(&lock_payment, &value, NULL, 1) == 0)
+		report_unknown_payment(payment_no);
+	return order_status;
+}
+
+/*
+ * Supersede the order's pending attempts (all but except_payment_id): each
+ * gets a payment.superseded event and a check due now, so the reconciler
+ * asks the channel and closes it there.
+ */
+void
+pf_supersede_open_attempts(int64 order_id, int64 except_payment_id)
+{
+	Datum		values[2] = {Int64GetDatum(order_id), Int64GetDatum(except_payment_id)};
+	uint64		n = pf_execute(&supersede_pending, values, NULL, 0);
+	int64	   *ids = palloc(sizeof(int64) * (n + 1));
+
+	for (uint64 i = 0; i < n; i++)
+		ids[i] = pf_int64(i, "id");
+	for (uint64 i = 0; i < n; i++)
+	{
+		pf_enqueue_payment_check(ids[i], GetCurrentTransactionStartTimestamp());
+		pf_emit_event("payment.superseded", order_id, ids[i], 0, NULL);
+	}
+}
+
+/* Record a refund of a payment and queue it for the reconciler. */
+static int64
+add_refund(int64 order_id, int64 payment_id, int64 amount, const char *reason)
+{
+	Datum		values[3] = {Int64GetDatum(payment_id), Int64GetDatum(amount),
+	CStringGetTextDatum(reason)};
+	int64		refund_id;
+
+	if (pf_execute(&insert_refund, values, NULL, 0) != 1)
+		elog(ERROR, "payflow: refund of payment " INT64_FORMAT " was not recorded", payment_id);
+	refund_id = pf_int64(0, "id");
+	pf_enqueue_refund_check(refund_id, GetCurrentTransactionStartTimestamp());
+	pf_emit_event("refund.requested", order_id, payment_id, refund_id, reason);
+	return refund_id;
+}
+
+/*
+ * begin_payment(order_id, channel, idempotency_key): a new attempt with a
+ * fresh payment_no, queued for its first check.
+ */
+Datum
+payflow_begin_payment(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	int64		order_id;
+	char	   *channel = pf_arg_text(fcinfo, 1, "channel", true);
+	char	   *idempotency_key = pf_arg_text(fcinfo, 2, "idempotency_key", false);
+	char	   *order_no;
+	char	   *order_status;
+	char	   *currency;
+	int64		amount;
+	bool		past_expiry;
+	int64		payment_id;
+	int32		attempt;
+	Datum		result;
+
+	require_not_null(fcinfo, 0, "order_id");
+	order_id = PG_GETARG_INT64(0);
+
+	SPI_connect();
+	lock_order_or_report(order_id);
+	order_no = pf_text(0, "order_no");
+	order_status = pf_text(0, "status");
+	currency = pf_text(0, "currency");
+	amount = pf_int64(0, "total_amount");
+	past_expiry = DatumGetBool(pf_datum(0, "past_expiry"));
+
+	if (idempotency_key != NULL)
+	{
+		Datum		values[2] = {Int64GetDatum(order_id), CStringGetTextDatum(idempotency_key)};
+
+		if (pf_execute(&payment_by_key, values, NULL, 1) == 1)
+		{
+			result = pf_row_as_result(fcinfo, caller_context, 0);
+			SPI_finish();
+			PG_RETURN_DATUM(result);
+		}
+	}
+
+	if (strcmp(order_status, "awaiting_payment") != 0 || past_expiry)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_ORDER_NOT_PAYABLE),
+				 errmsg("order %s is not payable", order_no),
+				 errdetail("Order %s is %s%s.", order_no, order_status,
+						   past_expiry && strcmp(order_status, "awaiting_payment") == 0 ?
+						   " but past its expires_at" : ""),
+				 errhint("Only an order awaiting payment and not yet expired takes a new attempt; create a new order from the cart.")));
+
+	{
+		Datum		value = CStringGetTextDatum(channel);
+
+		if (pf_execute(&channel_exists, &value, NULL, 1) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+					 errmsg("channel \"%s\" is not configured", channel),
+					 errdetail("Order %s asked for channel %s, which payflow.channels does not have.",
+							   order_no, channel),
+					 errhint("An administrator configures channels with payflow.set_channel().")));
+	}
+
+	{
+		Datum		values[2] = {
+			Int64GetDatum(order_id),
+			TimestampTzGetDatum(pf_now_plus_seconds(-(int64) payflow_payment_lock_window_s)),
+		};
+		int64		attempts;
+
+		pf_execute(&attempts_of_order, values, NULL, 1);
+		attempts = pf_int64(0, "attempts");
+		attempt = (int32) pf_int64(0, "last_attempt") + 1;
+		if (!pf_isnull(0, "in_flight"))
+			ereport(ERROR,
+					(errcode(ERRCODE_PF_PAYMENT_IN_PROGRESS),
+					 errmsg("a payment of order %s is in progress", order_no),
+					 errdetail("Attempt %s is pending and younger than payflow.payment_lock_window (%d s).",
+							   pf_text(0, "in_flight"), payflow_payment_lock_window_s),
+					 errhint("Let the customer finish the attempt in progress, call payflow.check_now() on it, or retry after the window.")));
+		if (attempts >= payflow_max_attempts)
+			ereport(ERROR,
+					(errcode(ERRCODE_PF_TOO_MANY_ATTEMPTS),
+					 errmsg("order %s has no payment attempts left", order_no),
+					 errdetail("Order %s already has " INT64_FORMAT " attempts; payflow.max_attempts is %d.",
+							   order_no, attempts, payflow_max_attempts),
+					 errhint("Cancel the order and create a new one, or raise payflow.max_attempts.")));
+	}
+
+	pf_supersede_open_attempts(order_id, 0);
+
+	{
+		Datum		values[7];
+		char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+		values[0] = Int64GetDatum(order_id);
+		values[1] = CStringGetTextDatum(order_no);
+		values[2] = Int32GetDatum(attempt);
+		values[3] = CStringGetTextDatum(channel);
+		values[4] = Int64GetDatum(amount);
+		values[5] = CStringGetTextDatum(currency);
+		values[6] = idempotency_key ? CStringGetTextDatum(idempotency_key) : (Datum) 0;
+		if (idempotency_key == NULL)
+			nulls[6] = 'n';
+		pf_execute(&insert_attempt, values, nulls, 0);
+		result = pf_row_as_result(fcinfo, caller_context, 0);
+		payment_id = pf_int64(0, "id");
+	}
+
+	pf_enqueue_payment_check(payment_id, pf_first_check_due());
+	pf_emit_event("payment.started", order_id, payment_id, 0, NULL);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* attach_channel_ref(payment_no, channel_ref): the channel's own id. */
+Datum
+payflow_attach_channel_ref(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	char	   *payment_no = pf_arg_text(fcinfo, 0, "payment_no", true);
+	char	   *channel_ref = pf_arg_text(fcinfo, 1, "channel_ref", true);
+	Datum		values[2] = {CStringGetTextDatum(payment_no), CStringGetTextDatum(channel_ref)};
+	Datum		result;
+
+	SPI_connect();
+	if (pf_execute(&set_channel_ref, values, NULL, 1) == 0)
+	{
+		if (pf_execute(&lock_payment, values, NULL, 1) == 0)
+			report_unknown_payment(payment_no);
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+				 errmsg("payment %s already has another channel reference", payment_no),
+				 errdetail("Payment %s is attached to %s; the call passed %s.",
+						   payment_no, pf_text(0, "channel_ref"), channel_ref),
+				 errhint("A payment attempt has one channel object; begin a new attempt for a new one.")));
+	}
+	result = pf_row_as_result(fcinfo, caller_context, 0);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * mark_paid(payment_no, channel_txn_id, amount, paid_at, currency): apply a
+ * success, idempotently.  A mismatch of amount or currency never pays: the
+ * attempt goes to review with a WARNING, without raising, so the record
+ * survives the caller's error handling.
+ */
+Datum
+payflow_mark_paid(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	char	   *payment_no = pf_arg_text(fcinfo, 0, "payment_no", true);
+	char	   *channel_txn_id = pf_arg_text(fcinfo, 1, "channel_txn_id", true);
+	char	   *currency = pf_arg_text(fcinfo, 4, "currency", false);
+	int64		amount;
+	TimestampTz paid_at;
+	int64		order_id;
+	int64		payment_id;
+	char	   *order_status;
+	char	   *payment_status;
+	char	   *expected_currency;
+	int64		expected_amount;
+	bool		order_payable;
+	Datum		result;
+
+	require_not_null(fcinfo, 2, "amount");
+	amount = PG_GETARG_INT64(2);
+	paid_at = PG_ARGISNULL(3) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(3);
+
+	SPI_connect();
+	order_status = lock_payment_and_order(payment_no, &order_id);
+	payment_id = pf_int64(0, "id");
+	payment_status = pf_text(0, "status");
+	expected_amount = pf_int64(0, "amount");
+	expected_currency = pf_text(0, "currency");
+
+	/* Already applied: no second effect. */
+	if (strcmp(payment_status, "succeeded") == 0)
+	{
+		char	   *applied_txn = pf_text(0, "channel_txn_id");
+
+		if (applied_txn != NULL && strcmp(applied_txn, channel_txn_id) != 0)
+			ereport(WARNING,
+					(errcode(ERRCODE_PF_ILLEGAL_TRANSITION),
+					 errmsg("payment %s was already paid by another channel transaction", payment_no),
+					 errdetail("Recorded transaction %s; this call reported %s.", applied_txn, channel_txn_id),
+					 errhint("Check the channel's records for this payment: nothing was changed.")));
+		result = pf_row_as_result(fcinfo, caller_context, 0);
+		SPI_finish();
+		PG_RETURN_DATUM(result);
+	}
+
+	if (amount != expected_amount ||
+		(currency != NULL && strcmp(currency, expected_currency) != 0))
+	{
+		char	   *mismatch = psprintf("channel reported " INT64_FORMAT " %s (transaction %s), attempt expects " INT64_FORMAT " %s",
+										amount, currency ? currency : expected_currency,
+										channel_txn_id, expected_amount, expected_currency);
+		char	   *recorded = pf_text(0, "status_reason");
+		bool		can_review = strcmp(payment_status, "pending") == 0 ||
+			strcmp(payment_status, "superseded") == 0 ||
+			strcmp(payment_status, "unknown") == 0;
+
+		ereport(WARNING,
+				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+				 errmsg("payment %s not applied: amount or currency mismatch", payment_no),
+				 errdetail("The %s; the attempt is set aside for review.", mismatch),
+				 errhint("Review the payment at the channel; payflow never pays an order with a different amount.")));
+
+		/* The same mismatch reported again changes nothing more. */
+		if (recorded == NULL || strcmp(recorded, mismatch) != 0)
+		{
+			Datum		values[3] = {
+				Int64GetDatum(payment_id),
+				CStringGetTextDatum(can_review ? "unknown" : payment_status),
+				CStringGetTextDatum(mismatch),
+			};
+
+			pf_execute(&set_payment_status, values, NULL, 1);
+			if (can_review)
+				pf_dequeue_payment_check(payment_id);
+			pf_emit_event("payment.amount_mismatch", order_id, payment_id, 0, mismatch);
+		}
+		{
+			Datum		value = CStringGetTextDatum(payment_no);
+
+			pf_execute(&lock_payment, &value, NULL, 1);
+		}
+		result = pf_row_as_result(fcinfo, caller_context, 0);
+		SPI_finish();
+		PG_RETURN_DATUM(result);
+	}
+
+	/* The money was taken: the attempt succeeds whatever the order's state. */
+	order_payable = strcmp(order_status, "awaiting_payment") == 0;
+	{
+		Datum		values[4] = {
+			Int64GetDatum(payment_id),
+			CStringGetTextDatum(channel_txn_id),
+			TimestampTzGetDatum(paid_at),
+			BoolGetDatum(!order_payable),
+		};
+
+		pf_execute(&set_payment_succeeded, values, NULL, 1);
+		result = pf_row_as_result(fcinfo, caller_context, 0);
+	}
+	pf_dequeue_payment_check(payment_id);
+	pf_emit_event("payment.succeeded", order_id, payment_id, 0, NULL);
+
+	if (order_payable)
+	{
+		Datum		values[3] = {Int64GetDatum(order_id), Int64GetDatum(amount),
+		TimestampTzGetDatum(paid_at)};
+
+		pf_execute(&set_order_paid, values, NULL, 0);
+		pf_emit_event("order.paid", order_id, payment_id, 0, NULL);
+		pf_supersede_open_attempts(order_id, payment_id);
+	}
+	else
+	{
+		bool		duplicate = strcmp(order_status, "paid") == 0 ||
+			strcmp(order_status, "partially_refunded") == 0 ||
+			strcmp(order_status, "refunded") == 0;
+
+		ereport(WARNING,
+				(errcode(ERRCODE_PF_ORDER_NOT_PAYABLE),
+				 errmsg("payment %s succeeded but its order is %s: refund queued", payment_no, order_status),
+				 errdetail("The channel took " INT64_FORMAT " %s; the order cannot take it, so the money goes back.",
+						   amount, expected_currency),
+				 errhint("The refund is executed by the reconciler when payflow.auto_refund is on.")));
+		add_refund(order_id, payment_id, amount,
+				   duplicate ? "duplicate_payment" : "late_payment");
+	}
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* mark_failed(payment_no, reason): a definite failure; the order stays payable. */
+Datum
+payflow_mark_failed(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	char	   *payment_no = pf_arg_text(fcinfo, 0, "payment_no", true);
+	char	   *reason = pf_arg_text(fcinfo, 1, "reason", false);
+	int64		order_id;
+	int64		payment_id;
+	Datum		result;
+
+	SPI_connect();
+	(void) lock_payment_and_order(payment_no, &order_id);
+	payment_id = pf_int64(0, "id");
+	if (strcmp(pf_text(0, "status"), "failed") == 0)
+	{
+		result = pf_row_as_result(fcinfo, caller_context, 0);
+		SPI_finish();
+		PG_RETURN_DATUM(result);
+	}
+	{
+		Datum		values[3];
+		char		nulls[3] = {' ', ' ', ' '};
+
+		values[0] = Int64GetDatum(payment_id);
+		values[1] = CStringGetTextDatum("failed");
+		values[2] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+		if (reason == NULL)
+			nulls[2] = 'n';
+		pf_execute(&set_payment_status, values, nulls, 1);
+		result = pf_row_as_result(fcinfo, caller_context, 0);
+	}
+	pf_dequeue_payment_check(payment_id);
+	pf_emit_event("payment.failed", order_id, payment_id, 0, reason);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * request_refund(order_id, amount, reason): a merchant refund of a paid
+ * order (all that is still refundable by default), executed by the
+ * reconciler.
+ */
+Datum
+payflow_request_refund(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	int64		order_id;
+	char	   *reason = pf_arg_text(fcinfo, 2, "reason", true);
+	char	   *order_no;
+	char	   *order_status;
+	int64		refundable;
+	int64		amount;
+	int64		payment_id;
+	Datum		result;
+
+	require_not_null(fcinfo, 0, "order_id");
+	order_id = PG_GETARG_INT64(0);
+	if (strcmp(reason, "merchant") != 0 && strcmp(reason, "duplicate_payment") != 0 &&
+		strcmp(reason, "late_payment") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+				 errmsg("invalid refund reason \"%s\"", reason),
+				 errdetail("Refund of order " INT64_FORMAT " named reason %s.", order_id, reason),
+				 errhint("Use merchant, duplicate_payment or late_payment.")));
+
+	SPI_connect();
+	lock_order_or_report(order_id);
+	order_no = pf_text(0, "order_no");
+	order_status = pf_text(0, "status");
+	if (strcmp(order_status, "paid") != 0 && strcmp(order_status, "partially_refunded") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_ORDER_NOT_REFUNDABLE),
+				 errmsg("order %s is not refundable", order_no),
+				 errdetail("Order %s is %s; only a paid or partially refunded order can be refunded.",
+						   order_no, order_status),
+				 errhint("Refunds of payments that never paid an order are queued by payflow itself.")));
+	{
+		Datum		value = Int64GetDatum(order_id);
+
+		if (pf_execute(&refundable_payment, &value, NULL, 1) == 0)
+			elog(ERROR, "payflow: paid order %s has no paying attempt", order_no);
+		payment_id = pf_int64(0, "id");
+		refundable = pf_int64(0, "refundable");
+	}
+	amount = PG_ARGISNULL(1) ? refundable : PG_GETARG_INT64(1);
+	if (amount <= 0 || amount > refundable)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_REFUND_AMOUNT),
+				 errmsg("refund amount " INT64_FORMAT " is out of range for order %s", amount, order_no),
+				 errdetail("Order %s has " INT64_FORMAT " left to refund, counting refunds still in progress.",
+						   order_no, refundable),
+				 errhint("Pass an amount between 1 and the refundable amount, or NULL for all of it.")));
+
+	{
+		Datum		refund_id = Int64GetDatum(add_refund(order_id, payment_id, amount, reason));
+
+		pf_execute(&refund_by_id, &refund_id, NULL, 1);
+		result = pf_row_as_result(fcinfo, caller_context, 0);
+	}
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * check_now(payment_no): the client says the user finished paying.  Never
+ * trusted as payment: it only makes the attempt's next check due now.
+ * Returns the due time, or NULL when the attempt is already final.
+ */
+Datum
+payflow_check_now(PG_FUNCTION_ARGS)
+{
+	char	   *payment_no = pf_arg_text(fcinfo, 0, "payment_no", true);
+	Datum		value = CStringGetTextDatum(payment_no);
+	Datum		due_at;
+
+	SPI_connect();
+	if (pf_execute(&make_check_due_now, &value, NULL, 1) == 0)
+	{
+		if (pf_execute(&payment_order_id, &value, NULL, 1) == 0)
+			report_unknown_payment(payment_no);
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
+	due_at = pf_datum(0, "due_at");
+	SPI_finish();
+	PG_RETURN_DATUM(due_at);
+}

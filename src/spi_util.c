@@ -1,0 +1,176 @@
+/*
+ * spi_util.c
+ *		The SPI helpers every payflow function uses: prepare a query once per
+ *		backend and keep its plan, execute it with parameters, read columns
+ *		of the result by name, and turn a result row into the function's
+ *		composite return value.
+ *
+ * Values always travel as parameters; no SQL text is ever built from input.
+ * This file knows nothing about orders or payments.
+ */
+#include "payflow.h"
+
+#include "access/htup_details.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+
+/* Prepare the query on first use and keep the plan for the backend's life. */
+static SPIPlanPtr
+prepared_plan(PreparedQuery *query)
+{
+	if (query->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(query->sql, query->nargs, query->argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "payflow: SPI_prepare failed (%s) for: %s",
+				 SPI_result_code_string(SPI_result), query->sql);
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "payflow: SPI_keepplan failed");
+		query->plan = plan;
+	}
+	return query->plan;
+}
+
+/* Run a prepared query; returns the number of rows processed. */
+uint64
+pf_execute(PreparedQuery *query, Datum *values, const char *nulls, long max_rows)
+{
+	int			rc;
+
+	rc = SPI_execute_plan(prepared_plan(query), values, nulls,
+						  query->read_only, max_rows);
+	if (rc < 0)
+		elog(ERROR, "payflow: SPI_execute_plan failed (%s) for: %s",
+			 SPI_result_code_string(rc), query->sql);
+	return SPI_processed;
+}
+
+static int
+column_number(const char *column)
+{
+	int			attno;
+
+	if (SPI_tuptable == NULL)
+		elog(ERROR, "payflow: no result to read column \"%s\" from", column);
+	attno = SPI_fnumber(SPI_tuptable->tupdesc, column);
+
+	if (attno <= 0)
+		elog(ERROR, "payflow: result has no column \"%s\"", column);
+	return attno;
+}
+
+bool
+pf_isnull(int row, const char *column)
+{
+	bool		isnull;
+
+	(void) SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						 column_number(column), &isnull);
+	return isnull;
+}
+
+/* The column's datum; the caller knows it is not null. */
+Datum
+pf_datum(int row, const char *column)
+{
+	bool		isnull;
+	Datum		value;
+
+	value = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						  column_number(column), &isnull);
+	if (isnull)
+		elog(ERROR, "payflow: column \"%s\" is unexpectedly null", column);
+	return value;
+}
+
+int64
+pf_int64(int row, const char *column)
+{
+	if (SPI_gettypeid(SPI_tuptable->tupdesc, column_number(column)) != INT8OID)
+		elog(ERROR, "payflow: column \"%s\" is not a bigint", column);
+	return DatumGetInt64(pf_datum(row, column));
+}
+
+/* The column as a C string (palloc'd in the SPI context), or NULL. */
+char *
+pf_text(int row, const char *column)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						column_number(column));
+}
+
+/*
+ * Build the function's composite result from one row of the last SPI result,
+ * matching columns by name so the row type may gain or drop columns in later
+ * versions.  The tuple is formed in the caller's memory context, so it
+ * survives SPI_finish.
+ */
+Datum
+pf_row_as_result(FunctionCallInfo fcinfo, MemoryContext caller_context, int row)
+{
+	MemoryContext old;
+	TupleDesc	result_desc;
+	Datum	   *values;
+	bool	   *nulls;
+	HeapTuple	tuple;
+
+	if (SPI_tuptable == NULL || (uint64) row >= SPI_tuptable->numvals)
+		elog(ERROR, "payflow: no result row %d to return", row);
+	old = MemoryContextSwitchTo(caller_context);
+
+	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "payflow: function must return a composite type");
+	result_desc = BlessTupleDesc(result_desc);
+	values = palloc0(sizeof(Datum) * result_desc->natts);
+	nulls = palloc0(sizeof(bool) * result_desc->natts);
+
+	for (int i = 0; i < result_desc->natts; i++)
+	{
+		Form_pg_attribute attr = TupleDescAttr(result_desc, i);
+		int			source;
+
+		nulls[i] = true;
+		if (attr->attisdropped)
+			continue;
+		source = SPI_fnumber(SPI_tuptable->tupdesc, NameStr(attr->attname));
+		if (source <= 0)
+			continue;
+		values[i] = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+								  source, &nulls[i]);
+	}
+	tuple = heap_form_tuple(result_desc, values, nulls);
+	MemoryContextSwitchTo(old);
+	return HeapTupleGetDatum(tuple);
+}
+
+/*
+ * A text argument as a C string.  A required argument that is NULL or empty
+ * is refused with PF005 naming the argument.
+ */
+char *
+pf_arg_text(FunctionCallInfo fcinfo, int argno, const char *argname, bool required)
+{
+	char	   *value;
+
+	if (PG_ARGISNULL(argno))
+		value = NULL;
+	else
+		value = TextDatumGetCString(PG_GETARG_DATUM(argno));
+
+	if (required && (value == NULL || value[0] == '\0'))
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+				 errmsg("argument \"%s\" must not be null or empty", argname),
+				 errdetail("The call passed %s for \"%s\".",
+						   value == NULL ? "NULL" : "an empty string", argname),
+				 errhint("Pass a non-empty value for \"%s\".", argname)));
+	return value;
+}
+
+/* now() (the transaction's start) plus a number of seconds. */
+TimestampTz
+pf_now_plus_seconds(int64 seconds)
+{
+	return GetCurrentTransactionStartTimestamp() + seconds * USECS_PER_SEC;
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# test/run.sh -- payflow's whole test suite on a throwaway cluster.
+#
+# 1. pg_regress (sql/*.sql against expected/*.out): the SQL surface and
+#    every error message.
+# 2. pgTAP (test/pgtap/*.sql, run by pg_prove): the state machine and the
+#    rules of spec section 3.
+# 3. Concurrency (test/concurrency/*.sh, TAP, run by prove): real parallel
+#    sessions racing on one customer, one order, one payment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. test/lib/cluster.sh
+
+pf_install_deps
+pf_build_install
+pf_cluster_start "fsync = off" "shared_preload_libraries = 'payflow'"
+
+failed=0
+passed=0
+step() {
+    local name=$1; shift
+    if "$@"; then passed=$((passed + 1)); pf_log "$name: ok"
+    else failed=$((failed + 1)); pf_log "$name: FAILED"; fi
+}
+
+regress() {
+    if ! make -s installcheck PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config; then
+        [ -f regression.diffs ] && head -n 200 regression.diffs
+        return 1
+    fi
+}
+
+pgtap() {
+    psql -q -X -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE payflow_tap" &&
+    psql -q -X -v ON_ERROR_STOP=1 -d payflow_tap \
+        -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION payflow" &&
+    pg_prove -d payflow_tap test/pgtap/*.sql
+}
+
+concurrency() {
+    psql -q -X -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE payflow_race" &&
+    psql -q -X -v ON_ERROR_STOP=1 -d payflow_race -c "CREATE EXTENSION payflow" &&
+    PGDATABASE=payflow_race prove --exec bash test/concurrency/*.sh
+}
+
+step "pg_regress" regress
+step "pgTAP" pgtap
+step "concurrency" concurrency
+
+echo "suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
