@@ -24,13 +24,9 @@ REGRESS_OPTS = --inputdir=. --load-extension=payflow
 
 PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror
 SHLIB_LINK = -lcurl -lssl -lcrypto
-EXTRA_CLEAN = doc/state_machine.dot
+
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# The state-machine picture, generated from the transition table.
-doc/state_machine.svg: sql/payflow--1.0.sql doc/transitions_to_dot.sh
-	bash doc/transitions_to_dot.sh sql/payflow--1.0.sql > doc/state_machine.dot
-	dot -Tsvg doc/state_machine.dot -o $@

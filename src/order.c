@@ -77,7 +77,7 @@ static PreparedQuery insert_order_from_cart = {
 	.sql = "WITH new_order AS ("
 	"   INSERT INTO payflow.orders (id, order_no, customer_id, status, currency,"
 	"                               total_amount, expires_at, idempotency_key)"
-	"   SELECT n.id, 'PF' || to_char(now() AT TIME ZONE 'UTC', 'YYMMDD') || lpad(n.id::text, 10, '0'),"
+	"   SELECT n.id, 'PF' || lpad(n.id::text, 12, '0'),"
 	"          $1, 'awaiting_payment', $2, $3, $4, $5"
 	"   FROM (SELECT nextval('payflow.orders_id_seq') AS id) n"
 	"   RETURNING *),"

@@ -57,7 +57,7 @@ static PreparedQuery channel_exists = {
 };
 
 static PreparedQuery attempts_of_order = {
-	.sql = "SELECT count(*) AS attempts, coalesce(max(attempt), 0) AS last_attempt,"
+	.sql = "SELECT count(*) AS attempts, coalesce(max(attempt), 0)::bigint AS last_attempt,"
 	"       (array_agg(payment_no ORDER BY attempt DESC)"
 	"          FILTER (WHERE status = 'pending' AND created_at > $2))[1] AS in_flight"
 	" FROM payflow.payments WHERE order_id = $1",

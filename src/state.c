@@ -93,6 +93,9 @@ payflow_guard_transition(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PF_ILLEGAL_TRANSITION),
 				 errmsg("illegal %s transition from %s to %s", entity, from_status, to_status),
+				 TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ?
+				 errdetail("The new %s %s cannot start as %s; payflow.transitions has no %s move from start to %s.",
+						   entity, name ? name : "(unnamed)", to_status, entity, to_status) :
 				 errdetail("The %s %s is %s; payflow.transitions has no %s move from %s to %s.",
 						   entity, name ? name : "(unnamed)", from_status,
 						   entity, from_status, to_status),

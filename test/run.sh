@@ -43,9 +43,16 @@ concurrency() {
     PGDATABASE=payflow_race prove --exec bash test/concurrency/*.sh
 }
 
+docs() {
+    # The committed picture must be what the transition table says.
+    PGDATABASE=payflow_tap psql -X -q -v ON_ERROR_STOP=1 -f doc/state_machine.sql \
+        | diff -u doc/state_machine.dot -
+}
+
 step "pg_regress" regress
 step "pgTAP" pgtap
 step "concurrency" concurrency
+step "docs" docs
 
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
