@@ -388,6 +388,13 @@ GRANT EXECUTE ON FUNCTION
     TO payflow_app;
 GRANT EXECUTE ON FUNCTION payflow.set_channel(text, text, text, jsonb, jsonb) TO payflow_admin;
 
+-- Operators tune payflow's settings (spec section 7: "channels, settings").
+GRANT SET, ALTER SYSTEM ON PARAMETER
+    payflow.check_schedule, payflow.concurrency, payflow.http_timeout, payflow.batch_size,
+    payflow.order_ttl, payflow.payment_lock_window, payflow.max_attempts,
+    payflow.resume_window, payflow.auto_refund, payflow.restore_cart_on_expiry
+    TO payflow_admin;
+
 -- ---------------------------------------------------------------------------
 -- pg_dump keeps the data of these tables (extension tables are skipped
 -- otherwise).  The transition table is part of the extension itself.

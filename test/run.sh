@@ -34,7 +34,7 @@ pgtap() {
     psql -q -X -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE payflow_tap" &&
     psql -q -X -v ON_ERROR_STOP=1 -d payflow_tap \
         -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION payflow" &&
-    pg_prove -d payflow_tap test/pgtap/*.sql
+    PGOPTIONS="-c client_min_messages=error" pg_prove -d payflow_tap test/pgtap/*.sql
 }
 
 concurrency() {

@@ -1,0 +1,187 @@
+-- 02_checkout.sql
+--
+-- Checkout: a customer's cart becomes one order awaiting payment, in one
+-- atomic step.  The rules of spec section 3 (create_order_from_cart):
+-- idempotency key, resuming the open order when the cart is already empty,
+-- one currency per order, stock reserved at creation and given back by
+-- cancel_order, and a refused checkout that changes nothing.
+BEGIN;
+SELECT plan(28);
+
+CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint);
+
+-- ---------------------------------------------------------------------------
+-- Alice checks out a cart of two lines, one of them a stocked SKU.
+-- ---------------------------------------------------------------------------
+INSERT INTO payflow.stock (sku, available) VALUES ('CO-MUG', 5);
+SELECT payflow.cart_put('co-alice', 'CO-MUG', 2, 3900, 'CNY', 'Mug');
+SELECT payflow.cart_put('co-alice', 'CO-EBOOK', 1, 1500, 'CNY', 'E-book');
+
+SELECT count(*) AS events_before FROM payflow.events \gset
+INSERT INTO ids SELECT 'alice', id FROM payflow.create_order_from_cart('co-alice', 'alice-checkout-1');
+
+SELECT results_eq(
+    $$SELECT o.customer_id, o.status, o.currency::text, o.total_amount, o.paid_amount
+      FROM payflow.orders o JOIN ids ON ids.id = o.id AND ids.name = 'alice'$$,
+    $$VALUES ('co-alice', 'awaiting_payment', 'CNY', 9300::bigint, 0::bigint)$$,
+    'Alice''s cart became an order awaiting payment of 2 x 39.00 + 15.00 CNY');
+
+SELECT results_eq(
+    $$SELECT l.sku, l.title, l.quantity, l.unit_price, l.reserved
+      FROM payflow.order_lines l JOIN ids ON ids.id = l.order_id AND ids.name = 'alice'
+      ORDER BY l.sku$$,
+    $$VALUES ('CO-EBOOK', 'E-book', 1, 1500::bigint, false),
+             ('CO-MUG', 'Mug', 2, 3900::bigint, true)$$,
+    'each cart line was copied into the order; only the stocked SKU is marked reserved');
+
+SELECT is(
+    (SELECT o.total_amount FROM payflow.orders o JOIN ids ON ids.id = o.id AND ids.name = 'alice'),
+    (SELECT sum(l.quantity * l.unit_price)::bigint FROM payflow.order_lines l
+       JOIN ids ON ids.id = l.order_id AND ids.name = 'alice'),
+    'the order total is the sum of its lines');
+
+SELECT is_empty(
+    $$SELECT * FROM payflow.cart_items WHERE customer_id = 'co-alice'$$,
+    'Alice''s cart is empty after checkout');
+
+SELECT is(
+    (SELECT available FROM payflow.stock WHERE sku = 'CO-MUG'), 3,
+    'the 2 mugs are reserved at order creation (5 -> 3)');
+
+SELECT results_eq(
+    $$SELECT e.type, e.payload->>'order_no', (e.payload->>'total_amount')::bigint
+      FROM payflow.events e JOIN ids ON ids.id = e.order_id AND ids.name = 'alice'$$,
+    $$SELECT 'order.created', o.order_no, o.total_amount
+      FROM payflow.orders o JOIN ids ON ids.id = o.id AND ids.name = 'alice'$$,
+    'exactly one event, order.created, names the new order and its total');
+
+SELECT is(
+    (SELECT count(*) FROM payflow.events) - :events_before, 1::bigint,
+    'checkout wrote one event in all');
+
+SELECT is(
+    (SELECT expires_at - created_at FROM payflow.orders o JOIN ids ON ids.id = o.id AND ids.name = 'alice'),
+    interval '30 minutes',
+    'the order is payable for payflow.order_ttl (30 min by default)');
+
+-- ---------------------------------------------------------------------------
+-- The same idempotency key returns the same order, whatever the cart holds.
+-- ---------------------------------------------------------------------------
+SELECT payflow.cart_put('co-alice', 'CO-POSTER', 1, 990, 'CNY', 'Poster');
+SELECT is(
+    (payflow.create_order_from_cart('co-alice', 'alice-checkout-1')).id,
+    (SELECT id FROM ids WHERE name = 'alice'),
+    'Alice''s app retries the checkout with the same key: she gets the same order');
+SELECT results_eq(
+    $$SELECT sku, quantity FROM payflow.cart_items WHERE customer_id = 'co-alice'$$,
+    $$VALUES ('CO-POSTER', 1)$$,
+    'the retry did not consume the poster she added since');
+SELECT is(
+    (SELECT count(*)::int FROM payflow.orders WHERE customer_id = 'co-alice'), 1,
+    'the retry created no second order');
+SELECT payflow.cart_put('co-alice', 'CO-POSTER', 0, 990);
+
+-- ---------------------------------------------------------------------------
+-- Empty cart: resume the open order within payflow.resume_window, else PF001.
+-- ---------------------------------------------------------------------------
+SELECT is(
+    (payflow.create_order_from_cart('co-alice')).id,
+    (SELECT id FROM ids WHERE name = 'alice'),
+    'payment failed, Alice retries "the cart": the empty cart resumes her open order');
+
+SELECT is(
+    (SELECT count(*) FROM payflow.events) - :events_before, 1::bigint,
+    'resuming the open order wrote no event');
+
+SET LOCAL payflow.resume_window = 0;
+SELECT throws_ok(
+    $$SELECT payflow.create_order_from_cart('co-alice')$$,
+    'PF001', NULL,
+    'with payflow.resume_window = 0 her order is too old to resume: cart empty (PF001)');
+RESET payflow.resume_window;
+
+SELECT throws_ok(
+    $$SELECT payflow.create_order_from_cart('co-nobody')$$,
+    'PF001', NULL,
+    'a customer with an empty cart and no open order gets PF001');
+
+-- ---------------------------------------------------------------------------
+-- cancel_order gives the stock back; a cancelled order is never resumed.
+-- ---------------------------------------------------------------------------
+SELECT is(
+    (payflow.cancel_order((SELECT id FROM ids WHERE name = 'alice'), 'changed her mind')).status,
+    'cancelled',
+    'Alice cancels her unpaid order');
+SELECT is(
+    (SELECT available FROM payflow.stock WHERE sku = 'CO-MUG'), 5,
+    'cancelling releases the 2 reserved mugs (3 -> 5)');
+SELECT is(
+    (SELECT count(*)::int FROM payflow.events e JOIN ids ON ids.id = e.order_id AND ids.name = 'alice'
+     WHERE e.type = 'order.cancelled'),
+    1,
+    'one order.cancelled event');
+SELECT is(
+    (payflow.cancel_order((SELECT id FROM ids WHERE name = 'alice'), 'again')).status,
+    'cancelled',
+    'cancelling again is a no-op ...');
+SELECT is(
+    (SELECT available FROM payflow.stock WHERE sku = 'CO-MUG'), 5,
+    '... that releases nothing a second time');
+SELECT throws_ok(
+    $$SELECT payflow.create_order_from_cart('co-alice')$$,
+    'PF001', NULL,
+    'an empty cart does not resume a cancelled order: PF001');
+
+-- ---------------------------------------------------------------------------
+-- Mixed currencies: PF002 and nothing changed.
+-- ---------------------------------------------------------------------------
+SELECT payflow.cart_put('co-bob', 'CO-MUG', 1, 3900, 'CNY');
+SELECT payflow.cart_put('co-bob', 'CO-TSHIRT', 1, 2000, 'USD');
+INSERT INTO ids SELECT 'events before bob', count(*) FROM payflow.events;
+SELECT throws_ok(
+    $$SELECT payflow.create_order_from_cart('co-bob', 'bob-1')$$,
+    'PF002', NULL,
+    'Bob''s cart mixes CNY and USD: PF002');
+SELECT results_eq(
+    $$SELECT (SELECT count(*)::int FROM payflow.cart_items WHERE customer_id = 'co-bob'),
+             (SELECT count(*)::int FROM payflow.orders WHERE customer_id = 'co-bob'),
+             (SELECT (count(*) - (SELECT id FROM ids WHERE name = 'events before bob'))::int FROM payflow.events),
+             (SELECT available FROM payflow.stock WHERE sku = 'CO-MUG')$$,
+    $$VALUES (2, 0, 0, 5)$$,
+    'after PF002 Bob''s cart is intact, and there is no order, no event, no reserved stock');
+
+-- ---------------------------------------------------------------------------
+-- Insufficient stock: PF003 and nothing changed (not even the other SKU).
+-- ---------------------------------------------------------------------------
+INSERT INTO payflow.stock (sku, available) VALUES ('CO-LAMP', 1), ('CO-BULB', 10);
+SELECT payflow.cart_put('co-carol', 'CO-BULB', 4, 300);
+SELECT payflow.cart_put('co-carol', 'CO-LAMP', 2, 12000);
+SELECT throws_ok(
+    $$SELECT payflow.create_order_from_cart('co-carol')$$,
+    'PF003', NULL,
+    'Carol wants 2 lamps but 1 is in stock: PF003');
+SELECT results_eq(
+    $$SELECT (SELECT count(*)::int FROM payflow.cart_items WHERE customer_id = 'co-carol'),
+             (SELECT count(*)::int FROM payflow.orders WHERE customer_id = 'co-carol'),
+             (SELECT (count(*) - (SELECT id FROM ids WHERE name = 'events before bob'))::int FROM payflow.events),
+             (SELECT available FROM payflow.stock WHERE sku = 'CO-LAMP'),
+             (SELECT available FROM payflow.stock WHERE sku = 'CO-BULB')$$,
+    $$VALUES (2, 0, 0, 1, 10)$$,
+    'after PF003 Carol''s cart is intact, no order or event, and neither the lamps nor the bulbs were reserved');
+
+SELECT payflow.cart_put('co-carol', 'CO-LAMP', 1, 12000);
+SELECT lives_ok(
+    $$INSERT INTO ids SELECT 'carol', id FROM payflow.create_order_from_cart('co-carol')$$,
+    'with 1 lamp in her cart Carol checks out');
+SELECT results_eq(
+    $$SELECT sku, available FROM payflow.stock WHERE sku IN ('CO-LAMP', 'CO-BULB') ORDER BY sku$$,
+    $$VALUES ('CO-BULB', 6), ('CO-LAMP', 0)$$,
+    'the last lamp and 4 bulbs are reserved; stock reaches 0, never below');
+SELECT payflow.cart_put('co-dave', 'CO-LAMP', 1, 12000);
+SELECT throws_ok(
+    $$SELECT payflow.create_order_from_cart('co-dave')$$,
+    'PF003', NULL,
+    'Dave finds the lamp sold out: PF003');
+
+SELECT * FROM finish();
+ROLLBACK;
