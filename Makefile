@@ -14,7 +14,16 @@ OBJS = \
 	src/checks.o \
 	src/cart.o \
 	src/order.o \
-	src/payment.o
+	src/payment.o \
+	src/refund.o \
+	src/http.o \
+	src/channel.o \
+	src/channel_http_json.o \
+	src/crypto.o \
+	src/notification.o \
+	src/reconcile.o \
+	src/worker_state.o \
+	src/worker.o
 
 DATA = $(wildcard sql/payflow--*.sql)
 DOCS = README.md

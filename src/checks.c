@@ -51,6 +51,7 @@ pf_enqueue_payment_check(int64 payment_id, TimestampTz due_at)
 	Datum		values[2] = {Int64GetDatum(payment_id), TimestampTzGetDatum(due_at)};
 
 	pf_execute(&upsert_payment_check, values, NULL, 0);
+	pf_wake_worker_at_commit();
 }
 
 void
@@ -59,6 +60,7 @@ pf_enqueue_refund_check(int64 refund_id, TimestampTz due_at)
 	Datum		values[2] = {Int64GetDatum(refund_id), TimestampTzGetDatum(due_at)};
 
 	pf_execute(&upsert_refund_check, values, NULL, 0);
+	pf_wake_worker_at_commit();
 }
 
 /* The attempt's outcome is final: it leaves the queue. */
@@ -68,4 +70,54 @@ pf_dequeue_payment_check(int64 payment_id)
 	Datum		values[1] = {Int64GetDatum(payment_id)};
 
 	pf_execute(&delete_payment_check, values, NULL, 0);
+}
+
+static PreparedQuery delete_refund_check = {
+	.sql = "DELETE FROM payflow.pending_checks WHERE refund_id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
+static PreparedQuery reschedule_check = {
+	.sql = "UPDATE payflow.pending_checks SET checks = checks + 1, due_at = $2,"
+	"       lease_until = NULL, last_checked_at = now(), last_outcome = $3, last_error = $4"
+	" WHERE id = $1",
+	.nargs = 4,
+	.argtypes = {INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID},
+};
+
+void
+pf_dequeue_refund_check(int64 refund_id)
+{
+	Datum		values[1] = {Int64GetDatum(refund_id)};
+
+	pf_execute(&delete_refund_check, values, NULL, 0);
+}
+
+/*
+ * The object is still open after a check: due again after the next step of
+ * payflow.check_schedule.  Returns false, changing nothing, when the
+ * schedule is exhausted: the caller then sends the object to review.
+ */
+bool
+pf_reschedule_check(int64 check_id, int checks_made, const char *outcome,
+					const char *error)
+{
+	int			seconds = payflow_schedule_step_seconds(checks_made + 1);
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	if (seconds < 0)
+		return false;
+	values[0] = Int64GetDatum(check_id);
+	values[1] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																(int64) seconds * 1000));
+	values[2] = outcome ? CStringGetTextDatum(outcome) : (Datum) 0;
+	values[3] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	if (outcome == NULL)
+		nulls[2] = 'n';
+	if (error == NULL)
+		nulls[3] = 'n';
+	pf_execute(&reschedule_check, values, nulls, 0);
+	return true;
 }

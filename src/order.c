@@ -375,3 +375,54 @@ payflow_cancel_order(PG_FUNCTION_ARGS)
 	SPI_finish();
 	PG_RETURN_DATUM(result);
 }
+
+static PreparedQuery open_attempts_of_order = {
+	.sql = "SELECT id FROM payflow.payments"
+	" WHERE order_id = $1 AND status IN ('pending', 'superseded')",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
+/*
+ * Expire an order that is past expires_at and unpaid, once none of its
+ * attempts is still open: compensation gives the stock back and (with
+ * payflow.restore_cart_on_expiry) restores the cart.  An order whose
+ * attempts are still open gets their checks made due now instead: the
+ * reconciler asks the channel one last time and closes them there first.
+ * Returns true when the order was expired.
+ */
+bool
+pf_expire_order_if_settled(int64 order_id)
+{
+	Datum		value = Int64GetDatum(order_id);
+	uint64		open_attempts;
+	Datum		values[3];
+
+	if (pf_execute(&lock_order, &value, NULL, 1) == 0)
+		return false;
+	if (strcmp(pf_text(0, "status"), "awaiting_payment") != 0 ||
+		DatumGetTimestampTz(pf_datum(0, "expires_at")) > GetCurrentTransactionStartTimestamp())
+		return false;
+
+	open_attempts = pf_execute(&open_attempts_of_order, &value, NULL, 0);
+	if (open_attempts > 0)
+	{
+		int64	   *ids = palloc(sizeof(int64) * open_attempts);
+
+		for (uint64 i = 0; i < open_attempts; i++)
+			ids[i] = pf_int64(i, "id");
+		for (uint64 i = 0; i < open_attempts; i++)
+			pf_enqueue_payment_check(ids[i], GetCurrentTransactionStartTimestamp());
+		return false;
+	}
+
+	values[0] = value;
+	values[1] = CStringGetTextDatum("expired");
+	values[2] = CStringGetTextDatum("not paid in time");
+	pf_execute(&set_order_closed, values, NULL, 1);
+	pf_release_order_stock(order_id);
+	if (payflow_restore_cart_on_expiry)
+		pf_restore_order_cart(order_id);
+	pf_emit_event("order.expired", order_id, 0, 0, NULL);
+	return true;
+}

@@ -32,6 +32,9 @@
 #define ERRCODE_PF_ORDER_NOT_REFUNDABLE		MAKE_SQLSTATE('P','F','0','1','3')
 #define ERRCODE_PF_REFUND_AMOUNT			MAKE_SQLSTATE('P','F','0','1','4')
 #define ERRCODE_PF_ILLEGAL_TRANSITION		MAKE_SQLSTATE('P','F','0','2','0')
+#define ERRCODE_PF_INVALID_SIGNATURE		MAKE_SQLSTATE('P','F','0','3','0')
+#define ERRCODE_PF_STALE_NOTIFICATION		MAKE_SQLSTATE('P','F','0','3','1')
+#define ERRCODE_PF_MALFORMED_NOTIFICATION	MAKE_SQLSTATE('P','F','0','3','2')
 #define ERRCODE_PF_CHANNEL_NOT_CONFIGURED	MAKE_SQLSTATE('P','F','0','4','0')
 
 /* guc.c: settings of spec section 6 */
@@ -50,6 +53,9 @@ extern bool payflow_restore_cart_on_expiry;
 
 extern void payflow_define_gucs(void);
 extern int	payflow_schedule_step_seconds(int checks_made);
+
+/* worker.c */
+extern void pf_register_worker(void);
 
 /* spi_util.c: prepared plans kept for the life of the backend */
 typedef struct PreparedQuery
@@ -84,13 +90,30 @@ extern void pf_emit_event(const char *type, int64 order_id, int64 payment_id,
 extern void pf_enqueue_payment_check(int64 payment_id, TimestampTz due_at);
 extern void pf_enqueue_refund_check(int64 refund_id, TimestampTz due_at);
 extern void pf_dequeue_payment_check(int64 payment_id);
+extern void pf_dequeue_refund_check(int64 refund_id);
+extern bool pf_reschedule_check(int64 check_id, int checks_made, const char *outcome,
+								const char *error);
+extern void pf_wake_worker_at_commit(void);
 extern TimestampTz pf_first_check_due(void);
 
 /* order.c: compensation, shared with the reconciler */
 extern void pf_release_order_stock(int64 order_id);
 extern void pf_restore_order_cart(int64 order_id);
 
-/* payment.c: attempts superseded by a newer attempt, a payment or a cancel */
+/* payment.c: the cores of mark_paid and mark_failed, and superseding */
+extern int64 pf_apply_payment_success(const char *payment_no, const char *channel_txn_id,
+									  int64 amount, const char *currency,
+									  TimestampTz paid_at, const char *confirmed_via);
+extern int64 pf_apply_payment_failure(const char *payment_no, const char *reason);
 extern void pf_supersede_open_attempts(int64 order_id, int64 except_payment_id);
+extern int64 pf_settle_attempt(int64 payment_id, const char *status, const char *reason);
+
+/* refund.c: outcomes of refunds at the channel */
+extern void pf_refund_processing(int64 refund_id, const char *channel_refund_id);
+extern void pf_refund_final(int64 refund_id, bool succeeded, const char *channel_refund_id,
+							const char *detail);
+
+/* order.c: expiry */
+extern bool pf_expire_order_if_settled(int64 order_id);
 
 #endif							/* PAYFLOW_H */

@@ -89,10 +89,17 @@ static PreparedQuery set_channel_ref = {
 
 static PreparedQuery set_payment_succeeded = {
 	.sql = "UPDATE payflow.payments SET status = 'succeeded', channel_txn_id = $2,"
-	"       paid_at = $3, resolved_at = now(), refund_needed = $4, status_reason = NULL"
-	" WHERE id = $1 RETURNING *",
-	.nargs = 4,
-	.argtypes = {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID},
+	"       paid_at = $3, resolved_at = now(), refund_needed = $4, status_reason = NULL,"
+	"       confirmed_via = $5"
+	" WHERE id = $1",
+	.nargs = 5,
+	.argtypes = {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, TEXTOID},
+};
+
+static PreparedQuery payment_by_id = {
+	.sql = "SELECT * FROM payflow.payments WHERE id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID},
 };
 
 static PreparedQuery set_payment_status = {
@@ -389,20 +396,20 @@ payflow_attach_channel_ref(PG_FUNCTION_ARGS)
 }
 
 /*
- * mark_paid(payment_no, channel_txn_id, amount, paid_at, currency): apply a
- * success, idempotently.  A mismatch of amount or currency never pays: the
- * attempt goes to review with a WARNING, without raising, so the record
- * survives the caller's error handling.
+ * Apply a success reported for an attempt, idempotently; the core of
+ * mark_paid, also used by notifications and the reconciler (confirmed_via
+ * says which: 'api', 'callback' or 'poll').  Returns the attempt's id.
+ *
+ * A mismatch of amount or currency never pays: the attempt goes to review
+ * with a WARNING, without raising, so the record survives the caller's
+ * error handling.  A success the order cannot take is kept as succeeded
+ * with refund_needed and a refund row: money taken is never dropped.
  */
-Datum
-payflow_mark_paid(PG_FUNCTION_ARGS)
+int64
+pf_apply_payment_success(const char *payment_no, const char *channel_txn_id,
+						 int64 amount, const char *currency, TimestampTz paid_at,
+						 const char *confirmed_via)
 {
-	MemoryContext caller_context = CurrentMemoryContext;
-	char	   *payment_no = pf_arg_text(fcinfo, 0, "payment_no", true);
-	char	   *channel_txn_id = pf_arg_text(fcinfo, 1, "channel_txn_id", true);
-	char	   *currency = pf_arg_text(fcinfo, 4, "currency", false);
-	int64		amount;
-	TimestampTz paid_at;
 	int64		order_id;
 	int64		payment_id;
 	char	   *order_status;
@@ -410,13 +417,7 @@ payflow_mark_paid(PG_FUNCTION_ARGS)
 	char	   *expected_currency;
 	int64		expected_amount;
 	bool		order_payable;
-	Datum		result;
 
-	require_not_null(fcinfo, 2, "amount");
-	amount = PG_GETARG_INT64(2);
-	paid_at = PG_ARGISNULL(3) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(3);
-
-	SPI_connect();
 	order_status = lock_payment_and_order(payment_no, &order_id);
 	payment_id = pf_int64(0, "id");
 	payment_status = pf_text(0, "status");
@@ -432,11 +433,9 @@ payflow_mark_paid(PG_FUNCTION_ARGS)
 			ereport(WARNING,
 					(errcode(ERRCODE_PF_ILLEGAL_TRANSITION),
 					 errmsg("payment %s was already paid by another channel transaction", payment_no),
-					 errdetail("Recorded transaction %s; this call reported %s.", applied_txn, channel_txn_id),
+					 errdetail("Recorded transaction %s; this report named %s.", applied_txn, channel_txn_id),
 					 errhint("Check the channel's records for this payment: nothing was changed.")));
-		result = pf_row_as_result(fcinfo, caller_context, 0);
-		SPI_finish();
-		PG_RETURN_DATUM(result);
+		return payment_id;
 	}
 
 	if (amount != expected_amount ||
@@ -470,28 +469,21 @@ payflow_mark_paid(PG_FUNCTION_ARGS)
 				pf_dequeue_payment_check(payment_id);
 			pf_emit_event("payment.amount_mismatch", order_id, payment_id, 0, mismatch);
 		}
-		{
-			Datum		value = CStringGetTextDatum(payment_no);
-
-			pf_execute(&lock_payment, &value, NULL, 1);
-		}
-		result = pf_row_as_result(fcinfo, caller_context, 0);
-		SPI_finish();
-		PG_RETURN_DATUM(result);
+		return payment_id;
 	}
 
 	/* The money was taken: the attempt succeeds whatever the order's state. */
 	order_payable = strcmp(order_status, "awaiting_payment") == 0;
 	{
-		Datum		values[4] = {
+		Datum		values[5] = {
 			Int64GetDatum(payment_id),
 			CStringGetTextDatum(channel_txn_id),
 			TimestampTzGetDatum(paid_at),
 			BoolGetDatum(!order_payable),
+			CStringGetTextDatum(confirmed_via),
 		};
 
 		pf_execute(&set_payment_succeeded, values, NULL, 1);
-		result = pf_row_as_result(fcinfo, caller_context, 0);
 	}
 	pf_dequeue_payment_check(payment_id);
 	pf_emit_event("payment.succeeded", order_id, payment_id, 0, NULL);
@@ -520,6 +512,68 @@ payflow_mark_paid(PG_FUNCTION_ARGS)
 		add_refund(order_id, payment_id, amount,
 				   duplicate ? "duplicate_payment" : "late_payment");
 	}
+	return payment_id;
+}
+
+/*
+ * A definite failure of an attempt, idempotently; the core of mark_failed.
+ * The order stays payable.  Returns the attempt's id.
+ */
+int64
+pf_apply_payment_failure(const char *payment_no, const char *reason)
+{
+	int64		order_id;
+	int64		payment_id;
+
+	(void) lock_payment_and_order(payment_no, &order_id);
+	payment_id = pf_int64(0, "id");
+	if (strcmp(pf_text(0, "status"), "failed") == 0)
+		return payment_id;
+	{
+		Datum		values[3];
+		char		nulls[3] = {' ', ' ', ' '};
+
+		values[0] = Int64GetDatum(payment_id);
+		values[1] = CStringGetTextDatum("failed");
+		values[2] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+		if (reason == NULL)
+			nulls[2] = 'n';
+		pf_execute(&set_payment_status, values, nulls, 1);
+	}
+	pf_dequeue_payment_check(payment_id);
+	pf_emit_event("payment.failed", order_id, payment_id, 0, reason);
+	return payment_id;
+}
+
+/* The attempt's row as the function's result. */
+static Datum
+payment_result(FunctionCallInfo fcinfo, MemoryContext caller_context, int64 payment_id)
+{
+	Datum		value = Int64GetDatum(payment_id);
+
+	pf_execute(&payment_by_id, &value, NULL, 1);
+	return pf_row_as_result(fcinfo, caller_context, 0);
+}
+
+/* mark_paid(payment_no, channel_txn_id, amount, paid_at, currency) */
+Datum
+payflow_mark_paid(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	char	   *payment_no = pf_arg_text(fcinfo, 0, "payment_no", true);
+	char	   *channel_txn_id = pf_arg_text(fcinfo, 1, "channel_txn_id", true);
+	char	   *currency = pf_arg_text(fcinfo, 4, "currency", false);
+	TimestampTz paid_at;
+	int64		payment_id;
+	Datum		result;
+
+	require_not_null(fcinfo, 2, "amount");
+	paid_at = PG_ARGISNULL(3) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(3);
+
+	SPI_connect();
+	payment_id = pf_apply_payment_success(payment_no, channel_txn_id, PG_GETARG_INT64(2),
+										  currency, paid_at, "api");
+	result = payment_result(fcinfo, caller_context, payment_id);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
 }
@@ -531,33 +585,12 @@ payflow_mark_failed(PG_FUNCTION_ARGS)
 	MemoryContext caller_context = CurrentMemoryContext;
 	char	   *payment_no = pf_arg_text(fcinfo, 0, "payment_no", true);
 	char	   *reason = pf_arg_text(fcinfo, 1, "reason", false);
-	int64		order_id;
 	int64		payment_id;
 	Datum		result;
 
 	SPI_connect();
-	(void) lock_payment_and_order(payment_no, &order_id);
-	payment_id = pf_int64(0, "id");
-	if (strcmp(pf_text(0, "status"), "failed") == 0)
-	{
-		result = pf_row_as_result(fcinfo, caller_context, 0);
-		SPI_finish();
-		PG_RETURN_DATUM(result);
-	}
-	{
-		Datum		values[3];
-		char		nulls[3] = {' ', ' ', ' '};
-
-		values[0] = Int64GetDatum(payment_id);
-		values[1] = CStringGetTextDatum("failed");
-		values[2] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
-		if (reason == NULL)
-			nulls[2] = 'n';
-		pf_execute(&set_payment_status, values, nulls, 1);
-		result = pf_row_as_result(fcinfo, caller_context, 0);
-	}
-	pf_dequeue_payment_check(payment_id);
-	pf_emit_event("payment.failed", order_id, payment_id, 0, reason);
+	payment_id = pf_apply_payment_failure(payment_no, reason);
+	result = payment_result(fcinfo, caller_context, payment_id);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
 }
@@ -649,6 +682,44 @@ payflow_check_now(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	}
 	due_at = pf_datum(0, "due_at");
+	pf_wake_worker_at_commit();
 	SPI_finish();
 	PG_RETURN_DATUM(due_at);
+}
+
+static PreparedQuery payment_for_outcome = {
+	.sql = "SELECT p.id, p.order_id, p.status FROM payflow.payments p"
+	" JOIN payflow.orders o ON o.id = p.order_id"
+	" WHERE p.id = $1 FOR UPDATE OF o, p",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
+/*
+ * Move an open attempt to a final or review status decided by the
+ * reconciler ('closed' or 'unknown'), with its event, and take it out of
+ * the queue.  An attempt that became final meanwhile (a callback won the
+ * race) is left alone.  Returns the order's id.
+ */
+int64
+pf_settle_attempt(int64 payment_id, const char *status, const char *reason)
+{
+	Datum		value = Int64GetDatum(payment_id);
+	int64		order_id;
+	char	   *current;
+
+	if (pf_execute(&payment_for_outcome, &value, NULL, 1) == 0)
+		elog(ERROR, "payflow: payment " INT64_FORMAT " vanished", payment_id);
+	order_id = pf_int64(0, "order_id");
+	current = pf_text(0, "status");
+	if (strcmp(current, "pending") == 0 || strcmp(current, "superseded") == 0)
+	{
+		Datum		values[3] = {value, CStringGetTextDatum(status),
+		CStringGetTextDatum(reason)};
+
+		pf_execute(&set_payment_status, values, NULL, 1);
+		pf_emit_event(psprintf("payment.%s", status), order_id, payment_id, 0, reason);
+	}
+	pf_dequeue_payment_check(payment_id);
+	return order_id;
 }

@@ -1,0 +1,285 @@
+/*
+ * channel.c
+ *		The driver registry, loading a channel's configuration and secrets,
+ *		and the small jsonb helpers drivers share.
+ *
+ * JSON is always parsed by PostgreSQL: a channel's answer is validated with
+ * the JSON parser (which reports errors instead of raising them, so garbage
+ * from a channel is an outcome, not an exception) and then read as jsonb.
+ */
+#include "channel.h"
+#include "payflow.h"
+
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/jsonb.h"
+
+extern const ChannelDriver http_json_driver;
+
+/* The drivers payflow has: one line per driver. */
+static const ChannelDriver *const drivers[] = {
+	&http_json_driver,
+};
+
+static PreparedQuery channel_with_secrets = {
+	.sql = "SELECT c.driver, c.base_url, c.settings, coalesce(s.secrets, '{}') AS secrets"
+	" FROM payflow.channels c LEFT JOIN payflow.channel_secrets s ON s.channel = c.name"
+	" WHERE c.name = $1",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
+
+const ChannelDriver *
+channel_driver_by_name(const char *name)
+{
+	for (size_t i = 0; i < lengthof(drivers); i++)
+		if (strcmp(drivers[i]->name, name) == 0)
+			return drivers[i];
+	return NULL;
+}
+
+/*
+ * Load a channel with its secrets and let its driver parse them.  Must run
+ * inside an SPI connection, as the extension owner (secrets are readable by
+ * nobody else).  The Channel and its driver state live in context.
+ */
+Channel *
+channel_open(const char *name, MemoryContext context)
+{
+	Datum		value = CStringGetTextDatum(name);
+	Channel    *channel;
+	char	   *driver_name;
+	MemoryContext old;
+
+	if (pf_execute(&channel_with_secrets, &value, NULL, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+				 errmsg("channel \"%s\" is not configured", name),
+				 errdetail("payflow.channels has no channel named %s.", name),
+				 errhint("An administrator configures channels with payflow.set_channel().")));
+
+	old = MemoryContextSwitchTo(context);
+	driver_name = pf_text(0, "driver");
+	channel = palloc0(sizeof(Channel));
+	channel->name = pstrdup(name);
+	channel->driver = channel_driver_by_name(driver_name);
+	if (channel->driver == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+				 errmsg("channel \"%s\" uses driver \"%s\", which this build of payflow does not have",
+						name, driver_name),
+				 errdetail("Channel %s was configured with driver %s.", name, driver_name),
+				 errhint("Configure the channel with one of the drivers payflow has: http_json.")));
+	channel->base_url = pf_text(0, "base_url");
+	{
+		size_t		len = strlen(channel->base_url);
+
+		while (len > 0 && channel->base_url[len - 1] == '/')
+			channel->base_url[--len] = '\0';
+	}
+	channel->settings = DatumGetJsonbPCopy(pf_datum(0, "settings"));
+	channel->secrets = DatumGetJsonbPCopy(pf_datum(0, "secrets"));
+	channel->driver->open(channel);
+	MemoryContextSwitchTo(old);
+	return channel;
+}
+
+/*
+ * A member of a jsonb object as text, following a dotted path ("amount.total").
+ * Strings come back unquoted, numbers and booleans as written; NULL when
+ * missing or JSON null.
+ */
+char *
+json_get_text(Jsonb *object, const char *path)
+{
+	JsonbContainer *container;
+	JsonbValue	value;
+	char	   *copy = pstrdup(path);
+	char	   *key;
+	char	   *saveptr = NULL;
+
+	if (object == NULL || !JB_ROOT_IS_OBJECT(object))
+		return NULL;
+	container = &object->root;
+	for (key = strtok_r(copy, ".", &saveptr); key != NULL; key = strtok_r(NULL, ".", &saveptr))
+	{
+		bool		last;
+
+		if (getKeyJsonValueFromContainer(container, key, strlen(key), &value) == NULL)
+			return NULL;
+		last = (saveptr == NULL || *saveptr == '\0');
+		if (!last)
+		{
+			if (value.type != jbvBinary || !JsonContainerIsObject(value.val.binary.data))
+				return NULL;
+			container = value.val.binary.data;
+			continue;
+		}
+		switch (value.type)
+		{
+			case jbvString:
+				return pnstrdup(value.val.string.val, value.val.string.len);
+			case jbvNumeric:
+				return DatumGetCString(DirectFunctionCall1(numeric_out,
+														   NumericGetDatum(value.val.numeric)));
+			case jbvBool:
+				return pstrdup(value.val.boolean ? "true" : "false");
+			default:
+				return NULL;
+		}
+	}
+	return NULL;
+}
+
+/* A setting or secret of a channel; a required one that is missing is PF040. */
+char *
+channel_setting(Jsonb *object, const char *key, bool required, const char *channel_name)
+{
+	char	   *value = json_get_text(object, key);
+
+	if (value == NULL && required)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+				 errmsg("channel \"%s\" is missing \"%s\"", channel_name, key),
+				 errdetail("The channel's settings or secrets have no \"%s\".", key),
+				 errhint("Set it with payflow.set_channel().")));
+	return value;
+}
+
+/*
+ * Parse JSON text into jsonb; NULL (no error) when the text is not a JSON
+ * object, so a garbage answer from a channel is just a bad outcome.
+ */
+Jsonb *
+json_parse(const char *text)
+{
+	JsonLexContext *lex;
+	Jsonb	   *result;
+
+	if (text == NULL)
+		return NULL;
+	lex = makeJsonLexContextCstringLen(pstrdup(text), strlen(text), GetDatabaseEncoding(), false);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		return NULL;
+	if (strchr(text, '\\') != NULL && strstr(text, "\\u0000") != NULL)
+		return NULL;			/* valid JSON that jsonb refuses */
+	result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	if (!JB_ROOT_IS_OBJECT(result))
+		return NULL;
+	return result;
+}
+
+void
+channel_payment_error(ChannelPayment *result, const char *format,...)
+{
+	va_list		args;
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (;;)
+	{
+		int			needed;
+
+		va_start(args, format);
+		needed = appendStringInfoVA(&buf, format, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&buf, needed);
+	}
+	memset(result, 0, sizeof(ChannelPayment));
+	result->state = CHANNEL_PAYMENT_ERROR;
+	result->detail = buf.data;
+}
+
+/*
+ * JSON text of an object built by PostgreSQL's jsonb (never by hand), for
+ * request bodies.  NULL strings are left out.
+ */
+char *
+pf_json_object_text(const JsonField *fields, int count)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *result;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < count; i++)
+	{
+		JsonbValue	key;
+		JsonbValue	value;
+
+		if (!fields[i].is_number && fields[i].string == NULL)
+			continue;
+		key.type = jbvString;
+		key.val.string.val = (char *) fields[i].key;
+		key.val.string.len = strlen(fields[i].key);
+		pushJsonbValue(&state, WJB_KEY, &key);
+		if (fields[i].is_number)
+		{
+			value.type = jbvNumeric;
+			value.val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric,
+																	Int64GetDatum(fields[i].number)));
+		}
+		else
+		{
+			value.type = jbvString;
+			value.val.string.val = (char *) fields[i].string;
+			value.val.string.len = strlen(fields[i].string);
+		}
+		pushJsonbValue(&state, WJB_VALUE, &value);
+	}
+	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbToCString(NULL, &JsonbValueToJsonb(result)->root, 0);
+}
+
+/* A callback header from the headers object, matching names case-insensitively. */
+char *
+json_header(Jsonb *headers, const char *name)
+{
+	JsonbIterator *it;
+	JsonbValue	value;
+	JsonbIteratorToken token;
+	bool		matched = false;
+
+	if (headers == NULL || !JB_ROOT_IS_OBJECT(headers))
+		return NULL;
+	it = JsonbIteratorInit(&headers->root);
+	while ((token = JsonbIteratorNext(&it, &value, true)) != WJB_DONE)
+	{
+		if (token == WJB_KEY)
+			matched = value.val.string.len == (int) strlen(name) &&
+				pg_strncasecmp(value.val.string.val, name, value.val.string.len) == 0;
+		else if (token == WJB_VALUE && matched && value.type == jbvString)
+			return pnstrdup(value.val.string.val, value.val.string.len);
+	}
+	return NULL;
+}
+
+/*
+ * An ISO 8601 / RFC 3339 time from a channel; 0 when it cannot be read.
+ * Uses PostgreSQL's date parser in its non-throwing form, so a bad value
+ * from a channel is never an exception.
+ */
+TimestampTz
+pf_parse_timestamp(const char *text)
+{
+	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+	char	   *fields[MAXDATEFIELDS];
+	int			ftypes[MAXDATEFIELDS];
+	int			nfields;
+	int			dtype;
+	fsec_t		fsec;
+	int			tz;
+	struct pg_tm tm;
+	TimestampTz result;
+
+	if (text == NULL ||
+		ParseDateTime(text, workbuf, sizeof(workbuf), fields, ftypes, MAXDATEFIELDS, &nfields) != 0 ||
+		DecodeDateTime(fields, ftypes, nfields, &dtype, &tm, &fsec, &tz) != 0 ||
+		dtype != DTK_DATE ||
+		tm2timestamp(&tm, fsec, &tz, &result) != 0)
+		return 0;
+	return result;
+}

@@ -1,0 +1,152 @@
+/*
+ * channel.h
+ *		The payment channel driver interface.
+ *
+ * A channel is a row of payflow.channels (plus its secrets) and a driver.
+ * A driver only builds HTTP requests and interprets responses and
+ * callbacks; it never performs I/O itself and never touches the database.
+ * That keeps every driver testable and lets the reconciler put the
+ * requests of many drivers in flight at once (http.c).
+ *
+ * Adding a driver: write channel_<name>.c defining a ChannelDriver, and add
+ * one line to the table in channel.c (and the name to the CHECK constraint
+ * of payflow.channels.driver).
+ */
+#ifndef PAYFLOW_CHANNEL_H
+#define PAYFLOW_CHANNEL_H
+
+#include "postgres.h"
+
+#include "http.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+/* What the channel says about a payment. */
+typedef enum ChannelPaymentState
+{
+	CHANNEL_PAYMENT_PAID,		/* money taken: apply it */
+	CHANNEL_PAYMENT_PENDING,	/* not paid (yet): the user may still pay */
+	CHANNEL_PAYMENT_FAILED,		/* definitely failed */
+	CHANNEL_PAYMENT_CLOSED,		/* closed at the channel, unpaid, final */
+	CHANNEL_PAYMENT_ERROR		/* no usable answer: retry later */
+} ChannelPaymentState;
+
+typedef struct ChannelPayment
+{
+	ChannelPaymentState state;
+	char	   *channel_txn_id; /* the channel's transaction id when paid */
+	int64		amount;			/* amount the channel took, minor units */
+	char	   *currency;
+	TimestampTz paid_at;		/* 0 when the channel does not say */
+	char	   *detail;			/* the channel's own state or the error */
+} ChannelPayment;
+
+typedef enum ChannelRefundState
+{
+	CHANNEL_REFUND_SUCCEEDED,
+	CHANNEL_REFUND_PROCESSING,
+	CHANNEL_REFUND_FAILED,
+	CHANNEL_REFUND_ERROR		/* no usable answer: retry with the same refund_no */
+} ChannelRefundState;
+
+typedef struct ChannelRefund
+{
+	ChannelRefundState state;
+	char	   *channel_refund_id;
+	char	   *detail;
+} ChannelRefund;
+
+/* A payment attempt as the driver needs to see it. */
+typedef struct PaymentRef
+{
+	char	   *payment_no;
+	char	   *channel_ref;	/* NULL unless attach_channel_ref was called */
+	char	   *channel_txn_id;
+	int64		amount;
+	char	   *currency;
+} PaymentRef;
+
+typedef struct RefundRef
+{
+	char	   *refund_no;
+	PaymentRef	payment;
+	int64		amount;
+	char	   *reason;
+} RefundRef;
+
+/* A verified, decoded callback. */
+typedef enum ChannelNotificationKind
+{
+	CHANNEL_NOTIFY_PAYMENT,
+	CHANNEL_NOTIFY_REFUND,
+	CHANNEL_NOTIFY_IGNORED		/* verified, but nothing payflow acts on */
+} ChannelNotificationKind;
+
+typedef struct ChannelNotification
+{
+	ChannelNotificationKind kind;
+	char	   *event_id;		/* the channel's id of the notification */
+	char	   *payment_no;
+	ChannelPayment payment;
+	char	   *refund_no;
+	ChannelRefund refund;
+	char	   *ack;			/* the body the channel expects back */
+} ChannelNotification;
+
+typedef struct Channel Channel;
+
+typedef struct ChannelDriver
+{
+	const char *name;
+	/* parse settings and secrets into driver state; ereport on bad config */
+	void		(*open) (Channel *channel);
+	void		(*build_query) (Channel *channel, const PaymentRef *payment, HttpRequest *request);
+	void		(*parse_query) (Channel *channel, const PaymentRef *payment,
+								HttpRequest *request, HttpResponse *response,
+								ChannelPayment *result);
+	void		(*build_close) (Channel *channel, const PaymentRef *payment, HttpRequest *request);
+	/* true when the attempt is closed (or never existed) at the channel */
+	bool		(*parse_close) (Channel *channel, const PaymentRef *payment,
+								HttpRequest *request, HttpResponse *response, char **detail);
+	void		(*build_refund) (Channel *channel, const RefundRef *refund, HttpRequest *request);
+	void		(*build_refund_query) (Channel *channel, const RefundRef *refund, HttpRequest *request);
+	/* parses the answer to build_refund and to build_refund_query */
+	void		(*parse_refund) (Channel *channel, const RefundRef *refund,
+								 HttpRequest *request, HttpResponse *response,
+								 ChannelRefund *result);
+	/* verify (PF030/PF031) and decode (PF032) a callback */
+	void		(*decode_notification) (Channel *channel, Jsonb *headers, const char *body,
+										ChannelNotification *result);
+} ChannelDriver;
+
+struct Channel
+{
+	char	   *name;
+	const ChannelDriver *driver;
+	char	   *base_url;		/* without trailing slash */
+	Jsonb	   *settings;
+	Jsonb	   *secrets;
+	void	   *driver_state;
+};
+
+/* channel.c */
+extern const ChannelDriver *channel_driver_by_name(const char *name);
+extern Channel *channel_open(const char *name, MemoryContext context);
+extern char *channel_setting(Jsonb *object, const char *key, bool required, const char *channel_name);
+extern char *json_get_text(Jsonb *object, const char *path);
+extern Jsonb *json_parse(const char *text);
+/* A member of a JSON object to build: a string, or a number when is_number. */
+typedef struct JsonField
+{
+	const char *key;
+	const char *string;
+	int64		number;
+	bool		is_number;
+} JsonField;
+
+extern char *pf_json_object_text(const JsonField *fields, int count);
+extern char *json_header(Jsonb *headers, const char *name);
+extern TimestampTz pf_parse_timestamp(const char *text);
+extern void channel_payment_error(ChannelPayment *result, const char *format,...) pg_attribute_printf(2, 3);
+
+#endif							/* PAYFLOW_CHANNEL_H */

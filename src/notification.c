@@ -1,0 +1,176 @@
+/*
+ * notification.c
+ *		payflow.handle_notification(channel, headers, body): a channel's
+ *		callback, verified and decoded by its driver, applied through the
+ *		same code as mark_paid / mark_failed, answered with the
+ *		acknowledgement the channel expects.
+ *
+ * A forged, tampered or stale callback, a malformed body, or one about a
+ * payment payflow does not have raises (PF030, PF031, PF032, PF004) before
+ * anything is written.  Every verified callback is recorded once in
+ * payflow.notifications by its event id; a replay (channels resend until
+ * acknowledged) is acknowledged again and has no second effect.
+ */
+#include "payflow.h"
+#include "channel.h"
+
+#include "funcapi.h"
+#include "utils/jsonb.h"
+
+PG_FUNCTION_INFO_V1(payflow_handle_notification);
+
+static PreparedQuery payment_of_channel = {
+	.sql = "SELECT id, channel FROM payflow.payments WHERE payment_no = $1",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
+
+static PreparedQuery refund_of_channel = {
+	.sql = "SELECT r.id, p.channel FROM payflow.refunds r"
+	" JOIN payflow.payments p ON p.id = r.payment_id WHERE r.refund_no = $1",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
+
+static PreparedQuery record_notification = {
+	.sql = "INSERT INTO payflow.notifications (channel, event_id, kind, payment_no, refund_no, body)"
+	" VALUES ($1, $2, $3, $4, $5, $6)"
+	" ON CONFLICT (channel, event_id) DO UPDATE SET deliveries = payflow.notifications.deliveries + 1"
+	" RETURNING deliveries",
+	.nargs = 6,
+	.argtypes = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID},
+};
+
+static PreparedQuery build_ack = {
+	.sql = "SELECT jsonb_build_object('status', 200, 'body', $1::text, 'replay', $2::boolean) AS ack",
+	.nargs = 2,
+	.argtypes = {TEXTOID, BOOLOID},
+};
+
+/* The object a callback names must exist and belong to this channel. */
+static int64
+object_of_channel(PreparedQuery *query, const char *what, const char *number,
+				  const char *channel_name)
+{
+	Datum		value = CStringGetTextDatum(number);
+
+	if (pf_execute(query, &value, NULL, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_UNKNOWN_OBJECT),
+				 errmsg("notification of channel \"%s\" names unknown %s %s", channel_name, what, number),
+				 errdetail("payflow has no %s %s; nothing was changed.", what, number),
+				 errhint("Check that the channel's callback URL points at the right database.")));
+	if (strcmp(pf_text(0, "channel"), channel_name) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_SIGNATURE),
+				 errmsg("notification of channel \"%s\" names %s %s of channel \"%s\"",
+						channel_name, what, number, pf_text(0, "channel")),
+				 errdetail("A channel may only report on its own payments; nothing was changed."),
+				 errhint("Check which channel the callback URL names.")));
+	return pf_int64(0, "id");
+}
+
+static void
+apply_payment_notification(ChannelNotification *n, const char *channel_name)
+{
+	ChannelPayment *payment = &n->payment;
+	int64		payment_id = object_of_channel(&payment_of_channel, "payment", n->payment_no,
+											   channel_name);
+
+	switch (payment->state)
+	{
+		case CHANNEL_PAYMENT_PAID:
+			pf_apply_payment_success(n->payment_no, payment->channel_txn_id, payment->amount,
+									 payment->currency,
+									 payment->paid_at ? payment->paid_at : GetCurrentTransactionStartTimestamp(),
+									 "callback");
+			break;
+		case CHANNEL_PAYMENT_FAILED:
+			pf_apply_payment_failure(n->payment_no, payment->detail);
+			break;
+		case CHANNEL_PAYMENT_CLOSED:
+			pf_settle_attempt(payment_id, "closed", "closed at the channel (callback)");
+			break;
+		case CHANNEL_PAYMENT_PENDING:
+		case CHANNEL_PAYMENT_ERROR:
+			break;
+	}
+}
+
+static void
+apply_refund_notification(ChannelNotification *n, const char *channel_name)
+{
+	int64		refund_id = object_of_channel(&refund_of_channel, "refund", n->refund_no,
+											  channel_name);
+
+	switch (n->refund.state)
+	{
+		case CHANNEL_REFUND_SUCCEEDED:
+			pf_refund_final(refund_id, true, n->refund.channel_refund_id, NULL);
+			break;
+		case CHANNEL_REFUND_FAILED:
+			pf_refund_final(refund_id, false, n->refund.channel_refund_id,
+							"the channel reports the refund failed (callback)");
+			break;
+		case CHANNEL_REFUND_PROCESSING:
+			pf_refund_processing(refund_id, n->refund.channel_refund_id);
+			break;
+		case CHANNEL_REFUND_ERROR:
+			break;
+	}
+}
+
+Datum
+payflow_handle_notification(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	char	   *channel_name = pf_arg_text(fcinfo, 0, "channel", true);
+	Jsonb	   *headers = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	char	   *body = pf_arg_text(fcinfo, 2, "body", true);
+	Channel    *channel;
+	ChannelNotification notification;
+	bool		replay;
+	Datum		ack;
+
+	SPI_connect();
+	channel = channel_open(channel_name, CurrentMemoryContext);
+	channel->driver->decode_notification(channel, headers, body, &notification);
+
+	{
+		Datum		values[6];
+		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+		const char *kind = notification.kind == CHANNEL_NOTIFY_PAYMENT ? "payment" :
+			notification.kind == CHANNEL_NOTIFY_REFUND ? "refund" : "ignored";
+
+		values[0] = CStringGetTextDatum(channel_name);
+		values[1] = CStringGetTextDatum(notification.event_id ? notification.event_id :
+										psprintf("body:%s", body));
+		values[2] = CStringGetTextDatum(kind);
+		values[3] = notification.payment_no ? CStringGetTextDatum(notification.payment_no) : (Datum) 0;
+		values[4] = notification.refund_no ? CStringGetTextDatum(notification.refund_no) : (Datum) 0;
+		values[5] = CStringGetTextDatum(body);
+		if (notification.payment_no == NULL)
+			nulls[3] = 'n';
+		if (notification.refund_no == NULL)
+			nulls[4] = 'n';
+		pf_execute(&record_notification, values, nulls, 1);
+		replay = DatumGetInt32(pf_datum(0, "deliveries")) > 1;
+	}
+
+	/* Applying is idempotent, so a replay is applied again to no effect. */
+	if (notification.kind == CHANNEL_NOTIFY_PAYMENT)
+		apply_payment_notification(&notification, channel_name);
+	else if (notification.kind == CHANNEL_NOTIFY_REFUND)
+		apply_refund_notification(&notification, channel_name);
+
+	{
+		Datum		values[2] = {CStringGetTextDatum(notification.ack ? notification.ack : ""),
+		BoolGetDatum(replay)};
+
+		pf_execute(&build_ack, values, NULL, 1);
+		ack = SPI_datumTransfer(pf_datum(0, "ack"), false, -1);
+	}
+	SPI_finish();
+	(void) caller_context;
+	PG_RETURN_DATUM(ack);
+}

@@ -1,0 +1,113 @@
+/*
+ * refund.c
+ *		What the channel said about a refund: processing, succeeded or
+ *		failed.  A succeeded refund of the attempt that paid its order moves
+ *		the order to partially_refunded or refunded; a refund of a surplus
+ *		(duplicate or late) payment leaves the order alone.
+ *
+ * Refund rows are created by payment.c (add_refund) and executed by the
+ * reconciler; this file only records outcomes, idempotently.
+ */
+#include "payflow.h"
+
+static PreparedQuery lock_refund = {
+	.sql = "SELECT r.id, r.order_id, r.payment_id, r.amount, r.status, p.refund_needed"
+	" FROM payflow.refunds r"
+	" JOIN payflow.orders o ON o.id = r.order_id"
+	" JOIN payflow.payments p ON p.id = r.payment_id"
+	" WHERE r.id = $1 FOR UPDATE OF o, r",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
+static PreparedQuery set_refund_status = {
+	.sql = "UPDATE payflow.refunds SET status = $2,"
+	"       channel_refund_id = coalesce($3, channel_refund_id), last_error = $4,"
+	"       resolved_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN now() END"
+	" WHERE id = $1",
+	.nargs = 4,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID, TEXTOID},
+};
+
+static PreparedQuery add_refunded_amount = {
+	.sql = "UPDATE payflow.orders SET refunded_amount = refunded_amount + $2,"
+	"       status = CASE WHEN refunded_amount + $2 >= paid_amount THEN 'refunded'"
+	"                     ELSE 'partially_refunded' END"
+	" WHERE id = $1",
+	.nargs = 2,
+	.argtypes = {INT8OID, INT8OID},
+};
+
+/* Lock the refund (and its order); false when it is already final. */
+static bool
+lock_open_refund(int64 refund_id)
+{
+	Datum		value = Int64GetDatum(refund_id);
+	char	   *status;
+
+	if (pf_execute(&lock_refund, &value, NULL, 1) == 0)
+		elog(ERROR, "payflow: refund " INT64_FORMAT " vanished", refund_id);
+	status = pf_text(0, "status");
+	return strcmp(status, "requested") == 0 || strcmp(status, "processing") == 0;
+}
+
+/* The channel accepted the refund; its result comes later. */
+void
+pf_refund_processing(int64 refund_id, const char *channel_refund_id)
+{
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', 'n'};
+
+	if (!lock_open_refund(refund_id) || strcmp(pf_text(0, "status"), "processing") == 0)
+		return;
+	values[0] = Int64GetDatum(refund_id);
+	values[1] = CStringGetTextDatum("processing");
+	values[2] = channel_refund_id ? CStringGetTextDatum(channel_refund_id) : (Datum) 0;
+	values[3] = (Datum) 0;
+	if (channel_refund_id == NULL)
+		nulls[2] = 'n';
+	pf_execute(&set_refund_status, values, nulls, 0);
+}
+
+/* The refund is final: succeeded (money back) or failed (left for review). */
+void
+pf_refund_final(int64 refund_id, bool succeeded, const char *channel_refund_id,
+				const char *detail)
+{
+	int64		order_id;
+	int64		payment_id;
+	int64		amount;
+	bool		surplus_payment;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	if (!lock_open_refund(refund_id))
+	{
+		pf_dequeue_refund_check(refund_id);
+		return;
+	}
+	order_id = pf_int64(0, "order_id");
+	payment_id = pf_int64(0, "payment_id");
+	amount = pf_int64(0, "amount");
+	surplus_payment = DatumGetBool(pf_datum(0, "refund_needed"));
+
+	values[0] = Int64GetDatum(refund_id);
+	values[1] = CStringGetTextDatum(succeeded ? "succeeded" : "failed");
+	values[2] = channel_refund_id ? CStringGetTextDatum(channel_refund_id) : (Datum) 0;
+	values[3] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
+	if (channel_refund_id == NULL)
+		nulls[2] = 'n';
+	if (detail == NULL)
+		nulls[3] = 'n';
+	pf_execute(&set_refund_status, values, nulls, 0);
+
+	if (succeeded && !surplus_payment)
+	{
+		Datum		order_values[2] = {Int64GetDatum(order_id), Int64GetDatum(amount)};
+
+		pf_execute(&add_refunded_amount, order_values, NULL, 0);
+	}
+	pf_dequeue_refund_check(refund_id);
+	pf_emit_event(succeeded ? "refund.succeeded" : "refund.failed",
+				  order_id, payment_id, refund_id, detail);
+}
