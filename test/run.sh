@@ -43,15 +43,27 @@ concurrency() {
     PGDATABASE=payflow_race prove --exec bash test/concurrency/*.sh
 }
 
+integration() {
+    # The worker serves payflow.database (postgres by default).
+    psql -q -X -v ON_ERROR_STOP=1 -d postgres -c "CREATE EXTENSION IF NOT EXISTS payflow" &&
+    PGDATABASE=postgres prove --exec bash test/integration/*.sh
+}
+
 docs() {
     # The committed picture must be what the transition table says.
     PGDATABASE=payflow_tap psql -X -q -v ON_ERROR_STOP=1 -f doc/state_machine.sql \
         | diff -u doc/state_machine.dot -
 }
 
+channel_server() {
+    make -s -C test/channel_server >/dev/null && bash test/channel_server/selftest.sh
+}
+
 step "pg_regress" regress
 step "pgTAP" pgtap
 step "concurrency" concurrency
+step "test channel server" channel_server
+step "integration" integration
 step "docs" docs
 
 echo "suites: $passed passed, $failed failed"

@@ -1,0 +1,102 @@
+# test/integration/lib/channel.bash -- sourced by the integration tests.
+#
+# TAP helpers, psql helpers, and the project's test channel server
+# (test/channel_server) started on a free loopback port with fresh keys.
+# Expects PGHOST/PGPORT/PGUSER of a cluster where payflow is preloaded and
+# its worker serves the database named by PGDATABASE (test/run.sh sets
+# this up).  Each test uses its own customers and channel names.
+
+set -uo pipefail
+IT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+IT_TMP=$(mktemp -d /tmp/payflow-it.XXXXXX)
+IT_SERVER_PID=
+tap_count=0
+tap_failed=0
+
+tap_plan() { echo "1..$1"; }
+tap_ok() {
+    local cond=$1 name=$2
+    tap_count=$((tap_count + 1))
+    if [ "$cond" = 0 ]; then echo "ok $tap_count - $name"
+    else echo "not ok $tap_count - $name"; tap_failed=$((tap_failed + 1)); fi
+}
+tap_is() {
+    local got=$1 want=$2 name=$3
+    if [ "$got" == "$want" ]; then tap_ok 0 "$name"
+    else tap_ok 1 "$name"; echo "#   got:  '$got'"; echo "#   want: '$want'"; fi
+}
+tap_diag() { echo "# $*"; }
+tap_bail() { echo "Bail out! $*"; exit 1; }
+
+it_cleanup() {
+    [ -n "$IT_SERVER_PID" ] && kill "$IT_SERVER_PID" 2>/dev/null && wait "$IT_SERVER_PID" 2>/dev/null
+    rm -rf "$IT_TMP"
+}
+trap it_cleanup EXIT
+
+# sql QUERY: one value per line, unaligned, no headers.
+sql() { psql -X -q -At -v ON_ERROR_STOP=1 -c "$1"; }
+
+# sqlstate QUERY: the SQLSTATE the query fails with, or "ok".
+sqlstate() {
+    local out
+    if out=$(psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$1" 2>&1); then
+        echo ok
+    else
+        echo "$out" | grep -o 'ERROR:  [0-9A-Z]\{5\}' | head -n 1 | cut -c 9-
+    fi
+}
+
+# Build (if needed) and start the test channel server; sets IT_CHANNEL_URL.
+it_start_channel() {
+    make -s -C "$IT_ROOT/test/channel_server" >/dev/null || tap_bail "cannot build the test channel server"
+    bash "$IT_ROOT/test/channel_server/make-keys.sh" "$IT_TMP/keys" >/dev/null
+    local port
+    for port in $(seq 18100 18999 | shuf); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+    done
+    "$IT_ROOT/test/channel_server/payflow-test-channel" --port "$port" --keys "$IT_TMP/keys" \
+        >"$IT_TMP/channel.log" 2>&1 &
+    IT_SERVER_PID=$!
+    IT_CHANNEL_URL="http://127.0.0.1:$port"
+    for _ in $(seq 1 50); do
+        curl -sf "$IT_CHANNEL_URL/admin/health" >/dev/null && return 0
+        sleep 0.1
+    done
+    tap_bail "the test channel server did not start"
+}
+
+# admin PATH JSON: POST to the channel server's admin API, print the answer.
+admin() { curl -s -X POST "$IT_CHANNEL_URL/admin/$1" -H 'Content-Type: application/json' -d "$2"; }
+admin_get() { curl -s "$IT_CHANNEL_URL/admin/$1"; }
+
+# json FIELD: read a field of the JSON on stdin (jq-like, with PostgreSQL).
+json() { psql -X -q -At -v ON_ERROR_STOP=1 -v doc="$(cat)" -v path="$1" <<<"SELECT :'doc'::jsonb #>> string_to_array(:'path', '.')"; }
+
+# Configure an http_json channel named $1 at the test server.
+it_http_json_channel() {
+    sql "SELECT payflow.set_channel('$1', 'http_json', '$IT_CHANNEL_URL/http_json', '{}',
+            jsonb_build_object('hmac_secret', '$(cat "$IT_TMP/keys/http_json_secret.txt")'))" >/dev/null
+}
+
+# new_attempt CUSTOMER AMOUNT CHANNEL: cart, order, attempt; prints payment_no.
+new_attempt() {
+    sql "SELECT payflow.cart_put('$1', 'IT-SKU', 1, $2)" >/dev/null
+    local order_id
+    order_id=$(sql "SELECT id FROM payflow.create_order_from_cart('$1')")
+    sql "SELECT payment_no FROM payflow.begin_payment($order_id, '$3')"
+}
+
+# wait_for SECONDS QUERY: poll until QUERY returns 't'; prints elapsed seconds.
+wait_for() {
+    local deadline=$(( $(date +%s%N) + $1 * 1000000000 )) start=$(date +%s%N)
+    while [ "$(date +%s%N)" -lt "$deadline" ]; do
+        if [ "$(sql "$2")" = "t" ]; then
+            awk -v ns=$(( $(date +%s%N) - start )) 'BEGIN { printf "%.2f\n", ns / 1e9 }'
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "timeout"
+    return 1
+}
