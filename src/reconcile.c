@@ -172,7 +172,8 @@ claim(CheckItem **items_out, int max_checks, MemoryContext pass_context)
 	int64	   *expired_ids;
 	CheckItem  *items;
 	MemoryContext old;
-	int			lease_seconds = (payflow_http_timeout_ms * 3) / 1000 + 30;
+	/* Long enough for both network rounds to time out, and the apply. */
+	int			lease_seconds = (payflow_http_timeout_ms * 2) / 1000 + 10;
 
 	values[0] = Int32GetDatum(max_checks);
 	nexpired = pf_execute(&expired_orders, values, NULL, 0);

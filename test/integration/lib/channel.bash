@@ -100,3 +100,26 @@ wait_for() {
     echo "timeout"
     return 1
 }
+
+# Make the worker check every second for this test; restored on exit.
+it_fast_schedule() {
+    sql "ALTER SYSTEM SET payflow.check_schedule = '1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s'" >/dev/null
+    sql "SELECT pg_reload_conf()" >/dev/null
+    trap 'it_reset_settings; it_cleanup' EXIT
+    sleep 0.3
+}
+it_reset_settings() {
+    sql "ALTER SYSTEM RESET payflow.check_schedule" >/dev/null 2>&1
+    sql "ALTER SYSTEM RESET payflow.http_timeout" >/dev/null 2>&1
+    sql "ALTER SYSTEM RESET payflow.worker_enabled" >/dev/null 2>&1
+    sql "SELECT pg_reload_conf()" >/dev/null 2>&1
+}
+
+# channel_payment PAYMENT_NO AMOUNT: the channel learns of the attempt.
+channel_payment() {
+    admin payments "{\"channel\":\"http_json\",\"payment_no\":\"$1\",\"amount\":$2,\"currency\":\"CNY\"}" >/dev/null
+}
+# channel_pays PAYMENT_NO [CALLBACK]: the user pays at the channel.
+channel_pays() {
+    admin pay "{\"channel\":\"http_json\",\"payment_no\":\"$1\",\"callback\":\"${2:-drop}\"}"
+}
