@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 
 pf_install_deps
 pf_build_install
-pf_cluster_start "fsync = off" "shared_preload_libraries = 'payflow'"
+pf_cluster_start "fsync = off" "shared_preload_libraries = 'payflow,pg_cron'" \
+    "cron.database_name = 'postgres'" "cron.host = '127.0.0.1'"
 
 failed=0
 passed=0
