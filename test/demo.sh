@@ -1,65 +1,102 @@
 #!/usr/bin/env bash
-# test/demo.sh -- payflow's main job, start to finish, on a throwaway cluster.
+# test/demo.sh -- payflow's main job, start to finish, on a throwaway cluster
+# with the background worker, against the project's test channel server
+# (test/channel_server) speaking payflow's http_json protocol.
 #
-# A customer fills a cart and checks out; the first payment attempt fails at
-# the channel; the second attempt is paid; a late success of the first
-# attempt arrives after all and becomes a refund.  Each step prints the
-# order's and attempts' states and the events the outbox recorded.
+# Alice fills a cart and checks out.  Her first attempt is declined by the
+# channel (a signed callback says so).  She pays the second attempt, but the
+# channel's callback is lost: the worker asks the channel by itself and the
+# order is paid within seconds.  Then the declined attempt turns out to have
+# been charged after all: payflow refunds it at the channel, exactly once.
+# Bob never pays: his order expires, the stock comes back and his cart is
+# restored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
 
 pf_install_deps
 pf_build_install
-pf_cluster_start "shared_preload_libraries = 'payflow'"
+pf_cluster_start "shared_preload_libraries = 'payflow'" "payflow.check_schedule = '2s,3s,5s,5s,10s'"
+
+# The test channel server, with fresh keys, on a free port.
+make -s -C test/channel_server >/dev/null
+KEYS=$PF_CLUSTER_DIR/keys
+bash test/channel_server/make-keys.sh "$KEYS" >/dev/null
+CHANNEL_PORT=$(pf_free_port)
+test/channel_server/payflow-test-channel --port "$CHANNEL_PORT" --keys "$KEYS" >"$PF_CLUSTER_DIR/channel.log" 2>&1 &
+CHANNEL_PID=$!
+trap 'kill $CHANNEL_PID 2>/dev/null; pf_cluster_stop' EXIT
+CHANNEL=http://127.0.0.1:$CHANNEL_PORT
+until curl -sf "$CHANNEL/admin/health" >/dev/null; do sleep 0.1; done
 
 sql() { psql -X -q -v ON_ERROR_STOP=1 -d postgres "$@"; }
+val() { psql -X -q -At -v ON_ERROR_STOP=1 -d postgres -c "$1"; }
 say() { printf '\n\033[1m>>> %s\033[0m\n' "$*"; }
+channel() { curl -s -X POST "$CHANNEL/admin/$1" -d "$2"; }
+field() { psql -X -q -At -d postgres -v doc="$1" -v path="$2" <<<"SELECT :'doc'::jsonb #>> string_to_array(:'path', '.')"; }
+deliver() {  # deliver ANSWER_OF_/admin/pay_OR_fail: hand its signed callback to handle_notification
+    psql -X -q -At -d postgres -v h="$(field "$1" notification.headers)" -v b="$(field "$1" notification.body)" \
+        <<<"SELECT payflow.handle_notification('inhouse', :'h'::jsonb, :'b')"
+}
+SEEN=0
 show() {
-    sql -c "SELECT o.order_no, o.status AS order_status, o.total_amount, o.paid_amount,
-                   p.payment_no, p.status AS payment_status, p.refund_needed
+    sql -c "SELECT o.order_no, o.status AS order_status, o.total_amount, o.paid_amount, o.refunded_amount,
+                   p.payment_no, p.status AS payment_status, p.confirmed_via, p.refund_needed
             FROM payflow.orders o LEFT JOIN payflow.payments p ON p.order_id = o.id
-            ORDER BY p.attempt" \
+            WHERE o.customer_id = '$1' ORDER BY p.attempt" \
         -c "SELECT id, type, payment_id AS payment, refund_id AS refund, payload->>'note' AS note
-            FROM payflow.events WHERE id > ${SEEN:-0} ORDER BY id"
-    SEEN=$(sql -Atc "SELECT coalesce(max(id), 0) FROM payflow.events")
+            FROM payflow.events WHERE id > $SEEN ORDER BY id"
+    SEEN=$(val "SELECT coalesce(max(id), 0) FROM payflow.events")
 }
 
 sql -o /dev/null -c "CREATE EXTENSION payflow" \
-    -c "SELECT payflow.set_channel('wechat', 'wechatpay_v3', 'https://api.mch.weixin.qq.com',
-                                   '{\"mchid\": \"1900000001\"}', '{}') IS NOT NULL AS channel_configured" \
+    -c "SELECT payflow.set_channel('inhouse', 'http_json', '$CHANNEL/http_json', '{}',
+                                   jsonb_build_object('hmac_secret', '$(cat "$KEYS/http_json_secret.txt")'))" \
     -c "INSERT INTO payflow.stock VALUES ('TEA-250G', 10)"
+sql -c "SELECT pid, backend_type, state FROM pg_stat_activity WHERE backend_type = 'payflow reconciler'"
 
-say "Alice puts two items in her cart"
+say "Alice puts two items in her cart and checks out"
 sql -o /dev/null -c "SELECT payflow.cart_put('alice', 'TEA-250G', 2, 4500, 'CNY', 'Green tea 250 g')" \
     -c "SELECT payflow.cart_put('alice', 'BOOK-42', 1, 9900, 'CNY', 'A book')"
-sql -c "SELECT sku, title, quantity, unit_price, currency FROM payflow.cart_items"
-
-say "She checks out: the cart becomes an order, stock is reserved, the cart is emptied"
 sql -c "SELECT id, order_no, status, total_amount, expires_at FROM payflow.create_order_from_cart('alice', 'checkout-7f3a')" \
     -c "SELECT sku, available FROM payflow.stock"
-show
+show alice
 
-say "Her app retries the checkout (same key): the same order comes back, not 'cart is empty'"
+say "Her app retries the checkout with the same key: the same order comes back, not 'cart is empty'"
 sql -c "SELECT id, order_no, status FROM payflow.create_order_from_cart('alice', 'checkout-7f3a')"
 
-say "First attempt with WeChat Pay; the channel declines the card"
-sql -c "SELECT payment_no, status FROM payflow.begin_payment(1, 'wechat')" \
-    -c "SELECT payment_no, status FROM payflow.mark_failed('PF000000000001-1', 'card declined')"
-show
+say "First attempt: the channel declines the card and says so in a signed callback"
+first=$(val "SELECT payment_no FROM payflow.begin_payment(1, 'inhouse')")
+channel payments "{\"channel\":\"http_json\",\"payment_no\":\"$first\",\"amount\":18900}" >/dev/null
+deliver "$(channel fail "{\"channel\":\"http_json\",\"payment_no\":\"$first\",\"reason\":\"card declined\",\"callback\":\"drop\"}")"
+show alice
 
-say "Second attempt: the channel confirms the money, the order is paid"
-sql -c "SELECT payment_no, status FROM payflow.begin_payment(1, 'wechat')" \
-    -c "SELECT payment_no, status FROM payflow.mark_paid('PF000000000001-2', '4200001234', 18900)"
-show
+say "Second attempt: Alice pays, but the channel's callback is lost on the way"
+second=$(val "SELECT payment_no FROM payflow.begin_payment(1, 'inhouse')")
+channel payments "{\"channel\":\"http_json\",\"payment_no\":\"$second\",\"amount\":18900}" >/dev/null
+channel pay "{\"channel\":\"http_json\",\"payment_no\":\"$second\",\"callback\":\"drop\"}" >/dev/null
+start=$(date +%s%N)
+until [ "$(val "SELECT status FROM payflow.orders WHERE id = 1")" = paid ]; do sleep 0.1; done
+printf 'The worker found the payment at the channel and paid the order %.1f s after the user paid.\n' \
+    "$(awk -v ns=$(( $(date +%s%N) - start )) 'BEGIN { print ns / 1e9 }')"
+show alice
 
-say "The same confirmation again (a channel retry): nothing changes"
-sql -c "SELECT payment_no, status FROM payflow.mark_paid('PF000000000001-2', '4200001234', 18900)"
-show
+say "The declined first attempt is charged after all (a late success): the money goes back"
+deliver "$(channel pay "{\"channel\":\"http_json\",\"payment_no\":\"$first\",\"callback\":\"drop\"}")" >/dev/null
+until [ "$(val "SELECT status FROM payflow.refunds LIMIT 1")" = succeeded ]; do sleep 0.1; done
+sql -c "SELECT refund_no, amount, reason, status FROM payflow.refunds"
+echo "The channel executed that refund $(curl -s "$CHANNEL/admin/payments/$first" | grep -o '"executions_by_refund_no":{[^}]*}')"
+show alice
 
-say "The 'failed' first attempt turns out paid after all: the money goes back"
-sql -c "SELECT payment_no, status, refund_needed FROM payflow.mark_paid('PF000000000001-1', '4200000999', 18900)" \
-    -c "SELECT refund_no, amount, reason, status FROM payflow.refunds"
-show
+say "Bob checks out (orders live 3 s in this demo) and never pays"
+sql -o /dev/null -c "SELECT payflow.cart_put('bob', 'TEA-250G', 3, 4500)"
+sql -c "SET payflow.order_ttl = '3s'" -c "SELECT id, order_no, status FROM payflow.create_order_from_cart('bob')" \
+    -c "SELECT sku, available FROM payflow.stock"
+until [ "$(val "SELECT status FROM payflow.orders WHERE customer_id = 'bob'")" = expired ]; do sleep 0.2; done
+sql -c "SELECT sku, available FROM payflow.stock" \
+    -c "SELECT customer_id, sku, quantity FROM payflow.cart_items"
+show bob
 
-say "Done: the order is paid exactly once, and the surplus payment is queued for refund"
+say "Statistics and health"
+sql -x -c "SELECT * FROM payflow.stats" -c "SELECT * FROM payflow.health"
+say "Done: Alice's order is paid exactly once, her surplus payment was refunded once, Bob's order expired with compensation"
