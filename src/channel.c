@@ -81,9 +81,32 @@ channel_open(const char *name, MemoryContext context)
 	}
 	channel->settings = DatumGetJsonbPCopy(pf_datum(0, "settings"));
 	channel->secrets = DatumGetJsonbPCopy(pf_datum(0, "secrets"));
+	channel->schedule = channel_schedule(json_get_text(channel->settings, "check_schedule"), name);
 	channel->driver->open(channel);
 	MemoryContextSwitchTo(old);
 	return channel;
+}
+
+/*
+ * A channel's own check schedule (settings.check_schedule, e.g. WeChat's
+ * notify timetable), or NULL when it follows payflow.check_schedule.
+ */
+CheckSchedule *
+channel_schedule(const char *text, const char *channel_name)
+{
+	CheckSchedule *schedule;
+	const char *error = NULL;
+
+	if (text == NULL)
+		return NULL;
+	schedule = palloc(sizeof(CheckSchedule));
+	if (!pf_parse_check_schedule(text, schedule, &error))
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+				 errmsg("channel \"%s\" has an invalid check_schedule", channel_name),
+				 errdetail("settings.check_schedule \"%s\": %s.", text, error),
+				 errhint("Use a comma-separated list of durations such as '15s,15s,30s,3min'.")));
+	return schedule;
 }
 
 /*

@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "http.h"
+#include "payflow.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -127,11 +128,13 @@ struct Channel
 	Jsonb	   *settings;
 	Jsonb	   *secrets;
 	void	   *driver_state;
+	CheckSchedule *schedule;	/* settings.check_schedule, or NULL for the GUC */
 };
 
 /* channel.c */
 extern const ChannelDriver *channel_driver_by_name(const char *name);
 extern Channel *channel_open(const char *name, MemoryContext context);
+extern CheckSchedule *channel_schedule(const char *text, const char *channel_name);
 extern char *channel_setting(Jsonb *object, const char *key, bool required, const char *channel_name);
 extern char *json_get_text(Jsonb *object, const char *path);
 extern Jsonb *json_parse(const char *text);

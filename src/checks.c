@@ -34,9 +34,9 @@ static PreparedQuery delete_payment_check = {
 
 /* When the first check of a new attempt is due: now + the first step. */
 TimestampTz
-pf_first_check_due(void)
+pf_first_check_due(const CheckSchedule *schedule)
 {
-	int			seconds = payflow_schedule_step_seconds(0);
+	int			seconds = pf_schedule_step_seconds(schedule, 0);
 
 	return pf_now_plus_seconds(seconds < 0 ? 0 : seconds);
 }
@@ -96,14 +96,15 @@ pf_dequeue_refund_check(int64 refund_id)
 
 /*
  * The object is still open after a check: due again after the next step of
- * payflow.check_schedule.  Returns false, changing nothing, when the
+ * the schedule (the channel's, or payflow.check_schedule).  Returns false,
+ * changing nothing, when the
  * schedule is exhausted: the caller then sends the object to review.
  */
 bool
-pf_reschedule_check(int64 check_id, int checks_made, const char *outcome,
-					const char *error)
+pf_reschedule_check(int64 check_id, int checks_made, const CheckSchedule *schedule,
+					const char *outcome, const char *error)
 {
-	int			seconds = payflow_schedule_step_seconds(checks_made + 1);
+	int			seconds = pf_schedule_step_seconds(schedule, checks_made + 1);
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 

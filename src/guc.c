@@ -26,15 +26,6 @@ bool		payflow_restore_cart_on_expiry = true;
 
 #define DEFAULT_CHECK_SCHEDULE \
 	"2s,3s,5s,5s,10s,10s,10s,15s,30s,1min,2min,5min,10min,20min,30min,1h,3h,8h,24h"
-#define MAX_SCHEDULE_STEPS 64
-
-/* The parsed schedule: the delay in seconds before check number i. */
-typedef struct CheckSchedule
-{
-	int			nsteps;
-	int			step_seconds[MAX_SCHEDULE_STEPS];
-} CheckSchedule;
-
 static CheckSchedule *current_schedule = NULL;
 
 /*
@@ -42,8 +33,8 @@ static CheckSchedule *current_schedule = NULL;
  * false.  Used by the check hook and by channels that carry their own
  * schedule in their settings.
  */
-static bool
-parse_check_schedule(const char *text, CheckSchedule *schedule, const char **error)
+bool
+pf_parse_check_schedule(const char *text, CheckSchedule *schedule, const char **error)
 {
 	char	   *copy = pstrdup(text);
 	char	   *saveptr = NULL;
@@ -86,7 +77,7 @@ check_check_schedule(char **newval, void **extra, GucSource source)
 	CheckSchedule *kept;
 	const char *error = NULL;
 
-	if (*newval == NULL || !parse_check_schedule(*newval, &schedule, &error))
+	if (*newval == NULL || !pf_parse_check_schedule(*newval, &schedule, &error))
 	{
 		GUC_check_errdetail("payflow.check_schedule: %s.",
 							error ? error : "the value must not be empty");
@@ -107,16 +98,18 @@ assign_check_schedule(const char *newval, void *extra)
 }
 
 /*
- * Seconds to wait before the next check of an object that has already been
- * checked checks_made times; -1 when the schedule is exhausted.
+ * Seconds to wait before check number checks_made + 1 of an object: from
+ * its channel's own schedule when it has one (NULL: payflow.check_schedule);
+ * -1 when the schedule is exhausted.
  */
 int
-payflow_schedule_step_seconds(int checks_made)
+pf_schedule_step_seconds(const CheckSchedule *schedule, int checks_made)
 {
-	if (current_schedule == NULL || checks_made < 0 ||
-		checks_made >= current_schedule->nsteps)
+	if (schedule == NULL)
+		schedule = current_schedule;
+	if (schedule == NULL || checks_made < 0 || checks_made >= schedule->nsteps)
 		return -1;
-	return current_schedule->step_seconds[checks_made];
+	return schedule->step_seconds[checks_made];
 }
 
 void

@@ -51,8 +51,17 @@ extern int	payflow_resume_window_s;
 extern bool payflow_auto_refund;
 extern bool payflow_restore_cart_on_expiry;
 
+/* A check schedule: the delay in seconds before check number i. */
+#define MAX_SCHEDULE_STEPS 64
+typedef struct CheckSchedule
+{
+	int			nsteps;
+	int			step_seconds[MAX_SCHEDULE_STEPS];
+} CheckSchedule;
+
 extern void payflow_define_gucs(void);
-extern int	payflow_schedule_step_seconds(int checks_made);
+extern bool pf_parse_check_schedule(const char *text, CheckSchedule *schedule, const char **error);
+extern int	pf_schedule_step_seconds(const CheckSchedule *schedule, int checks_made);
 
 /* worker.c */
 extern void pf_register_worker(void);
@@ -108,10 +117,11 @@ extern void pf_enqueue_payment_check(int64 payment_id, TimestampTz due_at);
 extern void pf_enqueue_refund_check(int64 refund_id, TimestampTz due_at);
 extern void pf_dequeue_payment_check(int64 payment_id);
 extern void pf_dequeue_refund_check(int64 refund_id);
-extern bool pf_reschedule_check(int64 check_id, int checks_made, const char *outcome,
+extern bool pf_reschedule_check(int64 check_id, int checks_made,
+								const CheckSchedule *schedule, const char *outcome,
 								const char *error);
 extern void pf_wake_worker_at_commit(void);
-extern TimestampTz pf_first_check_due(void);
+extern TimestampTz pf_first_check_due(const CheckSchedule *schedule);
 
 /* order.c: compensation, shared with the reconciler */
 extern void pf_release_order_stock(int64 order_id);

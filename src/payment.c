@@ -14,6 +14,7 @@
  * recorded as succeeded with refund_needed and a refund row.
  */
 #include "payflow.h"
+#include "channel.h"
 
 #include "funcapi.h"
 
@@ -51,7 +52,8 @@ static PreparedQuery payment_by_key = {
 };
 
 static PreparedQuery channel_exists = {
-	.sql = "SELECT driver FROM payflow.channels WHERE name = $1",
+	.sql = "SELECT driver, settings->>'check_schedule' AS check_schedule"
+	" FROM payflow.channels WHERE name = $1",
 	.nargs = 1,
 	.argtypes = {TEXTOID},
 };
@@ -270,6 +272,7 @@ payflow_begin_payment(PG_FUNCTION_ARGS)
 	bool		past_expiry;
 	int64		payment_id;
 	int32		attempt;
+	CheckSchedule *schedule;
 	Datum		result;
 
 	require_not_null(fcinfo, 0, "order_id");
@@ -314,6 +317,7 @@ payflow_begin_payment(PG_FUNCTION_ARGS)
 					 errdetail("Order %s asked for channel %s, which payflow.channels does not have.",
 							   order_no, channel),
 					 errhint("An administrator configures channels with payflow.set_channel().")));
+		schedule = channel_schedule(pf_text(0, "check_schedule"), channel);
 	}
 
 	{
@@ -362,7 +366,7 @@ payflow_begin_payment(PG_FUNCTION_ARGS)
 		payment_id = pf_int64(0, "id");
 	}
 
-	pf_enqueue_payment_check(payment_id, pf_first_check_due());
+	pf_enqueue_payment_check(payment_id, pf_first_check_due(schedule));
 	pf_emit_event("payment.started", order_id, payment_id, 0, NULL);
 	SPI_finish();
 	PG_RETURN_DATUM(result);

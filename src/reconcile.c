@@ -320,7 +320,8 @@ close_unpaid(CheckItem *items, int count)
 static void
 reschedule_or_review(CheckItem *item, const char *outcome, const char *error)
 {
-	if (pf_reschedule_check(item->check_id, item->checks_made, outcome, error))
+	if (pf_reschedule_check(item->check_id, item->checks_made,
+							item->channel ? item->channel->schedule : NULL, outcome, error))
 		return;
 	if (item->refund_id != 0)
 		pf_refund_final(item->refund_id, false, NULL,
