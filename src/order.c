@@ -25,8 +25,9 @@ PG_FUNCTION_INFO_V1(payflow_cancel_order);
 
 static PreparedQuery lock_cart = {
 	.sql = "SELECT c.sku, c.quantity, c.unit_price, c.currency::text AS currency,"
-	"       EXISTS (SELECT 1 FROM payflow.stock s WHERE s.sku = c.sku) AS stocked"
-	" FROM payflow.cart_items c WHERE c.customer_id = $1"
+	"       s.sku IS NOT NULL AS stocked"
+	" FROM payflow.cart_items c LEFT JOIN payflow.stock s ON s.sku = c.sku"
+	" WHERE c.customer_id = $1"
 	" ORDER BY c.sku FOR UPDATE OF c",
 	.nargs = 1,
 	.argtypes = {TEXTOID},

@@ -117,11 +117,19 @@ pf_row_as_result(FunctionCallInfo fcinfo, MemoryContext caller_context, int row)
 
 	if (SPI_tuptable == NULL || (uint64) row >= SPI_tuptable->numvals)
 		elog(ERROR, "payflow: no result row %d to return", row);
-	old = MemoryContextSwitchTo(caller_context);
 
-	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "payflow: function must return a composite type");
-	result_desc = BlessTupleDesc(result_desc);
+	/* The blessed result descriptor is kept with the call site. */
+	result_desc = (TupleDesc) fcinfo->flinfo->fn_extra;
+	if (result_desc == NULL)
+	{
+		old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+		if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "payflow: function must return a composite type");
+		result_desc = BlessTupleDesc(result_desc);
+		fcinfo->flinfo->fn_extra = result_desc;
+		MemoryContextSwitchTo(old);
+	}
+	old = MemoryContextSwitchTo(caller_context);
 	values = palloc0(sizeof(Datum) * result_desc->natts);
 	nulls = palloc0(sizeof(bool) * result_desc->natts);
 
