@@ -39,20 +39,22 @@ static PreparedQuery order_by_key = {
 	.argtypes = {TEXTOID, TEXTOID},
 };
 
+/* The customer's newest payable order created after $2 (checkout's resume, open_order). */
+#define NEWEST_OPEN_ORDER_SQL \
+	"SELECT * FROM payflow.orders" \
+	" WHERE customer_id = $1 AND status = 'awaiting_payment'" \
+	"   AND created_at > $2 AND expires_at > $3" \
+	" ORDER BY created_at DESC, id DESC LIMIT 1"
+
 static PreparedQuery newest_open_order = {
-	.sql = "SELECT * FROM payflow.orders"
-	" WHERE customer_id = $1 AND status = 'awaiting_payment'"
-	"   AND created_at > $2 AND expires_at > $3"
-	" ORDER BY created_at DESC, id DESC LIMIT 1",
+	.sql = NEWEST_OPEN_ORDER_SQL,
 	.nargs = 3,
 	.argtypes = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
 };
 
+/* The same, for the STABLE open_order(). */
 static PreparedQuery newest_open_order_read_only = {
-	.sql = "SELECT * FROM payflow.orders"
-	" WHERE customer_id = $1 AND status = 'awaiting_payment'"
-	"   AND created_at > $2 AND expires_at > $3"
-	" ORDER BY created_at DESC, id DESC LIMIT 1",
+	.sql = NEWEST_OPEN_ORDER_SQL,
 	.nargs = 3,
 	.argtypes = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
 	.read_only = true,

@@ -9,7 +9,9 @@
  * A pass is three short transactions with the network in between, so no
  * row lock and no snapshot is held while waiting on a channel:
  *
- *	1. claim: orders past expires_at are expired or have their open
+ *	1. claim (now() is the claim transaction's start, so the due-time
+ *	   index serves the oldest-first scan): orders past expires_at are
+ *	   expired or have their open
  *	   attempts made due; then due pending_checks rows are leased
  *	   (FOR UPDATE SKIP LOCKED, oldest first) and read with what the
  *	   drivers need.  Commit: the lease, not a lock, keeps other
@@ -81,10 +83,10 @@ static PreparedQuery expired_orders = {
 
 static PreparedQuery claim_due_checks = {
 	.sql = "WITH claimed AS ("
-	"   UPDATE payflow.pending_checks c SET lease_until = clock_timestamp() + $2 * interval '1 second'"
+	"   UPDATE payflow.pending_checks c SET lease_until = now() + $2 * interval '1 second'"
 	"   WHERE c.id IN (SELECT id FROM payflow.pending_checks"
-	"                  WHERE due_at <= clock_timestamp()"
-	"                    AND (lease_until IS NULL OR lease_until < clock_timestamp())"
+	"                  WHERE due_at <= now()"
+	"                    AND (lease_until IS NULL OR lease_until < now())"
 	"                  ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
 	"   RETURNING c.*)"
 	" SELECT cl.id AS check_id, cl.checks, cl.payment_id, cl.refund_id, cl.due_at,"
