@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # test/run.sh -- payflow's whole test suite on a throwaway cluster.
 #
+# 0. Unit: src/crypto.c against known vectors and the openssl command line,
+#    under valgrind (test/unit).
 # 1. pg_regress (sql/*.sql against expected/*.out): the SQL surface and
 #    every error message.
 # 2. pgTAP (test/pgtap/*.sql, run by pg_prove): the state machine and the
@@ -56,10 +58,15 @@ docs() {
         | diff -u doc/state_machine.dot -
 }
 
+crypto_unit() {
+    VALGRIND=1 bash test/unit/run.sh
+}
+
 channel_server() {
     make -s -C test/channel_server >/dev/null && bash test/channel_server/selftest.sh
 }
 
+step "crypto unit (valgrind)" crypto_unit
 step "pg_regress" regress
 step "pgTAP" pgtap
 step "concurrency" concurrency

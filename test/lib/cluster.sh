@@ -8,7 +8,7 @@
 PF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PF_PACKAGES="make gcc libc6-dev postgresql-15 postgresql-client-15 postgresql-server-dev-15
   libcurl4-openssl-dev libssl-dev postgresql-15-pgtap pgtap postgresql-15-cron
-  libmicrohttpd-dev pkg-config graphviz curl openssl jq python3 python3-cryptography bc"
+  libmicrohttpd-dev pkg-config graphviz curl openssl jq python3 python3-cryptography bc valgrind"
 
 pf_log() { printf '== %s\n' "$*" >&2; }
 
