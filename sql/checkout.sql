@@ -2,8 +2,8 @@
 -- Every refusal shows its message, detail, hint and SQLSTATE.
 \set SHOW_CONTEXT never
 
-SELECT payflow.set_channel('wx', 'wechatpay_v3', 'https://api.mch.weixin.qq.com',
-                           '{"mchid": "1900000001"}', '{"apiv3_key": "x"}') IS NOT NULL AS configured;
+SELECT payflow.set_channel('wx', 'http_json', 'http://127.0.0.1:9/pay',
+                           '{}', '{"hmac_secret": "regress-secret"}') IS NOT NULL AS configured;
 INSERT INTO payflow.stock (sku, available) VALUES ('TEA-250G', 5), ('CUP-BLUE', 1);
 
 -- A customer fills a cart; quantity 0 removes a line; a second put sets the quantity.

@@ -407,6 +407,12 @@ SELECT w.pid AS worker_pid, w.started_at AS worker_started_at, w.last_loop_at AS
        (SELECT count(*) FROM payflow.refunds WHERE status = 'failed') AS refunds_failed
 FROM payflow.worker_status() w;
 
+-- Opens a channel as the reconciler would: its driver checks settings and
+-- secrets (PF040).  Called by set_channel; not granted to anyone.
+CREATE FUNCTION payflow.check_channel(name text) RETURNS void
+    AS 'MODULE_PATHNAME', 'payflow_check_channel'
+    LANGUAGE C STRICT VOLATILE;
+
 -- Channel configuration (admin only).  Secrets go to a table no role reads.
 CREATE FUNCTION payflow.set_channel(name text, driver text, base_url text,
                                     settings jsonb DEFAULT '{}', secrets jsonb DEFAULT NULL)
@@ -421,6 +427,12 @@ BEGIN
             USING ERRCODE = 'PF005',
                   DETAIL = format('Got name %L, driver %L, base_url %L.', name, driver, base_url),
                   HINT = 'Call payflow.set_channel(name, driver, base_url, settings, secrets).';
+    END IF;
+    IF base_url !~ '^https?://[^/]' THEN
+        RAISE EXCEPTION 'channel base_url must be an http or https URL'
+            USING ERRCODE = 'PF005',
+                  DETAIL = format('Channel %s got base_url %L.', name, base_url),
+                  HINT = 'Use the channel API''s root, such as https://api.mch.weixin.qq.com.';
     END IF;
     IF driver NOT IN ('wechatpay_v3', 'stripe', 'http_json') THEN
         RAISE EXCEPTION 'unknown channel driver "%"', driver
@@ -441,6 +453,7 @@ BEGIN
         ON CONFLICT ON CONSTRAINT channel_secrets_pkey DO UPDATE
             SET secrets = excluded.secrets, updated_at = now();
     END IF;
+    PERFORM payflow.check_channel(set_channel.name);
     RETURN result;
 END
 $$;

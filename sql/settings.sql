@@ -35,3 +35,10 @@ SELECT payflow.cart_put('frank', 'BOOK-42', 1, 9900);
 RESET ROLE;
 SELECT proname, proconfig FROM pg_proc
 WHERE pronamespace = 'payflow'::regnamespace AND prosecdef ORDER BY proname;
+
+-- A channel its driver cannot use is refused when it is configured.
+SELECT payflow.set_channel('nokey', 'http_json', 'http://127.0.0.1:9', '{}', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.set_channel('badurl', 'http_json', 'ftp://127.0.0.1', '{}', '{"hmac_secret": "x"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS channels_left_behind FROM payflow.channels WHERE name IN ('nokey', 'badurl');

@@ -306,3 +306,21 @@ pf_parse_timestamp(const char *text)
 		return 0;
 	return result;
 }
+
+PG_FUNCTION_INFO_V1(payflow_check_channel);
+
+/*
+ * check_channel(name): open the channel as the reconciler would, so that
+ * set_channel refuses a configuration its driver cannot use (PF040) at once
+ * instead of at the first check.
+ */
+Datum
+payflow_check_channel(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	SPI_connect();
+	(void) channel_open(name, CurrentMemoryContext);
+	SPI_finish();
+	PG_RETURN_VOID();
+}

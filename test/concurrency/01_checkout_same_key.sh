@@ -10,8 +10,8 @@ run=$$-$(date +%s%N)
 customer="race-a-$run"
 sku="RA-MUG-$run"
 
-sql "SELECT payflow.set_channel('race_wx', 'wechatpay_v3', 'https://api.mch.weixin.qq.com',
-                                '{\"mchid\":\"1900000001\"}', '{}')" >/dev/null
+sql "SELECT payflow.set_channel('race_wx', 'http_json', 'http://127.0.0.1:9/pay',
+                                '{}', '{\"hmac_secret\":\"race-secret\"}')" >/dev/null
 sql "INSERT INTO payflow.stock (sku, available) VALUES ('$sku', 100);
      SELECT payflow.cart_put('$customer', '$sku', 3, 3900, 'CNY', 'Mug');
      SELECT payflow.cart_put('$customer', 'RA-EBOOK-$run', 1, 1500, 'CNY', 'E-book');" >/dev/null

@@ -7,8 +7,8 @@
 tap_plan 9
 run=$$-$(date +%s%N)
 
-sql "SELECT payflow.set_channel('race_wx', 'wechatpay_v3', 'https://api.mch.weixin.qq.com',
-                                '{\"mchid\":\"1900000001\"}', '{}')" >/dev/null
+sql "SELECT payflow.set_channel('race_wx', 'http_json', 'http://127.0.0.1:9/pay',
+                                '{}', '{\"hmac_secret\":\"race-secret\"}')" >/dev/null
 checkout() {
     sql "SELECT payflow.cart_put('$1', 'RB-SKU', 1, 8800);
          SELECT id FROM payflow.create_order_from_cart('$1');" | tail -n 1

@@ -12,8 +12,8 @@ run=$$_$(date +%s%N)
 slots="public.race_c_$run"
 orders=20
 
-sql "SELECT payflow.set_channel('race_wx', 'wechatpay_v3', 'https://api.mch.weixin.qq.com',
-                                '{\"mchid\":\"1900000001\"}', '{}')" >/dev/null
+sql "SELECT payflow.set_channel('race_wx', 'http_json', 'http://127.0.0.1:9/pay',
+                                '{}', '{\"hmac_secret\":\"race-secret\"}')" >/dev/null
 # Slot 2r is order r's first (superseded) attempt, slot 2r+1 its second (pending) one.
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL || tap_bail "setup failed"
 CREATE TABLE $slots (slot int PRIMARY KEY, order_id bigint, payment_no text, amount bigint);

@@ -11,8 +11,8 @@ tap_plan 6
 run=$$-$(date +%s%N)
 customer="race-e-$run"
 
-sql "SELECT payflow.set_channel('race_wx', 'wechatpay_v3', 'https://api.mch.weixin.qq.com',
-                                '{\"mchid\":\"1900000001\"}', '{}')" >/dev/null
+sql "SELECT payflow.set_channel('race_wx', 'http_json', 'http://127.0.0.1:9/pay',
+                                '{}', '{\"hmac_secret\":\"race-secret\"}')" >/dev/null
 payment_no=$(sql "SELECT payflow.cart_put('$customer', 'RE-SKU', 1, 9900);
                   SELECT payment_no FROM payflow.begin_payment(
                       (payflow.create_order_from_cart('$customer')).id, 'race_wx');" | tail -n 1)

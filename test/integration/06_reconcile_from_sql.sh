@@ -20,7 +20,9 @@ sleep 3
 tap_is "$(sql "SELECT status FROM payflow.payments WHERE payment_no = '$payment_no'")" "pending" \
     "with the worker off, nothing happens by itself"
 sql "SELECT payflow.check_now('$payment_no')" >/dev/null
-tap_is "$(psql -X -q -At -c "CALL payflow.reconcile()")" "1" "CALL payflow.reconcile() made one check"
+made=$(psql -X -q -At -c "CALL payflow.reconcile()")
+# Other tests' open attempts in this database may be due too: at least ours.
+tap_ok $([ "${made:-0}" -ge 1 ]; echo $?) "CALL payflow.reconcile() made its checks ($made) and returns how many"
 tap_is "$(sql "SELECT status || ' ' || confirmed_via FROM payflow.payments WHERE payment_no = '$payment_no'")" \
     "succeeded poll" "and recovered the dropped payment"
 tap_is "$(sqlstate "BEGIN; CALL payflow.reconcile(); COMMIT;")" "2D000" \

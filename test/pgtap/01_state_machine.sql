@@ -10,8 +10,8 @@
 BEGIN;
 SELECT plan(19);
 
-SELECT payflow.set_channel('wx', 'wechatpay_v3', 'https://api.mch.weixin.qq.com',
-                           '{"mchid":"1900000001"}', '{}');
+SELECT payflow.set_channel('wx', 'http_json', 'http://127.0.0.1:9/pay',
+                           '{}', '{"hmac_secret":"tap-secret"}');
 
 CREATE SCHEMA pf_sm;
 CREATE SEQUENCE pf_sm.seq;

@@ -7,8 +7,8 @@
 BEGIN;
 SELECT plan(66);
 
-SELECT payflow.set_channel('wx', 'wechatpay_v3', 'https://api.mch.weixin.qq.com',
-                           '{"mchid":"1900000001"}', '{}');
+SELECT payflow.set_channel('wx', 'http_json', 'http://127.0.0.1:9/pay',
+                           '{}', '{"hmac_secret":"tap-secret"}');
 
 CREATE SCHEMA pf_pay;
 -- A customer puts one item in the cart and checks out: the new order's id.

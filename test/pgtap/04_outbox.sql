@@ -8,8 +8,8 @@
 BEGIN;
 SELECT plan(15);
 
-SELECT payflow.set_channel('wx', 'wechatpay_v3', 'https://api.mch.weixin.qq.com',
-                           '{"mchid":"1900000001"}', '{}');
+SELECT payflow.set_channel('wx', 'http_json', 'http://127.0.0.1:9/pay',
+                           '{}', '{"hmac_secret":"tap-secret"}');
 SET LOCAL payflow.payment_lock_window = 0;
 
 CREATE SCHEMA pf_ob;

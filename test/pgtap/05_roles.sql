@@ -9,8 +9,8 @@
 BEGIN;
 SELECT plan(22);
 
-SELECT payflow.set_channel('wx', 'wechatpay_v3', 'https://api.mch.weixin.qq.com',
-                           '{"mchid":"1900000001"}', '{"apiv3_key":"0123456789abcdef0123456789abcdef"}');
+SELECT payflow.set_channel('wx', 'http_json', 'http://127.0.0.1:9/pay',
+                           '{}', '{"hmac_secret":"0123456789abcdef0123456789abcdef"}');
 INSERT INTO payflow.stock (sku, available) VALUES ('RO-BOOK', 10);
 CREATE ROLE pf_ro_stranger NOLOGIN;
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint, no text);
@@ -93,8 +93,8 @@ RESET ROLE;
 -- ---------------------------------------------------------------------------
 SET LOCAL ROLE payflow_admin;
 SELECT is(
-    (payflow.set_channel('stripe_eu', 'stripe', 'https://api.stripe.com', '{}', '{"secret_key":"sk_test_x"}')).driver,
-    'stripe',
+    (payflow.set_channel('inhouse_eu', 'http_json', 'http://127.0.0.1:9/eu', '{}', '{"hmac_secret":"x"}')).driver,
+    'http_json',
     'payflow_admin configures a channel');
 SELECT throws_ok(
     $$SELECT * FROM payflow.channel_secrets$$,
