@@ -56,11 +56,9 @@ pf_cluster_start() {
     PF_CLUSTER_DIR=$(mktemp -d /tmp/payflow-cluster.XXXXXX)
     chown postgres:postgres "$PF_CLUSTER_DIR"
     chmod 700 "$PF_CLUSTER_DIR"
-    PGPORT=$(pf_free_port)
     runuser -u postgres -- "$bindir/initdb" -D "$PF_CLUSTER_DIR/data" -U postgres \
         -A trust --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
     {
-        echo "port = $PGPORT"
         echo "listen_addresses = '127.0.0.1'"
         echo "unix_socket_directories = '$PF_CLUSTER_DIR'"
         echo "max_connections = 120"
@@ -68,8 +66,18 @@ pf_cluster_start() {
         for line in "$@"; do echo "$line"; done
     } >> "$PF_CLUSTER_DIR/data/postgresql.conf"
     trap pf_cluster_stop EXIT
-    runuser -u postgres -- "$bindir/pg_ctl" -D "$PF_CLUSTER_DIR/data" \
-        -l "$PF_CLUSTER_DIR/server.log" -w -t 60 start >/dev/null
+    # Another process may take the free port first: try a few.
+    local attempt
+    for attempt in 1 2 3 4 5; do
+        PGPORT=$(pf_free_port)
+        if runuser -u postgres -- "$bindir/pg_ctl" -D "$PF_CLUSTER_DIR/data" -o "-p $PGPORT" \
+            -l "$PF_CLUSTER_DIR/server.log" -w -t 60 start >/dev/null; then
+            break
+        fi
+        [ "$attempt" = 5 ] && return 1
+        pf_log "port $PGPORT was taken; trying another"
+    done
+    echo "port = $PGPORT" >> "$PF_CLUSTER_DIR/data/postgresql.conf"
     export PGHOST=$PF_CLUSTER_DIR PGPORT PGUSER=postgres PF_CLUSTER_DIR
     pf_log "PostgreSQL 15 running on port $PGPORT (socket in $PF_CLUSTER_DIR)"
 }

@@ -7,21 +7,35 @@
  * and a signature with the CLI, this program verifies it and writes its own
  * signature, which run.sh verifies with the CLI.
  *
- *	crypto_test DIR   (DIR holds key.pem, cert.pem, serial.txt, msg.txt, cli_sig.b64)
+ * Every check also fails when the calls before it left OpenSSL's error queue
+ * non-empty.
+ *
+ *	crypto_test DIR   (DIR holds key.pem, rsa_key.pem, cert.pem, pub.pem,
+ *					   serial.txt, wechat_cert.pem, msg.txt, cli_sig.b64;
+ *					   the program writes payflow_sig.bin there)
  */
 #include "crypto.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <openssl/err.h>
+
 extern void pg_shim_reset(void);
 
 static int	passed = 0;
 static int	failed = 0;
 
+/* Record one test; it also fails if the calls left errors on OpenSSL's queue. */
 static void
 check(bool ok, const char *name)
 {
+	if (ERR_peek_error() != 0)
+	{
+		printf("# OpenSSL error queue not empty: %s\n", ERR_reason_error_string(ERR_peek_error()));
+		ERR_clear_error();
+		ok = false;
+	}
 	printf("%s %d - %s\n", ok ? "ok" : "not ok", passed + failed + 1, name);
 	if (ok)
 		passed++;
@@ -99,6 +113,18 @@ test_stripe(void)
 		  "Stripe-Signature over a tampered payload is refused");
 	check(pf_stripe_verify_signature("v1=abc", payload, strlen(payload), secret, 1700000000, 300, NULL) == STRIPE_SIG_MALFORMED,
 		  "Stripe-Signature without t= is malformed");
+	snprintf(header, sizeof(header), "t=17000x0000,v1=%s", expected);
+	check(pf_stripe_verify_signature(header, payload, strlen(payload), secret, 1700000000, 300, NULL) == STRIPE_SIG_MALFORMED,
+		  "Stripe-Signature with a non-numeric t is malformed");
+	check(pf_stripe_verify_signature("t=1700000000,v0=abc", payload, strlen(payload), secret, 1700000000, 300, NULL) == STRIPE_SIG_MALFORMED,
+		  "Stripe-Signature without any v1 is malformed");
+	snprintf(header, sizeof(header), "t=1700000000,v1=%s", expected);
+	check(pf_stripe_verify_signature(header, payload, strlen(payload), "whsec_other_secret", 1700000000, 300, NULL) == STRIPE_SIG_NO_MATCH,
+		  "Stripe-Signature made with another endpoint's secret is refused");
+	check(pf_stripe_verify_signature(header, payload, strlen(payload), secret, 1699999000, 300, NULL) == STRIPE_SIG_OK,
+		  "Stripe-Signature from the future is accepted, as the SDK does");
+	check(pf_stripe_verify_signature(header, payload, strlen(payload), secret, 1800000000, 0, NULL) == STRIPE_SIG_OK,
+		  "Stripe-Signature: a tolerance of 0 skips the age check");
 }
 
 static void
@@ -129,6 +155,23 @@ test_aes_gcm(void)
 		  "AES-256-GCM (a 32-byte APIv3 key) round trip");
 	check(pf_aes_gcm_decrypt(key32, 31, "Kj7QIyUiYx1q", 12, "", 0, sealed, &len) == NULL,
 		  "a key that is neither 16 nor 32 bytes is refused");
+	sealed = pf_aes_gcm_encrypt((const unsigned char *) key, 16, "wCq51qZv4Yfg", 12,
+								"Dl56FrqWQJF1t9LtC3vEUsniZKvbqdR8", 32, "Hello World", 11);
+	check(sealed != NULL && strcmp(sealed, "FsdXzxryWfKwvLJKf8LG/ToRPTRh8RN9wROC") == 0,
+		  "encrypting Hello World reproduces the WeChat Pay vector");
+	check(pf_aes_gcm_decrypt((const unsigned char *) key, 16, "wCq51qZv4Yfh", 12,
+							 "Dl56FrqWQJF1t9LtC3vEUsniZKvbqdR8", 32,
+							 "FsdXzxryWfKwvLJKf8LG/ToRPTRh8RN9wROC", &len) == NULL,
+		  "a different nonce fails the tag");
+	check(pf_aes_gcm_decrypt((const unsigned char *) key, 16, "wCq51qZv4Yfg", 12,
+							 "Dl56FrqWQJF1t9LtC3vEUsniZKvbqdR8", 32, "FsdXzxryWfKwvLJK", &len) == NULL
+		  && pf_aes_gcm_decrypt((const unsigned char *) key, 16, "wCq51qZv4Yfg", 12,
+								"Dl56FrqWQJF1t9LtC3vEUsniZKvbqdR8", 32, "not base64!", &len) == NULL,
+		  "a ciphertext shorter than the tag, or not base64, is refused");
+	sealed = pf_aes_gcm_encrypt(key32, 32, "0123456789ab", 12, "", 0, "", 0);
+	plain = sealed ? pf_aes_gcm_decrypt(key32, 32, "0123456789ab", 12, "", 0, sealed, &len) : NULL;
+	check(plain != NULL && len == 0 && plain[0] == '\0',
+		  "empty plaintext with empty associated data round-trips");
 }
 
 static void
@@ -148,13 +191,67 @@ test_base64(void)
 			len == strlen(samples[i]) && memcmp(decoded, samples[i], len) == 0;
 	}
 	check(ok, "base64 of 0..5 bytes matches RFC 4648 and round-trips");
-	check(pf_base64_decode("Zm9v!A==", &len) == NULL && pf_base64_decode("Zm9", &len) == NULL,
-		  "invalid base64 is refused");
-	check(strcmp(pf_hex_encode((const unsigned char *) "\x01\xab\xff", 3), "01abff") == 0, "hex");
+	{
+		const char *invalid[] = {"Zm9v!A==", "Zm9", "Z=g=", "Zg=A", "====", "Zm9v====",
+		"Zg===", " Zg=", "Zg==\n", "Zm9v\nZm9v", "Zm9v Zg=="};
+
+		ok = true;
+		for (int i = 0; i < (int) lengthof(invalid); i++)
+			if (pf_base64_decode(invalid[i], &len) != NULL)
+			{
+				printf("# accepted invalid base64 \"%s\"\n", invalid[i]);
+				ok = false;
+			}
+		check(ok, "invalid base64 (bad characters, length, padding, whitespace) is refused");
+	}
+	{
+		unsigned char all[256];
+		unsigned char *back;
+
+		for (int i = 0; i < 256; i++)
+			all[i] = (unsigned char) i;
+		back = pf_base64_decode(pf_base64_encode(all, 256), &len);
+		check(back != NULL && len == 256 && memcmp(back, all, 256) == 0,
+			  "base64 round trip of all 256 byte values");
+	}
+	check(strcmp(pf_hex_encode((const unsigned char *) "\x01\xab\xff\x00", 4), "01abff00") == 0 &&
+		  strcmp(pf_hex_encode((const unsigned char *) "", 0), "") == 0, "lower-case hex");
 	check(pf_secure_equals("abc", 3, "abc", 3) && !pf_secure_equals("abc", 3, "abd", 3) &&
 		  !pf_secure_equals("abc", 3, "abcd", 4), "constant-time equality");
-	check(strlen(pf_random_nonce(32)) == 32 && strcmp(pf_random_nonce(32), pf_random_nonce(32)) != 0,
-		  "random nonces have the asked length and differ");
+	{
+		char	   *nonce = pf_random_nonce(1000);
+
+		check(strlen(nonce) == 1000 && strspn(nonce, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") == 1000
+			  && strcmp(pf_random_nonce(32), pf_random_nonce(32)) != 0 && strlen(pf_random_nonce(32)) == 32
+			  && strcmp(pf_random_nonce(0), "") == 0,
+			  "random nonces are [A-Za-z0-9], have the asked length and differ");
+	}
+}
+
+/* Flip one bit of the raw signature under the base64. */
+static char *
+flip_signature_byte(const char *signature_b64, size_t at)
+{
+	size_t		len;
+	unsigned char *raw = pf_base64_decode(signature_b64, &len);
+
+	raw[at % len] ^= 0x01;
+	return pf_base64_encode(raw, len);
+}
+
+static void
+write_file(const char *dir, const char *name, const void *data, size_t len)
+{
+	char		path[1024];
+	FILE	   *out;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	out = fopen(path, "wb");
+	if (out == NULL || fwrite(data, 1, len, out) != len || fclose(out) != 0)
+	{
+		fprintf(stderr, "cannot write %s\n", path);
+		exit(2);
+	}
 }
 
 static void
@@ -162,38 +259,70 @@ test_rsa(const char *dir)
 {
 	const char *error = NULL;
 	EVP_PKEY   *private_key = pf_load_private_key(read_file(dir, "key.pem"), &error);
-	EVP_PKEY   *public_key = pf_load_public_key(read_file(dir, "cert.pem"), &error);
+	EVP_PKEY   *rsa_key = pf_load_private_key(read_file(dir, "rsa_key.pem"), &error);
+	EVP_PKEY   *cert_key = pf_load_public_key(read_file(dir, "cert.pem"), &error);
+	EVP_PKEY   *public_key = pf_load_public_key(read_file(dir, "pub.pem"), &error);
 	char	   *msg = read_file(dir, "msg.txt");
 	char	   *cli_signature = chomp(read_file(dir, "cli_sig.b64"));
 	char	   *own;
 	char	   *tampered = pstrdup(msg);
-	char	   *bad_signature = pstrdup(cli_signature);
-	FILE	   *out;
-	char		path[1024];
+	char	   *serial;
+	unsigned char *raw;
+	size_t		raw_len = 0;
 
-	check(private_key != NULL && public_key != NULL, "PKCS#8 key and X.509 certificate load");
+	check(strstr(read_file(dir, "rsa_key.pem"), "BEGIN RSA PRIVATE KEY") != NULL && rsa_key != NULL,
+		  "a traditional \"RSA PRIVATE KEY\" PEM loads");
+	check(private_key != NULL && cert_key != NULL && public_key != NULL,
+		  "PKCS#8 key, X.509 certificate and PUBLIC KEY PEM load");
+	check(pf_rsa_sha256_verify_base64(cert_key, msg, strlen(msg), cli_signature),
+		  "a SHA256withRSA signature made by the openssl command line verifies against the certificate");
 	check(pf_rsa_sha256_verify_base64(public_key, msg, strlen(msg), cli_signature),
-		  "a SHA256withRSA signature made by the openssl command line verifies");
+		  "... and against the PUBLIC KEY PEM");
 	tampered[0] = tampered[0] == 'G' ? 'P' : 'G';
-	check(!pf_rsa_sha256_verify_base64(public_key, tampered, strlen(tampered), cli_signature),
+	check(!pf_rsa_sha256_verify_base64(cert_key, tampered, strlen(tampered), cli_signature),
 		  "the same signature over a tampered message fails");
-	bad_signature[10] = bad_signature[10] == 'A' ? 'B' : 'A';
-	check(!pf_rsa_sha256_verify_base64(public_key, msg, strlen(msg), bad_signature),
-		  "a signature with one changed character fails");
-	check(!pf_rsa_sha256_verify_base64(public_key, msg, strlen(msg), "not base64!"),
-		  "a signature that is not base64 fails");
+	check(!pf_rsa_sha256_verify_base64(cert_key, msg, strlen(msg), flip_signature_byte(cli_signature, 0))
+		  && !pf_rsa_sha256_verify_base64(cert_key, msg, strlen(msg), flip_signature_byte(cli_signature, 255)),
+		  "a signature with one flipped bit (first or last byte) fails");
+	check(!pf_rsa_sha256_verify_base64(cert_key, msg, strlen(msg), "not base64!")
+		  && !pf_rsa_sha256_verify_base64(cert_key, msg, strlen(msg), ""),
+		  "a signature that is not base64, or empty, fails");
+	check(!pf_rsa_sha256_verify_base64(NULL, msg, strlen(msg), cli_signature)
+		  && pf_rsa_sha256_sign_base64(NULL, msg, strlen(msg)) == NULL,
+		  "no key: no signature, and nothing verifies");
 	own = pf_rsa_sha256_sign_base64(private_key, msg, strlen(msg));
 	check(own != NULL && strcmp(own, cli_signature) == 0,
 		  "payflow's signature equals the openssl command line's (PKCS#1 v1.5 is deterministic)");
-	snprintf(path, sizeof(path), "%s/payflow_sig.b64", dir);
-	out = fopen(path, "w");
-	fputs(own ? own : "", out);
-	fclose(out);
-	check(strcmp(pf_certificate_serial(read_file(dir, "cert.pem")), chomp(read_file(dir, "serial.txt"))) == 0,
+	check(pf_rsa_sha256_sign_base64(rsa_key, msg, strlen(msg)) != NULL
+		  && strcmp(pf_rsa_sha256_sign_base64(rsa_key, msg, strlen(msg)), cli_signature) == 0,
+		  "the traditional RSA PEM of the same key signs identically");
+	/* run.sh checks this one with `openssl dgst -verify` */
+	raw = own ? pf_base64_decode(own, &raw_len) : NULL;
+	write_file(dir, "payflow_sig.bin", raw ? raw : (unsigned char *) "", raw_len);
+	serial = pf_certificate_serial(read_file(dir, "cert.pem"));
+	check(serial != NULL && strcmp(serial, chomp(read_file(dir, "serial.txt"))) == 0,
 		  "certificate serial as openssl x509 -serial prints it");
+	serial = pf_certificate_serial(read_file(dir, "wechat_cert.pem"));
+	check(serial != NULL && strcmp(serial, "D7CE59D1F522D701") == 0,
+		  "a WeChat Pay-style serial reads D7CE59D1F522D701");
+	check(pf_certificate_serial(read_file(dir, "pub.pem")) == NULL && pf_certificate_serial("") == NULL,
+		  "no certificate, no serial");
+	error = NULL;
 	check(pf_load_private_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", &error) == NULL
-		  && error != NULL, "a broken key is refused with a reason");
+		  && error != NULL, "a broken private key is refused with a reason");
+	printf("# %s\n", error ? error : "(no reason)");
+	error = NULL;
+	check(pf_load_private_key(read_file(dir, "encrypted_key.pem"), &error) == NULL && error != NULL,
+		  "an encrypted private key is refused without prompting for a passphrase");
+	printf("# %s\n", error ? error : "(no reason)");
+	error = NULL;
+	check(pf_load_public_key("garbage", &error) == NULL && error != NULL &&
+		  pf_load_public_key("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", &error) == NULL,
+		  "a broken public key or certificate is refused with a reason");
+	printf("# %s\n", error ? error : "(no reason)");
 	EVP_PKEY_free(private_key);
+	EVP_PKEY_free(rsa_key);
+	EVP_PKEY_free(cert_key);
 	EVP_PKEY_free(public_key);
 }
 
@@ -210,6 +339,6 @@ main(int argc, char **argv)
 	test_base64();
 	test_rsa(argv[1]);
 	pg_shim_reset();
-	printf("%d passed, %d failed\n", passed, failed);
+	printf("# crypto_test: %d passed, %d failed\n", passed, failed);
 	return failed == 0 ? 0 : 1;
 }

@@ -3,7 +3,7 @@
  * running it in a plain test program: palloc on malloc, with every chunk
  * remembered so pg_shim_reset() frees them all like a memory context reset
  * (so valgrind reports only what OpenSSL objects crypto.c leaks),
- * StringInfo, and elog(ERROR) as abort().
+ * psprintf, StringInfo, and ereport(ERROR) as a message and abort().
  */
 #include "postgres.h"
 
@@ -57,15 +57,6 @@ pg_shim_reset(void)
 	chunks.prev = &chunks;
 }
 
-void *
-palloc0(Size size)
-{
-	void	   *p = palloc(size);
-
-	memset(p, 0, size);
-	return p;
-}
-
 void
 pfree(void *pointer)
 {
@@ -98,10 +89,10 @@ initStringInfo(StringInfo str)
 void
 enlargeStringInfo(StringInfo str, int needed)
 {
-	if (str->len + needed + 1 <= str->maxlen)
-		return;
 	char	   *bigger;
 
+	if (str->len + needed + 1 <= str->maxlen)
+		return;
 	while (str->len + needed + 1 > str->maxlen)
 		str->maxlen *= 2;
 	bigger = palloc(str->maxlen);
@@ -132,10 +123,16 @@ appendStringInfo(StringInfo str, const char *fmt,...)
 	appendBinaryStringInfo(str, buffer, n);
 }
 
-bool
-errstart(int elevel, const char *domain)
+char *
+psprintf(const char *fmt,...)
 {
-	return true;
+	va_list		args;
+	char		buffer[4096];
+
+	va_start(args, fmt);
+	vsnprintf(buffer, sizeof(buffer), fmt, args);
+	va_end(args);
+	return pstrdup(buffer);
 }
 
 bool
@@ -145,7 +142,25 @@ errstart_cold(int elevel, const char *domain)
 }
 
 int
-errmsg_internal(const char *fmt,...)
+errcode(int sqlerrcode)
+{
+	return 0;
+}
+
+int
+errmsg(const char *fmt,...)
+{
+	va_list		args;
+
+	va_start(args, fmt);
+	vfprintf(stderr, fmt, args);
+	va_end(args);
+	fputc('\n', stderr);
+	return 0;
+}
+
+int
+errdetail(const char *fmt,...)
 {
 	va_list		args;
 
