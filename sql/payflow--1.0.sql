@@ -241,6 +241,8 @@ CREATE TABLE payflow.pending_checks (
     CHECK ((payment_id IS NULL) <> (refund_id IS NULL))
 );
 CREATE INDEX pending_checks_due ON payflow.pending_checks (due_at);
+CREATE INDEX pending_checks_leased ON payflow.pending_checks (lease_until)
+    WHERE lease_until IS NOT NULL;
 
 -- ---------------------------------------------------------------------------
 -- Channel callbacks received and verified, once per channel event id.

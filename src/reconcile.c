@@ -36,6 +36,7 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
@@ -81,15 +82,24 @@ static PreparedQuery expired_orders = {
 	.argtypes = {INT4OID},
 };
 
-static PreparedQuery claim_due_checks = {
-	.sql = "WITH claimed AS ("
-	"   UPDATE payflow.pending_checks c SET lease_until = now() + $2 * interval '1 second'"
-	"   WHERE c.id IN (SELECT id FROM payflow.pending_checks"
-	"                  WHERE due_at <= now()"
-	"                    AND (lease_until IS NULL OR lease_until < now())"
-	"                  ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
-	"   RETURNING c.*)"
-	" SELECT cl.id AS check_id, cl.checks, cl.payment_id, cl.refund_id, cl.due_at,"
+/*
+ * Lease due checks, oldest first.  Only the ids come back: the rows are
+ * read by the next query, whose plan looks each one up by key (one
+ * statement would be planned for a full batch and hash-join all orders).
+ */
+static PreparedQuery lease_due_checks = {
+	.sql = "UPDATE payflow.pending_checks c SET lease_until = now() + $2 * interval '1 second'"
+	" WHERE c.id IN (SELECT id FROM payflow.pending_checks"
+	"                WHERE due_at <= now()"
+	"                  AND (lease_until IS NULL OR lease_until < now())"
+	"                ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+	" RETURNING c.id",
+	.nargs = 2,
+	.argtypes = {INT4OID, INT4OID},
+};
+
+static PreparedQuery leased_checks = {
+	.sql = "SELECT cl.id AS check_id, cl.checks, cl.payment_id, cl.refund_id,"
 	"        o.id AS order_id,"
 	"        (p.status = 'superseded' OR o.status <> 'awaiting_payment'"
 	"         OR o.expires_at <= now()) AS must_not_be_paid,"
@@ -101,14 +111,16 @@ static PreparedQuery claim_due_checks = {
 	"        coalesce(p.currency, rp.currency)::text AS currency,"
 	"        r.refund_no, r.amount AS refund_amount, r.reason AS refund_reason,"
 	"        r.status AS refund_status"
-	" FROM claimed cl"
-	" LEFT JOIN payflow.payments p ON p.id = cl.payment_id"
-	" LEFT JOIN payflow.refunds r ON r.id = cl.refund_id"
-	" LEFT JOIN payflow.payments rp ON rp.id = r.payment_id"
-	" JOIN payflow.orders o ON o.id = coalesce(p.order_id, r.order_id)"
+	" FROM unnest($1::bigint[]) AS leased(id)"
+	" CROSS JOIN LATERAL (SELECT * FROM payflow.pending_checks WHERE id = leased.id) cl"
+	" LEFT JOIN LATERAL (SELECT * FROM payflow.payments WHERE id = cl.payment_id) p ON true"
+	" LEFT JOIN LATERAL (SELECT * FROM payflow.refunds WHERE id = cl.refund_id) r ON true"
+	" LEFT JOIN LATERAL (SELECT * FROM payflow.payments WHERE id = r.payment_id) rp ON true"
+	" CROSS JOIN LATERAL (SELECT * FROM payflow.orders"
+	"                     WHERE id = coalesce(p.order_id, r.order_id)) o"
 	" ORDER BY cl.due_at",
-	.nargs = 2,
-	.argtypes = {INT4OID, INT4OID},
+	.nargs = 1,
+	.argtypes = {INT8ARRAYOID},
 };
 
 static PreparedQuery release_lease = {
@@ -186,7 +198,22 @@ claim(CheckItem **items_out, int max_checks, MemoryContext pass_context)
 		pf_expire_order_if_settled(expired_ids[i]);
 
 	values[1] = Int32GetDatum(lease_seconds);
-	nclaimed = pf_execute(&claim_due_checks, values, NULL, 0);
+	nclaimed = pf_execute(&lease_due_checks, values, NULL, 0);
+	if (nclaimed == 0)
+	{
+		*items_out = NULL;
+		return 0;
+	}
+	{
+		Datum	   *ids = palloc(sizeof(Datum) * nclaimed);
+		Datum		array;
+
+		for (uint64 i = 0; i < nclaimed; i++)
+			ids[i] = Int64GetDatum(pf_int64(i, "id"));
+		array = PointerGetDatum(construct_array(ids, nclaimed, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+		nclaimed = pf_execute(&leased_checks, &array, NULL, 0);
+	}
 
 	/* Copies of the columns go to the pass context: they outlive commit. */
 	old = MemoryContextSwitchTo(pass_context);
