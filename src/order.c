@@ -80,6 +80,8 @@ static PreparedQuery reserve_cart_stock = {
 /*
  * The order, its lines from the emptied cart, and its order.created event,
  * in one statement: the cart is read once, by the DELETE that empties it.
+ * Only the lines checked under lock ($7) are taken: a line another session
+ * adds meanwhile stays in the cart instead of joining the order unchecked.
  */
 static PreparedQuery insert_order_from_cart = {
 	.sql = "WITH new_order AS ("
@@ -89,7 +91,7 @@ static PreparedQuery insert_order_from_cart = {
 	"          $1, 'awaiting_payment', $2, $3, $4, $5"
 	"   FROM (SELECT nextval('payflow.orders_id_seq') AS id) n"
 	"   RETURNING *),"
-	" emptied AS (DELETE FROM payflow.cart_items WHERE customer_id = $1"
+	" emptied AS (DELETE FROM payflow.cart_items WHERE customer_id = $1 AND sku = ANY ($7)"
 	"   RETURNING sku, title, quantity, unit_price),"
 	" lines AS ("
 	"   INSERT INTO payflow.order_lines (order_id, sku, title, quantity, unit_price, reserved)"
@@ -101,8 +103,8 @@ static PreparedQuery insert_order_from_cart = {
 	"          jsonb_strip_nulls(jsonb_build_object(" PF_EVENT_ORDER_FIELDS("o") "))"
 	"   FROM new_order o)"
 	" SELECT * FROM new_order",
-	.nargs = 6,
-	.argtypes = {TEXTOID, BPCHAROID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTARRAYOID},
+	.nargs = 7,
+	.argtypes = {TEXTOID, BPCHAROID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID},
 };
 
 static PreparedQuery lock_order = {
@@ -165,17 +167,22 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 	int64		total = 0;
 	bool		any_stocked = false;
 	Datum		reserved_skus;
+	Datum		checked_skus;
 
 	SPI_connect();
 
 	/* 1. Lock the cart: concurrent checkouts of this customer queue here. */
 	nlines = pf_execute(&lock_cart, &customer_datum, NULL, 0);
 	{
+		Datum	   *skus = palloc(sizeof(Datum) * (nlines + 1));
+
 		/* Keep what we need: later queries replace SPI_tuptable. */
 		for (uint64 i = 0; i < nlines; i++)
 		{
 			char	   *line_currency = pf_text(i, "currency");
 			int64		line_amount;
+
+			skus[i] = PointerGetDatum(PG_DETOAST_DATUM_COPY(pf_datum(i, "sku")));
 
 			if (currency == NULL)
 				currency = line_currency;
@@ -198,6 +205,8 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 			if (DatumGetBool(pf_datum(i, "stocked")))
 				any_stocked = true;
 		}
+		checked_skus = PointerGetDatum(construct_array(skus, nlines, TEXTOID, -1, false,
+														TYPALIGN_INT));
 	}
 
 	/* 2. The same key again returns the same order, whatever the cart holds. */
@@ -271,8 +280,8 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 
 	/* 5. The order, its lines and the emptied cart, in one statement. */
 	{
-		Datum		values[6];
-		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+		Datum		values[7];
+		char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 		values[0] = customer_datum;
 		values[1] = CStringGetTextDatum(currency);
@@ -280,6 +289,7 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 		values[3] = TimestampTzGetDatum(pf_now_plus_seconds(payflow_order_ttl_s));
 		values[4] = idempotency_key ? CStringGetTextDatum(idempotency_key) : (Datum) 0;
 		values[5] = reserved_skus;
+		values[6] = checked_skus;
 		if (idempotency_key == NULL)
 			nulls[4] = 'n';
 		if (pf_execute(&insert_order_from_cart, values, nulls, 0) != 1)
