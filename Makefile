@@ -19,6 +19,7 @@ OBJS = \
 	src/http.o \
 	src/channel.o \
 	src/channel_http_json.o \
+	src/channel_wechatpay_v3.o \
 	src/crypto.o \
 	src/notification.o \
 	src/reconcile.o \

@@ -17,10 +17,12 @@
 #include "utils/jsonb.h"
 
 extern const ChannelDriver http_json_driver;
+extern const ChannelDriver wechatpay_v3_driver;
 
 /* The drivers payflow has: one line per driver. */
 static const ChannelDriver *const drivers[] = {
 	&http_json_driver,
+	&wechatpay_v3_driver,
 };
 
 static PreparedQuery channel_with_secrets = {
@@ -71,7 +73,7 @@ channel_open(const char *name, MemoryContext context)
 				 errmsg("channel \"%s\" uses driver \"%s\", which this build of payflow does not have",
 						name, driver_name),
 				 errdetail("Channel %s was configured with driver %s.", name, driver_name),
-				 errhint("Configure the channel with one of the drivers payflow has: http_json.")));
+				 errhint("Configure the channel with one of the drivers payflow has: http_json, wechatpay_v3.")));
 	channel->base_url = pf_text(0, "base_url");
 	{
 		size_t		len = strlen(channel->base_url);
@@ -233,13 +235,22 @@ pf_json_object_text(const JsonField *fields, int count)
 		JsonbValue	key;
 		JsonbValue	value;
 
-		if (!fields[i].is_number && fields[i].string == NULL)
+		if (!fields[i].is_number && fields[i].string == NULL && fields[i].json == NULL)
 			continue;
 		key.type = jbvString;
 		key.val.string.val = (char *) fields[i].key;
 		key.val.string.len = strlen(fields[i].key);
 		pushJsonbValue(&state, WJB_KEY, &key);
-		if (fields[i].is_number)
+		if (fields[i].json != NULL)
+		{
+			Jsonb	   *nested = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+																	CStringGetDatum(fields[i].json)));
+
+			value.type = jbvBinary;
+			value.val.binary.data = &nested->root;
+			value.val.binary.len = VARSIZE(nested) - VARHDRSZ;
+		}
+		else if (fields[i].is_number)
 		{
 			value.type = jbvNumeric;
 			value.val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric,

@@ -138,13 +138,17 @@ extern CheckSchedule *channel_schedule(const char *text, const char *channel_nam
 extern char *channel_setting(Jsonb *object, const char *key, bool required, const char *channel_name);
 extern char *json_get_text(Jsonb *object, const char *path);
 extern Jsonb *json_parse(const char *text);
-/* A member of a JSON object to build: a string, or a number when is_number. */
+/*
+ * A member of a JSON object to build: a string, a number (is_number), or a
+ * nested object given as its JSON text (json).
+ */
 typedef struct JsonField
 {
 	const char *key;
 	const char *string;
 	int64		number;
 	bool		is_number;
+	const char *json;
 } JsonField;
 
 extern char *pf_json_object_text(const JsonField *fields, int count);
