@@ -20,6 +20,7 @@ OBJS = \
 	src/channel.o \
 	src/channel_http_json.o \
 	src/channel_wechatpay_v3.o \
+	src/channel_stripe.o \
 	src/crypto.o \
 	src/notification.o \
 	src/reconcile.o \

@@ -18,11 +18,13 @@
 
 extern const ChannelDriver http_json_driver;
 extern const ChannelDriver wechatpay_v3_driver;
+extern const ChannelDriver stripe_driver;
 
 /* The drivers payflow has: one line per driver. */
 static const ChannelDriver *const drivers[] = {
 	&http_json_driver,
 	&wechatpay_v3_driver,
+	&stripe_driver,
 };
 
 static PreparedQuery channel_with_secrets = {
@@ -73,7 +75,7 @@ channel_open(const char *name, MemoryContext context)
 				 errmsg("channel \"%s\" uses driver \"%s\", which this build of payflow does not have",
 						name, driver_name),
 				 errdetail("Channel %s was configured with driver %s.", name, driver_name),
-				 errhint("Configure the channel with one of the drivers payflow has: http_json, wechatpay_v3.")));
+				 errhint("Configure the channel with one of the drivers payflow has: http_json, wechatpay_v3, stripe.")));
 	channel->base_url = pf_text(0, "base_url");
 	{
 		size_t		len = strlen(channel->base_url);

@@ -73,6 +73,7 @@ typedef struct RefundRef
 	PaymentRef	payment;
 	int64		amount;
 	char	   *reason;
+	char	   *channel_refund_id;	/* the channel's id, once it gave one */
 } RefundRef;
 
 /* A verified, decoded callback. */

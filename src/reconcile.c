@@ -110,7 +110,7 @@ static PreparedQuery leased_checks = {
 	"        coalesce(p.amount, rp.amount) AS payment_amount,"
 	"        coalesce(p.currency, rp.currency)::text AS currency,"
 	"        r.refund_no, r.amount AS refund_amount, r.reason AS refund_reason,"
-	"        r.status AS refund_status"
+	"        r.status AS refund_status, r.channel_refund_id"
 	" FROM unnest($1::bigint[]) AS leased(id)"
 	" CROSS JOIN LATERAL (SELECT * FROM payflow.pending_checks WHERE id = leased.id) cl"
 	" LEFT JOIN LATERAL (SELECT * FROM payflow.payments WHERE id = cl.payment_id) p ON true"
@@ -244,6 +244,7 @@ claim(CheckItem **items_out, int max_checks, MemoryContext pass_context)
 			item->refund.payment = item->payment;
 			item->refund.amount = pf_int64(i, "refund_amount");
 			item->refund.reason = pf_text(i, "refund_reason");
+			item->refund.channel_refund_id = pf_text(i, "channel_refund_id");
 			if (strcmp(status, "processing") == 0)
 				item->action = ACTION_QUERY_REFUND;
 			else if (!payflow_auto_refund && strcmp(item->refund.reason, "merchant") != 0)

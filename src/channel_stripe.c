@@ -1,0 +1,416 @@
+/*
+ * channel_stripe.c
+ *		The stripe driver: PaymentIntents and refunds over Stripe's API
+ *		(Bearer secret key, form-encoded POST bodies), webhooks verified by
+ *		Stripe-Signature (HMAC-SHA256 over "t.body", 300 s tolerance, any of
+ *		several v1 entries).
+ *
+ * An attempt is found by the PaymentIntent id recorded with
+ * attach_channel_ref (pi_...); without one, by searching
+ * metadata['payment_no'], which Stripe answers with some delay (search is
+ * eventually consistent: a new PaymentIntent can take about a minute to
+ * appear), so such an attempt reads as "not paid yet" until then.
+ * A declined card leaves a PaymentIntent open (requires_payment_method):
+ * that is not a definite failure, the customer may still pay it.
+ * Refunds carry Idempotency-Key = refund_no, so a retry after a lost answer
+ * never refunds twice.
+ *
+ * settings: {} ; secrets: {"secret_key": "sk_...", "webhook_secret": "whsec_..."}
+ */
+#include "payflow.h"
+#include "channel.h"
+#include "crypto.h"
+
+#include "utils/builtins.h"
+
+#define STRIPE_WEBHOOK_TOLERANCE 300
+
+typedef struct StripeState
+{
+	char	   *secret_key;
+	char	   *webhook_secret;
+	char	   *base_path;
+} StripeState;
+
+static StripeState *
+state_of(Channel *channel)
+{
+	return (StripeState *) channel->driver_state;
+}
+
+static void
+stripe_open(Channel *channel)
+{
+	StripeState *state = palloc0(sizeof(StripeState));
+	const char *scheme_end = strstr(channel->base_url, "://");
+	const char *path = scheme_end ? strchr(scheme_end + 3, '/') : NULL;
+
+	state->secret_key = channel_setting(channel->secrets, "secret_key", true, channel->name);
+	state->webhook_secret = channel_setting(channel->secrets, "webhook_secret", true, channel->name);
+	state->base_path = pstrdup(path ? path : "");
+	channel->driver_state = state;
+}
+
+static void
+build_request(Channel *channel, HttpRequest *request, const char *method, const char *path,
+			  char *form_body)
+{
+	request->method = method;
+	request->url = psprintf("%s%s", channel->base_url, path);
+	request->target = psprintf("%s%s", state_of(channel)->base_path, path);
+	request->body = form_body;
+	http_add_header(request, "Authorization", psprintf("Bearer %s", state_of(channel)->secret_key));
+	if (form_body != NULL)
+		http_add_header(request, "Content-Type", "application/x-www-form-urlencoded");
+}
+
+/* key=value&... with both sides percent-encoded by libcurl */
+static void
+append_form(StringInfo form, const char *key, const char *value)
+{
+	if (value == NULL)
+		return;
+	if (form->len > 0)
+		appendStringInfoChar(form, '&');
+	appendStringInfo(form, "%s=%s", http_escape(key), http_escape(value));
+}
+
+static Jsonb *
+json_answer(Channel *channel, HttpResponse *response, char **error)
+{
+	Jsonb	   *body;
+
+	*error = NULL;
+	if (response->error != NULL)
+	{
+		*error = psprintf("no answer from %s: %s", channel->name, response->error);
+		return NULL;
+	}
+	body = json_parse(response->body.data);
+	if (body == NULL)
+		*error = psprintf("HTTP %ld from %s with a body that is not a JSON object",
+						  response->status, channel->name);
+	return body;
+}
+
+static char *
+error_code(Jsonb *body)
+{
+	char	   *code = body ? json_get_text(body, "error.code") : NULL;
+
+	return code ? code : "";
+}
+
+static char *
+upper_case(char *text)
+{
+	for (char *c = text; c && *c; c++)
+		*c = pg_toupper((unsigned char) *c);
+	return text;
+}
+
+/* A PaymentIntent as an outcome. */
+static void
+payment_from_intent(Channel *channel, const char *payment_no, Jsonb *intent,
+					ChannelPayment *result)
+{
+	char	   *status = json_get_text(intent, "status");
+	char	   *reported_no = json_get_text(intent, "metadata.payment_no");
+
+	memset(result, 0, sizeof(ChannelPayment));
+	if (status == NULL)
+	{
+		channel_payment_error(result, "%s answered without a PaymentIntent status", channel->name);
+		return;
+	}
+	if (reported_no != NULL && strcmp(reported_no, payment_no) != 0)
+	{
+		channel_payment_error(result, "%s answered about %s instead of payment %s",
+							  channel->name, reported_no, payment_no);
+		return;
+	}
+	result->detail = status;
+	if (strcmp(status, "succeeded") == 0)
+	{
+		char	   *amount = json_get_text(intent, "amount_received");
+		char	   *charge = json_get_text(intent, "latest_charge");
+
+		result->state = CHANNEL_PAYMENT_PAID;
+		result->channel_txn_id = charge ? charge : json_get_text(intent, "id");
+		result->currency = upper_case(json_get_text(intent, "currency"));
+		if (amount == NULL || strcmp(amount, "0") == 0)
+			amount = json_get_text(intent, "amount");
+		if (amount == NULL)
+			channel_payment_error(result, "%s reported %s succeeded without an amount",
+								  channel->name, payment_no);
+		else
+			result->amount = strtoll(amount, NULL, 10);
+	}
+	else if (strcmp(status, "canceled") == 0)
+		result->state = CHANNEL_PAYMENT_CLOSED;
+	else if (strncmp(status, "requires_", 9) == 0 || strcmp(status, "processing") == 0)
+		result->state = CHANNEL_PAYMENT_PENDING;
+	else
+		channel_payment_error(result, "%s reported unknown PaymentIntent status \"%s\" for %s",
+							  channel->name, status, payment_no);
+}
+
+static void
+stripe_build_query(Channel *channel, const PaymentRef *payment, HttpRequest *request)
+{
+	if (payment->channel_ref != NULL)
+		build_request(channel, request, "GET",
+					  psprintf("/v1/payment_intents/%s", http_escape(payment->channel_ref)), NULL);
+	else
+		build_request(channel, request, "GET",
+					  psprintf("/v1/payment_intents/search?query=%s",
+							   http_escape(psprintf("metadata['payment_no']:'%s'",
+													payment->payment_no))), NULL);
+}
+
+static void
+stripe_parse_query(Channel *channel, const PaymentRef *payment, HttpRequest *request,
+				   HttpResponse *response, ChannelPayment *result)
+{
+	char	   *error;
+	Jsonb	   *body = json_answer(channel, response, &error);
+
+	if (error != NULL)
+		channel_payment_error(result, "%s", error);
+	else if (response->status != 200)
+		channel_payment_error(result, "HTTP %ld from %s (%s)", response->status, channel->name,
+							  error_code(body));
+	else if (payment->channel_ref != NULL)
+		payment_from_intent(channel, payment->payment_no, body, result);
+	else
+	{
+		JsonbValue	first;
+		JsonbValue *found = NULL;
+		JsonbValue	data;
+
+		if (getKeyJsonValueFromContainer(&body->root, "data", 4, &data) != NULL &&
+			data.type == jbvBinary && JsonContainerIsArray(data.val.binary.data))
+			found = getIthJsonbValueFromContainer(data.val.binary.data, 0);
+		if (found == NULL)
+		{
+			memset(result, 0, sizeof(ChannelPayment));
+			result->state = CHANNEL_PAYMENT_PENDING;
+			result->detail = "not found by Stripe search yet (search lags about a minute)";
+			return;
+		}
+		first = *found;
+		if (first.type != jbvBinary)
+			channel_payment_error(result, "%s search returned a non-object", channel->name);
+		else
+			payment_from_intent(channel, payment->payment_no,
+								JsonbValueToJsonb(&first), result);
+	}
+}
+
+static void
+stripe_build_close(Channel *channel, const PaymentRef *payment, HttpRequest *request)
+{
+	StringInfoData form;
+
+	initStringInfo(&form);
+	append_form(&form, "cancellation_reason", "abandoned");
+	/* Without a recorded PaymentIntent there is nothing Stripe could close. */
+	build_request(channel, request, "POST",
+				  psprintf("/v1/payment_intents/%s/cancel",
+						   http_escape(payment->channel_ref ? payment->channel_ref : "none")),
+				  form.data);
+}
+
+static bool
+stripe_parse_close(Channel *channel, const PaymentRef *payment, HttpRequest *request,
+				   HttpResponse *response, char **detail)
+{
+	char	   *error;
+	Jsonb	   *body = json_answer(channel, response, &error);
+	char	   *status = body ? json_get_text(body, "status") : NULL;
+
+	if (payment->channel_ref == NULL)
+	{
+		*detail = psprintf("no PaymentIntent was attached at %s", channel->name);
+		return true;
+	}
+	if (error != NULL)
+	{
+		*detail = error;
+		return false;
+	}
+	if (response->status == 200 && status != NULL && strcmp(status, "canceled") == 0)
+	{
+		*detail = psprintf("canceled at %s", channel->name);
+		return true;
+	}
+	*detail = psprintf("cancel refused by %s: HTTP %ld (%s)", channel->name,
+					   response->status, error_code(body));
+	return false;
+}
+
+static void
+stripe_build_refund(Channel *channel, const RefundRef *refund, HttpRequest *request)
+{
+	StringInfoData form;
+
+	initStringInfo(&form);
+	append_form(&form, "payment_intent", refund->payment.channel_ref);
+	append_form(&form, "amount", psprintf(INT64_FORMAT, refund->amount));
+	append_form(&form, "reason", strcmp(refund->reason, "duplicate_payment") == 0 ?
+				"duplicate" : "requested_by_customer");
+	append_form(&form, "metadata[refund_no]", refund->refund_no);
+	append_form(&form, "metadata[payment_no]", refund->payment.payment_no);
+	build_request(channel, request, "POST", "/v1/refunds", form.data);
+	http_add_header(request, "Idempotency-Key", refund->refund_no);
+}
+
+static void
+stripe_build_refund_query(Channel *channel, const RefundRef *refund, HttpRequest *request)
+{
+	if (refund->channel_refund_id != NULL)
+		build_request(channel, request, "GET",
+					  psprintf("/v1/refunds/%s", http_escape(refund->channel_refund_id)), NULL);
+	else
+		stripe_build_refund(channel, refund, request);	/* same key: the same refund */
+}
+
+static void
+refund_from_object(Channel *channel, Jsonb *object, ChannelRefund *result)
+{
+	char	   *status = json_get_text(object, "status");
+
+	memset(result, 0, sizeof(ChannelRefund));
+	result->channel_refund_id = json_get_text(object, "id");
+	if (status == NULL)
+	{
+		result->state = CHANNEL_REFUND_ERROR;
+		result->detail = psprintf("%s gave no refund status", channel->name);
+	}
+	else if (strcmp(status, "succeeded") == 0)
+		result->state = CHANNEL_REFUND_SUCCEEDED;
+	else if (strcmp(status, "pending") == 0 || strcmp(status, "requires_action") == 0)
+		result->state = CHANNEL_REFUND_PROCESSING;
+	else if (strcmp(status, "failed") == 0 || strcmp(status, "canceled") == 0)
+	{
+		result->state = CHANNEL_REFUND_FAILED;
+		result->detail = psprintf("%s reports the refund %s", channel->name, status);
+	}
+	else
+	{
+		result->state = CHANNEL_REFUND_ERROR;
+		result->detail = psprintf("%s reported unknown refund status \"%s\"", channel->name, status);
+	}
+}
+
+static void
+stripe_parse_refund(Channel *channel, const RefundRef *refund, HttpRequest *request,
+					HttpResponse *response, ChannelRefund *result)
+{
+	char	   *error;
+	Jsonb	   *body = json_answer(channel, response, &error);
+
+	memset(result, 0, sizeof(ChannelRefund));
+	if (error != NULL)
+	{
+		result->state = CHANNEL_REFUND_ERROR;
+		result->detail = error;
+	}
+	else if (response->status == 200)
+		refund_from_object(channel, body, result);
+	else
+	{
+		/* 400/402/404: refused as asked; 409, 429, 5xx: retry with the same key */
+		result->state = response->status == 400 || response->status == 402 ||
+			response->status == 404 ? CHANNEL_REFUND_FAILED : CHANNEL_REFUND_ERROR;
+		result->detail = psprintf("HTTP %ld from %s (%s)", response->status, channel->name,
+								  error_code(body));
+	}
+}
+
+static void
+stripe_decode_notification(Channel *channel, Jsonb *headers, const char *body,
+						   ChannelNotification *result)
+{
+	StripeState *state = state_of(channel);
+	char	   *header = json_header(headers, "Stripe-Signature");
+	StripeSignatureResult check = STRIPE_SIG_MALFORMED;
+	Jsonb	   *event;
+	Jsonb	   *object;
+	char	   *type;
+	JsonbValue	value;
+
+	if (header != NULL)
+		check = pf_stripe_verify_signature(header, body, strlen(body), state->webhook_secret,
+										   (int64) time(NULL), STRIPE_WEBHOOK_TOLERANCE, NULL);
+	if (check == STRIPE_SIG_MALFORMED || check == STRIPE_SIG_NO_MATCH)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_SIGNATURE),
+				 errmsg("invalid notification signature for channel \"%s\"", channel->name),
+				 errdetail(check == STRIPE_SIG_MALFORMED ?
+						   "Stripe-Signature is missing or has no t= and v1= entries." :
+						   "No v1 entry of Stripe-Signature matches the HMAC-SHA256 of t.body."),
+				 errhint("Check the channel's webhook_secret (whsec_...).")));
+	if (check == STRIPE_SIG_STALE)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_STALE_NOTIFICATION),
+				 errmsg("stale notification for channel \"%s\"", channel->name),
+				 errdetail("Stripe-Signature's timestamp is more than %d seconds old.",
+						   STRIPE_WEBHOOK_TOLERANCE),
+				 errhint("Check the database server's clock.")));
+
+	event = json_parse(body);
+	type = event ? json_get_text(event, "type") : NULL;
+	if (type == NULL ||
+		getKeyJsonValueFromContainer(&event->root, "data", 4, &value) == NULL ||
+		value.type != jbvBinary ||
+		getKeyJsonValueFromContainer(value.val.binary.data, "object", 6, &value) == NULL ||
+		value.type != jbvBinary)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_MALFORMED_NOTIFICATION),
+				 errmsg("malformed notification for channel \"%s\"", channel->name),
+				 errdetail("The body is not a Stripe event with type and data.object."),
+				 errhint("Point the Stripe webhook endpoint at handle_notification unchanged.")));
+	object = JsonbValueToJsonb(&value);
+
+	memset(result, 0, sizeof(ChannelNotification));
+	result->event_id = json_get_text(event, "id");
+	result->ack = "{\"received\":true}";
+	if (strncmp(type, "payment_intent.", 15) == 0)
+	{
+		result->payment_no = json_get_text(object, "metadata.payment_no");
+		if (result->payment_no == NULL)
+		{
+			result->kind = CHANNEL_NOTIFY_IGNORED;	/* not one of payflow's */
+			return;
+		}
+		result->kind = CHANNEL_NOTIFY_PAYMENT;
+		payment_from_intent(channel, result->payment_no, object, &result->payment);
+	}
+	else if (strncmp(type, "refund.", 7) == 0 || strcmp(type, "charge.refund.updated") == 0)
+	{
+		result->refund_no = json_get_text(object, "metadata.refund_no");
+		if (result->refund_no == NULL)
+		{
+			result->kind = CHANNEL_NOTIFY_IGNORED;
+			return;
+		}
+		result->kind = CHANNEL_NOTIFY_REFUND;
+		refund_from_object(channel, object, &result->refund);
+	}
+	else
+		result->kind = CHANNEL_NOTIFY_IGNORED;
+}
+
+const ChannelDriver stripe_driver = {
+	.name = "stripe",
+	.open = stripe_open,
+	.build_query = stripe_build_query,
+	.parse_query = stripe_parse_query,
+	.build_close = stripe_build_close,
+	.parse_close = stripe_parse_close,
+	.build_refund = stripe_build_refund,
+	.build_refund_query = stripe_build_refund_query,
+	.parse_refund = stripe_parse_refund,
+	.decode_notification = stripe_decode_notification,
+};

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# 11_stripe.sh -- the stripe driver against the test channel server speaking
+# Stripe's API: PaymentIntents found by the attached pi_ id or by metadata
+# search, webhooks verified by Stripe-Signature, refunds with an
+# Idempotency-Key executed exactly once.
+. "$(dirname "$0")/lib/channel.bash"
+tap_plan 10
+it_start_channel
+it_fast_schedule
+k=$IT_TMP/keys
+whsec=$(cat "$k/stripe_whsec.txt")
+sql "SELECT payflow.set_channel('it_stripe', 'stripe', '$IT_CHANNEL_URL', '{}',
+        jsonb_build_object('secret_key', '$(cat "$k/stripe_sk.txt")', 'webhook_secret', '$whsec'))" >/dev/null
+tap_is "$(sqlstate "SELECT payflow.set_channel('it_stripe_bad', 'stripe', '$IT_CHANNEL_URL', '{}', '{\"secret_key\": \"sk_x\"}')")" \
+    "PF040" "a Stripe channel without its webhook secret is refused (PF040)"
+
+# Carts in dollars: Stripe answers in the PaymentIntent's currency.
+new_attempt() {
+    sql "SELECT payflow.cart_put('$1', 'IT-SKU', 1, $2, 'USD')" >/dev/null
+    sql "SELECT payment_no FROM payflow.begin_payment((payflow.create_order_from_cart('$1')).id, '$3')"
+}
+
+# Attached PaymentIntent: retrieved by id.
+payment_no=$(new_attempt "it-st-$$" 2500 it_stripe)
+pi="pi_it$$a"
+admin payments "{\"channel\":\"stripe\",\"payment_no\":\"$payment_no\",\"amount\":2500,\"currency\":\"USD\",\"stripe_id\":\"$pi\"}" >/dev/null
+sql "SELECT payflow.attach_channel_ref('$payment_no', '$pi')" >/dev/null
+admin pay "{\"channel\":\"stripe\",\"payment_no\":\"$payment_no\",\"callback\":\"drop\"}" >/dev/null
+took=$(wait_for 15 "SELECT status = 'succeeded' FROM payflow.payments WHERE payment_no = '$payment_no'")
+tap_ok $? "a dropped Stripe payment with its pi_ id is recovered (after ${took}s)"
+
+# No PaymentIntent attached: found by metadata['payment_no'] search.
+search_no=$(new_attempt "it-st2-$$" 700 it_stripe)
+admin payments "{\"channel\":\"stripe\",\"payment_no\":\"$search_no\",\"amount\":700,\"currency\":\"USD\",\"status\":\"paid\"}" >/dev/null
+took=$(wait_for 15 "SELECT status = 'succeeded' FROM payflow.payments WHERE payment_no = '$search_no'")
+tap_ok $? "without an attached pi_ id the payment is found by metadata search (after ${took}s)"
+
+# Webhooks.
+hook_no=$(new_attempt "it-st3-$$" 1200 it_stripe)
+admin payments "{\"channel\":\"stripe\",\"payment_no\":\"$hook_no\",\"amount\":1200,\"currency\":\"USD\"}" >/dev/null
+answer=$(admin pay "{\"channel\":\"stripe\",\"payment_no\":\"$hook_no\",\"callback\":\"drop\"}")
+echo "$answer" | json notification.headers >"$IT_TMP/h.json"
+echo "$answer" | json notification.body >"$IT_TMP/b.txt"
+notify() {
+    psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -v h="$(cat "$1")" -v b="$(cat "$2")" \
+        2>&1 <<<"SELECT payflow.handle_notification('it_stripe', :'h'::jsonb, :'b')" |
+        sed -n 's/.*ERROR:  \([0-9A-Z]\{5\}\).*/\1/p; /^{/p' | head -n 1
+}
+tap_is "$(notify "$IT_TMP/h.json" "$IT_TMP/b.txt" | json body)" '{"received":true}' \
+    "the signed webhook is accepted and acknowledged"
+for _ in $(seq 1 20); do notify "$IT_TMP/h.json" "$IT_TMP/b.txt" >/dev/null; done
+tap_is "$(sql "SELECT p.status || ' ' || p.confirmed_via || ' ' || (SELECT count(*) FROM payflow.events e
+               WHERE e.order_id = p.order_id AND e.type = 'order.paid')
+               FROM payflow.payments p WHERE p.payment_no = '$hook_no'")" "succeeded callback 1" \
+    "it paid the order once, however often replayed"
+sed 's/"amount":1200/"amount":1201/' "$IT_TMP/b.txt" >"$IT_TMP/tampered.txt"
+tap_is "$(notify "$IT_TMP/h.json" "$IT_TMP/tampered.txt")" "PF030" "a tampered webhook is refused (PF030)"
+body=$(cat "$IT_TMP/b.txt")
+stripe_header() {
+    printf '{"Stripe-Signature":"t=%s,v1=%s"}' "$1" \
+        "$(printf '%s.%s' "$1" "$body" | openssl dgst -sha256 -hmac "$whsec" -hex | sed 's/.*= //')"
+}
+stripe_header $(( $(date +%s) - 600 )) >"$IT_TMP/h_old.json"
+tap_is "$(notify "$IT_TMP/h_old.json" "$IT_TMP/b.txt")" "PF031" \
+    "a webhook signed (openssl CLI) 10 minutes ago is refused as stale (PF031)"
+stripe_header "$(date +%s)" >"$IT_TMP/h_now.json"
+tap_is "$(notify "$IT_TMP/h_now.json" "$IT_TMP/b.txt" | json status)" "200" \
+    "the same webhook signed now by the openssl command line is accepted"
+
+# A late success on a canceled PaymentIntent is refunded exactly once.
+late_no=$(new_attempt "it-st4-$$" 900 it_stripe)
+late_order=$(sql "SELECT order_id FROM payflow.payments WHERE payment_no = '$late_no'")
+admin payments "{\"channel\":\"stripe\",\"payment_no\":\"$late_no\",\"amount\":900,\"currency\":\"USD\",\"stripe_id\":\"pi_it$$d\"}" >/dev/null
+sql "SELECT payflow.attach_channel_ref('$late_no', 'pi_it$$d')" >/dev/null
+sql "SELECT payflow.cancel_order($late_order, 'changed my mind')" >/dev/null
+wait_for 15 "SELECT status = 'closed' FROM payflow.payments WHERE payment_no = '$late_no'" >/dev/null
+tap_ok $? "the cancelled order's PaymentIntent is canceled at Stripe"
+answer=$(admin pay "{\"channel\":\"stripe\",\"payment_no\":\"$late_no\",\"callback\":\"drop\"}")
+psql -X -q -At -v h="$(echo "$answer" | json notification.headers)" -v b="$(echo "$answer" | json notification.body)" \
+    <<<"SELECT payflow.handle_notification('it_stripe', :'h'::jsonb, :'b')" >/dev/null 2>&1
+wait_for 20 "SELECT bool_and(r.status = 'succeeded') FROM payflow.refunds r
+             JOIN payflow.payments p ON p.id = r.payment_id WHERE p.payment_no = '$late_no'" >/dev/null
+refund_no=$(sql "SELECT refund_no FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id
+                 WHERE p.payment_no = '$late_no'")
+sleep 2
+tap_is "$(admin_get "payments/$late_no" | json "executions_by_refund_no.$refund_no")" "1" \
+    "a late success is refunded at Stripe exactly once (refund $refund_no)"
