@@ -150,13 +150,18 @@ sql -c "SELECT payflow.set_channel('bench', 'http_json', '$CHAN_URL/http_json', 
             jsonb_build_object('hmac_secret', '$(cat "$CHAN_TMP/keys/http_json_secret.txt")'))" >/dev/null
 
 WECHAT=no
-WECHAT_WHY="src/channel_wechatpay.c does not exist"
-if [ -f src/channel_wechatpay.c ]; then
-    if ! grep -q wechatpay_v3 src/channel.c; then
-        WECHAT_WHY="src/channel_wechatpay.c exists but src/channel.c does not register wechatpay_v3"
-    elif [ -z "${RECONCILE_WECHAT_SETTINGS:-}" ] || [ -z "${RECONCILE_WECHAT_SECRETS:-}" ]; then
-        WECHAT_WHY="driver present; set RECONCILE_WECHAT_SETTINGS and RECONCILE_WECHAT_SECRETS (JSON for set_channel) to run it"
-    elif sql -c "SELECT payflow.set_channel('benchwx', 'wechatpay_v3', '$CHAN_URL', '$RECONCILE_WECHAT_SETTINGS', '$RECONCILE_WECHAT_SECRETS')" >/dev/null; then
+WECHAT_WHY="this build has no wechatpay_v3 driver"
+if grep -q wechatpay_v3_driver src/channel.c; then
+    # The test server's keys: the merchant key signs, the platform cert verifies.
+    keys=$CHAN_TMP/keys
+    wx_settings=${RECONCILE_WECHAT_SETTINGS:-$(printf '{"mchid": "1900000001", "merchant_serial": "%s"}' "$(cat "$keys/merchant_serial.txt")")}
+    if [ -n "${RECONCILE_WECHAT_SECRETS:-}" ]; then
+        wx_secrets_sql="'$RECONCILE_WECHAT_SECRETS'::jsonb"
+    else
+        wx_secrets_sql="jsonb_build_object('merchant_private_key', \$k\$$(cat "$keys/merchant_key.pem")\$k\$,
+            'platform_certificate', \$k\$$(cat "$keys/platform_cert.pem")\$k\$, 'apiv3_key', '$(cat "$keys/apiv3_key.txt")')"
+    fi
+    if sql -c "SELECT payflow.set_channel('benchwx', 'wechatpay_v3', '$CHAN_URL', '$wx_settings', $wx_secrets_sql)" >/dev/null; then
         WECHAT=yes
     else
         WECHAT_WHY="set_channel('benchwx', 'wechatpay_v3', ...) failed"
