@@ -198,6 +198,42 @@ json_parse(const char *text)
 	return result;
 }
 
+/* A transport error (timeout, refused, reset) as a detail, or NULL. */
+char *
+channel_transport_error(Channel *channel, HttpResponse *response)
+{
+	if (response->error == NULL)
+		return NULL;
+	return psprintf("no answer from %s: %s", channel->name, response->error);
+}
+
+/* A response whose signature is missing, stale or invalid, as a detail. */
+char *
+channel_signature_error(Channel *channel, HttpResponse *response, const char *verdict)
+{
+	return psprintf("HTTP %ld from %s with %s response signature", response->status,
+					channel->name, verdict);
+}
+
+/*
+ * The body of a response as a JSON object; NULL without an error when the
+ * body is empty, NULL with *error set when it is not a JSON object.
+ */
+Jsonb *
+channel_body_json(Channel *channel, HttpResponse *response, char **error)
+{
+	Jsonb	   *body;
+
+	*error = NULL;
+	if (response->body.len == 0)
+		return NULL;
+	body = json_parse(response->body.data);
+	if (body == NULL)
+		*error = psprintf("HTTP %ld from %s with a body that is not a JSON object",
+						  response->status, channel->name);
+	return body;
+}
+
 void
 channel_payment_error(ChannelPayment *result, const char *format,...)
 {

@@ -155,6 +155,9 @@ typedef struct JsonField
 extern char *pf_json_object_text(const JsonField *fields, int count);
 extern char *json_header(Jsonb *headers, const char *name);
 extern TimestampTz pf_parse_timestamp(const char *text);
+extern char *channel_transport_error(Channel *channel, HttpResponse *response);
+extern char *channel_signature_error(Channel *channel, HttpResponse *response, const char *verdict);
+extern Jsonb *channel_body_json(Channel *channel, HttpResponse *response, char **error);
 extern void channel_payment_error(ChannelPayment *result, const char *format,...) pg_attribute_printf(2, 3);
 
 #endif							/* PAYFLOW_CHANNEL_H */

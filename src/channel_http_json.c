@@ -160,14 +160,10 @@ verified_response(Channel *channel, HttpRequest *request, HttpResponse *response
 				  char **error)
 {
 	SignatureCheck check;
-	Jsonb	   *body;
 
-	*error = NULL;
-	if (response->error != NULL)
-	{
-		*error = psprintf("no answer from %s: %s", channel->name, response->error);
+	*error = channel_transport_error(channel, response);
+	if (*error != NULL)
 		return NULL;
-	}
 	check = check_signature(state_of(channel), "RESPONSE", request->target,
 							http_response_header(response, "X-Payflow-Timestamp"),
 							http_response_header(response, "X-Payflow-Nonce"),
@@ -175,19 +171,12 @@ verified_response(Channel *channel, HttpRequest *request, HttpResponse *response
 							response->body.data, response->body.len);
 	if (check != SIGNATURE_OK)
 	{
-		*error = psprintf("HTTP %ld from %s with %s response signature", response->status,
-						  channel->name,
-						  check == SIGNATURE_MISSING ? "no" :
-						  check == SIGNATURE_STALE ? "a stale" : "an invalid");
+		*error = channel_signature_error(channel, response,
+										 check == SIGNATURE_MISSING ? "no" :
+										 check == SIGNATURE_STALE ? "a stale" : "an invalid");
 		return NULL;
 	}
-	if (response->body.len == 0)
-		return NULL;
-	body = json_parse(response->body.data);
-	if (body == NULL)
-		*error = psprintf("HTTP %ld from %s with a body that is not a JSON object",
-						  response->status, channel->name);
-	return body;
+	return channel_body_json(channel, response, error);
 }
 
 /* The protocol's error code of a 4xx/5xx answer, or "" */

@@ -75,21 +75,18 @@ append_form(StringInfo form, const char *key, const char *value)
 	appendStringInfo(form, "%s=%s", http_escape(key), http_escape(value));
 }
 
+/* Stripe answers are not signed: transport, then a JSON object body. */
 static Jsonb *
 json_answer(Channel *channel, HttpResponse *response, char **error)
 {
 	Jsonb	   *body;
 
-	*error = NULL;
-	if (response->error != NULL)
-	{
-		*error = psprintf("no answer from %s: %s", channel->name, response->error);
+	*error = channel_transport_error(channel, response);
+	if (*error != NULL)
 		return NULL;
-	}
-	body = json_parse(response->body.data);
-	if (body == NULL)
-		*error = psprintf("HTTP %ld from %s with a body that is not a JSON object",
-						  response->status, channel->name);
+	body = channel_body_json(channel, response, error);
+	if (body == NULL && *error == NULL)
+		*error = psprintf("HTTP %ld from %s with an empty body", response->status, channel->name);
 	return body;
 }
 

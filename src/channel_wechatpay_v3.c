@@ -186,14 +186,10 @@ static Jsonb *
 verified_response(Channel *channel, HttpResponse *response, char **error)
 {
 	WechatCheck check;
-	Jsonb	   *body;
 
-	*error = NULL;
-	if (response->error != NULL)
-	{
-		*error = psprintf("no answer from %s: %s", channel->name, response->error);
+	*error = channel_transport_error(channel, response);
+	if (*error != NULL)
 		return NULL;
-	}
 	check = check_platform_signature(state_of(channel),
 									 http_response_header(response, "Wechatpay-Timestamp"),
 									 http_response_header(response, "Wechatpay-Nonce"),
@@ -202,19 +198,12 @@ verified_response(Channel *channel, HttpResponse *response, char **error)
 									 response->body.data, response->body.len);
 	if (check != WECHAT_OK)
 	{
-		*error = psprintf("HTTP %ld from %s with %s response signature", response->status,
-						  channel->name,
-						  check == WECHAT_MISSING ? "no" :
-						  check == WECHAT_STALE ? "a stale" : "an invalid");
+		*error = channel_signature_error(channel, response,
+										 check == WECHAT_MISSING ? "no" :
+										 check == WECHAT_STALE ? "a stale" : "an invalid");
 		return NULL;
 	}
-	if (response->body.len == 0)
-		return NULL;
-	body = json_parse(response->body.data);
-	if (body == NULL)
-		*error = psprintf("HTTP %ld from %s with a body that is not a JSON object",
-						  response->status, channel->name);
-	return body;
+	return channel_body_json(channel, response, error);
 }
 
 static char *
