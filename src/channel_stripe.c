@@ -15,7 +15,14 @@
  * Refunds carry Idempotency-Key = refund_no, so a retry after a lost answer
  * never refunds twice.
  *
- * settings: {} ; secrets: {"secret_key": "sk_...", "webhook_secret": "whsec_..."}
+ * A payment found by search has no recorded PaymentIntent id; it is
+ * refunded by its charge (latest_charge, recorded as channel_txn_id).
+ * Refunds are re-checked with GET /v1/refunds/{id} (RefundRef's
+ * channel_refund_id); before Stripe gave an id, by re-posting the refund
+ * under the same Idempotency-Key, which Stripe answers with the same refund.
+ *
+ * settings: {"api_version"?: sent as Stripe-Version} ;
+ * secrets: {"secret_key": "sk_...", "webhook_secret": "whsec_..."}
  */
 #include "payflow.h"
 #include "channel.h"
@@ -29,6 +36,7 @@ typedef struct StripeState
 {
 	char	   *secret_key;
 	char	   *webhook_secret;
+	char	   *api_version;	/* NULL: the account's default version */
 	char	   *base_path;
 } StripeState;
 
@@ -47,6 +55,7 @@ stripe_open(Channel *channel)
 
 	state->secret_key = channel_setting(channel->secrets, "secret_key", true, channel->name);
 	state->webhook_secret = channel_setting(channel->secrets, "webhook_secret", true, channel->name);
+	state->api_version = channel_setting(channel->settings, "api_version", false, channel->name);
 	state->base_path = pstrdup(path ? path : "");
 	channel->driver_state = state;
 }
@@ -60,6 +69,8 @@ build_request(Channel *channel, HttpRequest *request, const char *method, const 
 	request->target = psprintf("%s%s", state_of(channel)->base_path, path);
 	request->body = form_body;
 	http_add_header(request, "Authorization", psprintf("Bearer %s", state_of(channel)->secret_key));
+	if (state_of(channel)->api_version != NULL)
+		http_add_header(request, "Stripe-Version", state_of(channel)->api_version);
 	if (form_body != NULL)
 		http_add_header(request, "Content-Type", "application/x-www-form-urlencoded");
 }
@@ -192,7 +203,8 @@ stripe_parse_query(Channel *channel, const PaymentRef *payment, HttpRequest *req
 		{
 			memset(result, 0, sizeof(ChannelPayment));
 			result->state = CHANNEL_PAYMENT_PENDING;
-			result->detail = "not found by Stripe search yet (search lags about a minute)";
+			result->detail = "not known to the channel (Stripe search is eventually consistent: "
+				"a new PaymentIntent can take up to a minute to appear)";
 			return;
 		}
 		first = *found;
@@ -241,6 +253,25 @@ stripe_parse_close(Channel *channel, const PaymentRef *payment, HttpRequest *req
 		*detail = psprintf("canceled at %s", channel->name);
 		return true;
 	}
+	/* 400 payment_intent_unexpected_state carries the PaymentIntent */
+	status = body ? json_get_text(body, "error.payment_intent.status") : NULL;
+	if (response->status == 400 && status != NULL &&
+		strcmp(error_code(body), "payment_intent_unexpected_state") == 0)
+	{
+		if (strcmp(status, "canceled") == 0)
+		{
+			*detail = psprintf("already canceled at %s", channel->name);
+			return true;
+		}
+		/* e.g. succeeded: the next query applies the success */
+		*detail = psprintf("cancel refused by %s: the PaymentIntent is %s", channel->name, status);
+		return false;
+	}
+	if (response->status == 404 && strcmp(error_code(body), "resource_missing") == 0)
+	{
+		*detail = psprintf("no such PaymentIntent at %s", channel->name);
+		return true;
+	}
 	*detail = psprintf("cancel refused by %s: HTTP %ld (%s)", channel->name,
 					   response->status, error_code(body));
 	return false;
@@ -252,7 +283,13 @@ stripe_build_refund(Channel *channel, const RefundRef *refund, HttpRequest *requ
 	StringInfoData form;
 
 	initStringInfo(&form);
-	append_form(&form, "payment_intent", refund->payment.channel_ref);
+	if (refund->payment.channel_ref != NULL)
+		append_form(&form, "payment_intent", refund->payment.channel_ref);
+	else if (refund->payment.channel_txn_id != NULL &&
+			 strncmp(refund->payment.channel_txn_id, "pi_", 3) == 0)
+		append_form(&form, "payment_intent", refund->payment.channel_txn_id);
+	else
+		append_form(&form, "charge", refund->payment.channel_txn_id);	/* found by search */
 	append_form(&form, "amount", psprintf(INT64_FORMAT, refund->amount));
 	append_form(&form, "reason", strcmp(refund->reason, "duplicate_payment") == 0 ?
 				"duplicate" : "requested_by_customer");
@@ -376,9 +413,13 @@ stripe_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 	if (strncmp(type, "payment_intent.", 15) == 0)
 	{
 		result->payment_no = json_get_text(object, "metadata.payment_no");
+		/*
+		 * Not one of payflow's: the endpoint gets every PaymentIntent of the
+		 * account, and refusing (PF032) would make Stripe resend it for days.
+		 */
 		if (result->payment_no == NULL)
 		{
-			result->kind = CHANNEL_NOTIFY_IGNORED;	/* not one of payflow's */
+			result->kind = CHANNEL_NOTIFY_IGNORED;
 			return;
 		}
 		result->kind = CHANNEL_NOTIFY_PAYMENT;
@@ -396,7 +437,7 @@ stripe_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 		refund_from_object(channel, object, &result->refund);
 	}
 	else
-		result->kind = CHANNEL_NOTIFY_IGNORED;
+		result->kind = CHANNEL_NOTIFY_IGNORED;	/* e.g. charge.refunded: see refund.* */
 }
 
 const ChannelDriver stripe_driver = {

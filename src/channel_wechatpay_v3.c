@@ -12,10 +12,11 @@
  * verification is never believed.  Callback resources are decrypted with
  * AEAD_AES_256_GCM and the APIv3 key.
  *
- * settings: {"mchid", "merchant_serial", "notify_url"?}
+ * settings: {"mchid", "merchant_serial", "platform_serial"?, "notify_url"?}
  * secrets:  {"merchant_private_key" (PEM), "platform_certificate" (PEM) or
- *            "platform_public_key" (PEM) with settings.platform_public_key_id,
- *            "apiv3_key" (32 ASCII bytes)}
+ *            "platform_public_key" (PEM) with "platform_public_key_id"
+ *            (in settings or secrets), "apiv3_key" (32 ASCII bytes; a
+ *            16-byte key, as in the SDKs' test vectors, means AES-128-GCM)}
  */
 #include "payflow.h"
 #include "channel.h"
@@ -63,7 +64,18 @@ bad_key(Channel *channel, const char *what, const char *error)
 			(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
 			 errmsg("channel \"%s\" has an unusable %s", channel->name, what),
 			 errdetail("%s", error ? error : "The key could not be read."),
-			 errhint("Set it with payflow.set_channel(): a PEM text, as WeChat Pay issued it.")));
+			 errhint("Set it with payflow.set_channel(), as WeChat Pay issued it (keys and certificates as PEM text).")));
+}
+
+/* settings.platform_public_key_id, or the same key among the secrets */
+static char *
+public_key_id(Channel *channel)
+{
+	char	   *id = channel_setting(channel->settings, "platform_public_key_id", false, channel->name);
+
+	if (id == NULL)
+		id = channel_setting(channel->secrets, "platform_public_key_id", true, channel->name);
+	return id;
 }
 
 static void
@@ -73,6 +85,7 @@ wechat_open(Channel *channel)
 	MemoryContextCallback *callback = palloc0(sizeof(MemoryContextCallback));
 	const char *error = NULL;
 	char	   *certificate;
+	char	   *expected_serial;
 	const char *scheme_end = strstr(channel->base_url, "://");
 	const char *path = scheme_end ? strchr(scheme_end + 3, '/') : NULL;
 
@@ -81,8 +94,12 @@ wechat_open(Channel *channel)
 	state->notify_url = channel_setting(channel->settings, "notify_url", false, channel->name);
 	state->apiv3_key = channel_setting(channel->secrets, "apiv3_key", true, channel->name);
 	state->base_path = pstrdup(path ? path : "");
-	if (strlen(state->apiv3_key) != 32)
-		bad_key(channel, "apiv3_key", "The APIv3 key must be 32 ASCII characters.");
+	/* the key length picks the cipher: 32 bytes AES-256-GCM, 16 AES-128-GCM */
+	if (strlen(state->apiv3_key) != 32 && strlen(state->apiv3_key) != 16)
+		bad_key(channel, "apiv3_key",
+				psprintf("The APIv3 key has %zu characters; WeChat Pay issues 32.",
+						 strlen(state->apiv3_key)));
+	expected_serial = channel_setting(channel->settings, "platform_serial", false, channel->name);
 
 	callback->func = free_keys;
 	callback->arg = state;
@@ -92,6 +109,9 @@ wechat_open(Channel *channel)
 		channel_setting(channel->secrets, "merchant_private_key", true, channel->name), &error);
 	if (state->merchant_key == NULL)
 		bad_key(channel, "merchant_private_key", error);
+	if (EVP_PKEY_base_id(state->merchant_key) != EVP_PKEY_RSA)
+		bad_key(channel, "merchant_private_key",
+				"The key is not an RSA key; WeChat Pay API v3 signs with RSA (SHA256withRSA).");
 
 	certificate = channel_setting(channel->secrets, "platform_certificate", false, channel->name);
 	if (certificate != NULL)
@@ -103,11 +123,22 @@ wechat_open(Channel *channel)
 	{
 		state->platform_key = pf_load_public_key(
 			channel_setting(channel->secrets, "platform_public_key", true, channel->name), &error);
-		state->platform_serial = channel_setting(channel->settings, "platform_public_key_id", true,
-												 channel->name);
+		state->platform_serial = public_key_id(channel);
 	}
 	if (state->platform_key == NULL || state->platform_serial == NULL)
-		bad_key(channel, "platform_certificate", error);
+		bad_key(channel, certificate ? "platform_certificate" : "platform_public_key", error);
+	if (EVP_PKEY_base_id(state->platform_key) != EVP_PKEY_RSA)
+		bad_key(channel, certificate ? "platform_certificate" : "platform_public_key",
+				"The key is not an RSA key; WeChat Pay API v3 signs with RSA (SHA256withRSA).");
+	if (expected_serial != NULL && pg_strcasecmp(expected_serial, state->platform_serial) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+				 errmsg("channel \"%s\" expects platform serial %s but its platform key is %s",
+						channel->name, expected_serial, state->platform_serial),
+				 errdetail("settings.platform_serial names another key than the configured "
+						   "platform certificate or public key id."),
+				 errhint("Configure the platform certificate whose serial WeChat Pay sends in "
+						 "Wechatpay-Serial, or drop settings.platform_serial.")));
 	channel->driver_state = state;
 }
 
@@ -129,7 +160,11 @@ build_request(Channel *channel, HttpRequest *request, const char *method, const 
 					   body ? body : "");
 	signature = pf_rsa_sha256_sign_base64(state->merchant_key, message, strlen(message));
 	if (signature == NULL)
-		elog(ERROR, "payflow: could not sign a WeChat Pay request for channel %s", channel->name);
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+				 errmsg("could not sign a request for channel \"%s\"", channel->name),
+				 errdetail("OpenSSL could not sign with the merchant_private_key."),
+				 errhint("Check the channel's merchant_private_key (an RSA key in PKCS#8 PEM).")));
 	http_add_header(request, "Accept", "application/json");
 	if (body != NULL)
 		http_add_header(request, "Content-Type", "application/json");
@@ -162,7 +197,8 @@ check_platform_signature(WechatState *state, const char *timestamp, const char *
 
 	if (timestamp == NULL || nonce == NULL || signature == NULL || serial == NULL)
 		return WECHAT_MISSING;
-	if (strcmp(serial, state->platform_serial) != 0)
+	/* serials are hex: WeChat sends them upper-case, a PEM tool may not */
+	if (pg_strcasecmp(serial, state->platform_serial) != 0)
 		return WECHAT_BAD;
 	ts = strtoll(timestamp, &end, 10);
 	if (end == timestamp || *end != '\0')

@@ -13,6 +13,7 @@
  * This file knows nothing about payments.
  */
 #include "http.h"
+#include "payflow.h"
 
 #include <curl/curl.h>
 
@@ -35,6 +36,13 @@ http_add_header(HttpRequest *request, const char *name, const char *value)
 {
 	if (request->nheaders >= HTTP_MAX_HEADERS)
 		elog(ERROR, "payflow: too many HTTP headers");
+	/* A CR or LF would let a setting smuggle extra header lines. */
+	if (strpbrk(name, "\r\n:") != NULL || strpbrk(value, "\r\n") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+				 errmsg("invalid HTTP header \"%s\"", name),
+				 errdetail("A header name or value holds a line break (or the name a colon)."),
+				 errhint("Check the channel's settings and secrets for stray line breaks.")));
 	request->headers[request->nheaders].name = pstrdup(name);
 	request->headers[request->nheaders].value = pstrdup(value);
 	request->nheaders++;
@@ -151,7 +159,13 @@ start_transfer(Transfer *transfer, HttpRequest *request, HttpResponse *response,
 		transfer->header_list = list;
 	}
 	/* Never send "Expect: 100-continue": it costs a round trip per POST. */
-	transfer->header_list = curl_slist_append(transfer->header_list, "Expect:");
+	{
+		struct curl_slist *list = curl_slist_append(transfer->header_list, "Expect:");
+
+		if (list == NULL)
+			elog(ERROR, "payflow: out of memory building HTTP headers");
+		transfer->header_list = list;
+	}
 
 	curl_easy_setopt(easy, CURLOPT_URL, request->url);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");

@@ -4,7 +4,7 @@
 # search, webhooks verified by Stripe-Signature, refunds with an
 # Idempotency-Key executed exactly once.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 10
+tap_plan 20
 it_start_channel
 it_fast_schedule
 k=$IT_TMP/keys
@@ -48,11 +48,11 @@ notify() {
 }
 tap_is "$(notify "$IT_TMP/h.json" "$IT_TMP/b.txt" | json body)" '{"received":true}' \
     "the signed webhook is accepted and acknowledged"
-for _ in $(seq 1 20); do notify "$IT_TMP/h.json" "$IT_TMP/b.txt" >/dev/null; done
+for _ in $(seq 1 100); do notify "$IT_TMP/h.json" "$IT_TMP/b.txt" >/dev/null; done
 tap_is "$(sql "SELECT p.status || ' ' || p.confirmed_via || ' ' || (SELECT count(*) FROM payflow.events e
                WHERE e.order_id = p.order_id AND e.type = 'order.paid')
                FROM payflow.payments p WHERE p.payment_no = '$hook_no'")" "succeeded callback 1" \
-    "it paid the order once, however often replayed"
+    "it paid the order; replayed 100 times, still one order.paid"
 sed 's/"amount":1200/"amount":1201/' "$IT_TMP/b.txt" >"$IT_TMP/tampered.txt"
 tap_is "$(notify "$IT_TMP/h.json" "$IT_TMP/tampered.txt")" "PF030" "a tampered webhook is refused (PF030)"
 body=$(cat "$IT_TMP/b.txt")
@@ -76,12 +76,68 @@ sql "SELECT payflow.cancel_order($late_order, 'changed my mind')" >/dev/null
 wait_for 15 "SELECT status = 'closed' FROM payflow.payments WHERE payment_no = '$late_no'" >/dev/null
 tap_ok $? "the cancelled order's PaymentIntent is canceled at Stripe"
 answer=$(admin pay "{\"channel\":\"stripe\",\"payment_no\":\"$late_no\",\"callback\":\"drop\"}")
-psql -X -q -At -v h="$(echo "$answer" | json notification.headers)" -v b="$(echo "$answer" | json notification.body)" \
-    <<<"SELECT payflow.handle_notification('it_stripe', :'h'::jsonb, :'b')" >/dev/null 2>&1
-wait_for 20 "SELECT bool_and(r.status = 'succeeded') FROM payflow.refunds r
-             JOIN payflow.payments p ON p.id = r.payment_id WHERE p.payment_no = '$late_no'" >/dev/null
+echo "$answer" | json notification.headers >"$IT_TMP/h2.json"
+echo "$answer" | json notification.body >"$IT_TMP/b2.txt"
+tap_is "$(notify "$IT_TMP/h2.json" "$IT_TMP/b2.txt" | json body)" '{"received":true}' \
+    "the late payment_intent.succeeded webhook on the canceled attempt is acknowledged"
+tap_is "$(sql "SELECT p.status || ' ' || p.refund_needed || ' ' || count(r.*) || ' ' || min(r.reason)
+               FROM payflow.payments p LEFT JOIN payflow.refunds r ON r.payment_id = p.id
+               WHERE p.payment_no = '$late_no' GROUP BY p.status, p.refund_needed")" \
+    "succeeded true 1 late_payment" "the money taken is recorded with refund_needed and one refund row"
+took=$(wait_for 20 "SELECT bool_and(r.status = 'succeeded') FROM payflow.refunds r
+                    JOIN payflow.payments p ON p.id = r.payment_id WHERE p.payment_no = '$late_no'")
+tap_ok $? "the worker executes the refund at Stripe and it succeeds (after ${took}s)"
 refund_no=$(sql "SELECT refund_no FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id
                  WHERE p.payment_no = '$late_no'")
 sleep 2
 tap_is "$(admin_get "payments/$late_no" | json "executions_by_refund_no.$refund_no")" "1" \
     "a late success is refunded at Stripe exactly once (refund $refund_no)"
+
+# Faults.  The customer pays while Stripe misbehaves: each fault is recorded
+# in pending_checks.last_error and the attempt stays pending; once Stripe is
+# healthy again the worker recovers the payment.
+unpaid_no=$(new_attempt "it-st5-$$" 990 it_stripe)
+admin payments "{\"channel\":\"stripe\",\"payment_no\":\"$unpaid_no\",\"amount\":990,\"currency\":\"USD\",\"stripe_id\":\"pi_it$$f\"}" >/dev/null
+sql "SELECT payflow.attach_channel_ref('$unpaid_no', 'pi_it$$f')" >/dev/null
+admin pay "{\"channel\":\"stripe\",\"payment_no\":\"$unpaid_no\",\"callback\":\"drop\"}" >/dev/null
+last_error="SELECT c.last_error FROM payflow.pending_checks c
+            JOIN payflow.payments p ON p.id = c.payment_id WHERE p.payment_no = '$unpaid_no'"
+status="SELECT status FROM payflow.payments WHERE payment_no = '$unpaid_no'"
+# fault MODE_JSON PATTERN [SECONDS]: inject, wake the worker, wait for last_error LIKE PATTERN.
+fault() {
+    admin faults "$1" >/dev/null
+    sql "SELECT payflow.check_now('$unpaid_no')" >/dev/null
+    wait_for "${3:-10}" "SELECT ($last_error) LIKE '$2'" >/dev/null
+    local rc=$?
+    [ $rc = 0 ] || tap_diag "last_error: $(sql "$last_error")"
+    echo "$rc $(sql "$status")"
+}
+tap_is "$(fault '{"mode":"5xx","count":-1,"path_prefix":"/v1/payment_intents"}' '%HTTP 500%')" "0 pending" \
+    "paid at Stripe, but a 5xx is recorded and retried; the attempt stays pending"
+tap_is "$(fault '{"mode":"garbage","variant":0,"count":-1,"path_prefix":"/v1/payment_intents"}' '%not a JSON object%')" "0 pending" \
+    "an HTML page is recorded as not JSON; the attempt stays pending"
+tap_is "$(fault '{"mode":"garbage","variant":1,"count":-1,"path_prefix":"/v1/payment_intents"}' '%not a JSON object%')" "0 pending" \
+    "a truncated JSON answer is recorded as not JSON; the attempt stays pending"
+sql "ALTER SYSTEM SET payflow.http_timeout = '1s'" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+sleep 0.3
+tap_is "$(fault '{"mode":"timeout","delay_ms":4000,"count":-1,"path_prefix":"/v1/payment_intents"}' '%no answer%' 15)" "0 pending" \
+    "a Stripe slower than payflow.http_timeout is recorded as no answer; the attempt stays pending"
+sql "ALTER SYSTEM RESET payflow.http_timeout" >/dev/null   # also reset by the EXIT trap
+sql "SELECT pg_reload_conf()" >/dev/null
+admin faults '{"mode":"none"}' >/dev/null
+sql "SELECT payflow.check_now('$unpaid_no')" >/dev/null
+took=$(wait_for 15 "SELECT status = 'succeeded' FROM payflow.payments WHERE payment_no = '$unpaid_no'")
+tap_ok $? "once Stripe answers properly again the payment is recovered (after ${took}s)"
+
+# A merchant's partial refund that the channel settles later: created
+# PROCESSING, then re-checked by the worker until it succeeds, executed once.
+admin config '{"refund_mode":"pending"}' >/dev/null
+refund_no=$(sql "SELECT (payflow.request_refund(order_id, 100, 'merchant')).refund_no
+                 FROM payflow.payments WHERE payment_no = '$unpaid_no'")
+took=$(wait_for 15 "SELECT status = 'succeeded' FROM payflow.refunds WHERE refund_no = '$refund_no'")
+tap_ok $? "a refund Stripe first reports processing is re-checked until it succeeds (after ${took}s)"
+view=$(admin_get "payments/$unpaid_no")
+tap_is "$(echo "$view" | json "executions_by_refund_no.$refund_no") $(echo "$view" | json refunded_amount) $(psql -X -q -At -v doc="$(admin_get stats)" <<<"SELECT (:'doc'::jsonb -> 'endpoints' ->> 'stripe.refund.retrieve')::int >= 1")" \
+    "1 100 t" "executed once for 100, re-checked through stripe.refund.retrieve"
+admin config '{"refund_mode":"succeed"}' >/dev/null
