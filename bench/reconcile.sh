@@ -28,6 +28,7 @@
 #
 # Settings (environment):
 #   RECONCILE_QUICK=1         smaller runs, under 2 minutes
+#   RECONCILE_ONLY="1 3"      only these runs (1-4); the others print n/a
 #   RECONCILE_STATEMENTS=1    pg_stat_statements (track = all): print the
 #                             costliest statements of the worker at the end
 #   RECONCILE_AUTO_EXPLAIN=1  load auto_explain (plans of statements slower than
@@ -272,10 +273,14 @@ pass_line() {      # pass_line JSON: "n passes: made@at_s ..."
     jq -r '.passes | "\(length) passes (made@s): " + (map("\(.made)@\(.at_s)") | join(" "))' <<<"$1"
 }
 
+# section N: is run N wanted?  (RECONCILE_ONLY, e.g. "1 3"; default: all)
+section() { [ -z "${RECONCILE_ONLY:-}" ] || [[ " $RECONCILE_ONLY " == *" $1 "* ]]; }
+
 # ---------------------------------------------------------------------------
 pf_log "pending pool: $POOL attempts"
 make_attempts pend "$POOL"
 
+if section 1; then
 # 1. 50 ms channel, still-pending checks
 admin delay '{"ms":50}'
 for conc in 64 1; do
@@ -296,6 +301,9 @@ for conc in 64 1; do
 done
 admin delay '{"ms":0}'
 
+fi
+
+if section 2; then
 # 2a. no delay, still-pending checks
 for conc in 64 1; do
     n=$([ $conc = 64 ] && echo $N_PEND_64 || echo $N_PEND_1)
@@ -344,6 +352,9 @@ if [ "$WECHAT" = yes ]; then
     done
 fi
 
+fi
+
+if section 3; then
 # 3. timeliness: checks due at spread times, default batch size
 setting payflow.batch_size default
 for conc in 64 1; do
@@ -362,6 +373,9 @@ for conc in 64 1; do
     detail "   phases: $(phase_line "$out")"
 done
 
+fi
+
+if section 4; then
 # 4. recovery: dropped payments started at a steady rate, default schedule
 setting payflow.check_schedule default payflow.worker_enabled on
 for conc in 64 1; do
@@ -392,6 +406,8 @@ for conc in 64 1; do
     detail "4. recovery, worker, c=$conc: $n payments started at ${started%.*}/s (pgbench -R $RATE); resolved_at - created_at p50 $p50 s, p99 $p99 s, max $pmax s; $over over 3 s or unresolved"
 done
 setting payflow.worker_enabled off payflow.concurrency default
+
+fi
 
 # ---------------------------------------------------------------------------
 {

@@ -161,7 +161,7 @@ payflow_define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("payflow.batch_size",
-							gettext_noop("Due checks the reconciler claims in one pass."),
+							gettext_noop("Due checks the reconciler claims in one step; reconcile() makes at most this many by default."),
 							NULL,
 							&payflow_batch_size,
 							500, 1, 100000,

@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 
 #include "miscadmin.h"
+#include "utils/timestamp.h"
 
 #define HTTP_MAX_BODY (1024 * 1024)
 
@@ -28,6 +29,8 @@ typedef struct Transfer
 	CURL	   *easy;
 	struct curl_slist *header_list;
 	HttpResponse *response;
+	MemoryContext context;		/* the response's context */
+	int			entry;			/* index in its batch */
 	char		error_buffer[CURL_ERROR_SIZE];
 } Transfer;
 
@@ -205,10 +208,13 @@ finish_transfer(Transfer *transfer, CURLcode result)
 		curl_easy_getinfo(transfer->easy, CURLINFO_RESPONSE_CODE, &response->status);
 	else
 	{
+		MemoryContext old = MemoryContextSwitchTo(transfer->context);
+
 		response->status = 0;
 		response->error = psprintf("%s%s%s", curl_easy_strerror(result),
 								   transfer->error_buffer[0] ? ": " : "",
 								   transfer->error_buffer);
+		MemoryContextSwitchTo(old);
 	}
 	curl_multi_remove_handle(multi_handle, transfer->easy);
 	curl_easy_cleanup(transfer->easy);
@@ -217,19 +223,196 @@ finish_transfer(Transfer *transfer, CURLcode result)
 	transfer->header_list = NULL;
 }
 
-/* Release every transfer still attached (after an error or interrupt). */
-static void
-abandon_transfers(Transfer *transfers, int count)
+/*
+ * A batch: requests are queued with http_batch_add() and started as slots
+ * free up; http_batch_run() drives the transfers and hands back the tags of
+ * those that finished.  Requests may be added while others are in flight,
+ * so a caller can keep the queue full from several sources.
+ */
+typedef struct BatchEntry
 {
-	for (int i = 0; i < count; i++)
+	HttpRequest *request;
+	HttpResponse *response;
+	void	   *tag;
+	MemoryContext context;		/* where the response's strings go */
+	Transfer   *transfer;		/* set while in flight */
+} BatchEntry;
+
+struct HttpBatch
+{
+	MemoryContext context;
+	int			max_in_flight;
+	int			timeout_ms;
+	BatchEntry *entries;
+	int			capacity;
+	int			count;			/* entries added */
+	int			next;			/* first entry not started */
+	int			in_flight;
+	void	  **done;			/* tags finished since the last run */
+	int			ndone;
+	TimestampTz window_start;	/* 0 before the first run */
+	int64		window_blocked_us;	/* blocked in poll since window_start */
+	double		waiting_share;	/* recent share of time spent blocked in poll */
+};
+
+#define WAITING_WINDOW_US 50000	/* waiting_share is updated every 50 ms */
+
+HttpBatch *
+http_batch_begin(int max_in_flight, int timeout_ms)
+{
+	HttpBatch  *batch = palloc0(sizeof(HttpBatch));
+
+	ensure_multi_handle();
+	batch->context = CurrentMemoryContext;
+	batch->max_in_flight = Max(max_in_flight, 1);
+	batch->timeout_ms = timeout_ms;
+	batch->waiting_share = 1.0;	/* until the runs show otherwise */
+	batch->capacity = 64;
+	batch->entries = palloc(sizeof(BatchEntry) * batch->capacity);
+	batch->done = palloc(sizeof(void *) * batch->capacity);
+	return batch;
+}
+
+/*
+ * Queue a request; its response is initialized now, in the current memory
+ * context, which must live until the tag comes back from http_batch_run().
+ */
+void
+http_batch_add(HttpBatch *batch, HttpRequest *request, HttpResponse *response, void *tag)
+{
+	BatchEntry *entry;
+
+	if (batch->count == batch->capacity)
 	{
-		if (transfers[i].easy == NULL)
-			continue;
-		curl_multi_remove_handle(multi_handle, transfers[i].easy);
-		curl_easy_cleanup(transfers[i].easy);
-		curl_slist_free_all(transfers[i].header_list);
-		transfers[i].easy = NULL;
+		batch->capacity *= 2;
+		batch->entries = repalloc(batch->entries, sizeof(BatchEntry) * batch->capacity);
+		batch->done = repalloc(batch->done, sizeof(void *) * batch->capacity);
 	}
+	initStringInfo(&response->body);
+	initStringInfo(&response->raw_headers);
+	response->status = 0;
+	response->error = NULL;
+	entry = &batch->entries[batch->count++];
+	entry->request = request;
+	entry->response = response;
+	entry->tag = tag;
+	entry->context = CurrentMemoryContext;
+	entry->transfer = NULL;
+}
+
+/* Requests added and not finished yet: queued or in flight. */
+int
+http_batch_unfinished(const HttpBatch *batch)
+{
+	return batch->count - batch->next + batch->in_flight;
+}
+
+/* A transfer is done: record its outcome and hand its tag back. */
+static void
+collect_message(HttpBatch *batch, CURLMsg *message)
+{
+	Transfer   *transfer;
+	BatchEntry *entry;
+
+	if (message->msg != CURLMSG_DONE)
+		return;
+	curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, (char **) &transfer);
+	entry = &batch->entries[transfer->entry];
+	finish_transfer(transfer, message->data.result);
+	pfree(transfer);
+	entry->transfer = NULL;
+	batch->in_flight--;
+	batch->done[batch->ndone++] = entry->tag;
+}
+
+/*
+ * Start what the slots allow, then wait up to wait_ms for transfers to
+ * finish.  Returns how many finished; their tags are in *done (valid until
+ * the next call).  Returns at once when nothing is unfinished.
+ */
+int
+http_batch_run(HttpBatch *batch, int wait_ms, void ***done)
+{
+	int			running;
+	CURLMsg    *message;
+	int			queued;
+	int64		blocked_us = 0;
+	TimestampTz now;
+
+	batch->ndone = 0;
+	*done = batch->done;
+	while (batch->in_flight < batch->max_in_flight && batch->next < batch->count)
+	{
+		BatchEntry *entry = &batch->entries[batch->next];
+		MemoryContext old = MemoryContextSwitchTo(batch->context);
+
+		entry->transfer = palloc0(sizeof(Transfer));
+		MemoryContextSwitchTo(old);
+		entry->transfer->context = entry->context;
+		entry->transfer->entry = batch->next;
+		batch->next++;			/* first, so http_batch_end() sees a failed start */
+		start_transfer(entry->transfer, entry->request, entry->response, batch->timeout_ms);
+		batch->in_flight++;
+	}
+	if (batch->in_flight == 0)
+		return 0;
+
+	curl_multi_perform(multi_handle, &running);
+	while ((message = curl_multi_info_read(multi_handle, &queued)) != NULL)
+		collect_message(batch, message);
+	if (batch->ndone == 0 && wait_ms > 0)
+	{
+		TimestampTz poll_start = GetCurrentTimestamp();
+
+		curl_multi_poll(multi_handle, NULL, 0, wait_ms, NULL);
+		blocked_us = GetCurrentTimestamp() - poll_start;
+		curl_multi_perform(multi_handle, &running);
+		while ((message = curl_multi_info_read(multi_handle, &queued)) != NULL)
+			collect_message(batch, message);
+	}
+	now = GetCurrentTimestamp();
+	if (batch->window_start == 0)
+		batch->window_start = now;
+	batch->window_blocked_us += blocked_us;
+	if (now - batch->window_start >= WAITING_WINDOW_US)
+	{
+		batch->waiting_share = 0.5 * batch->waiting_share +
+			0.5 * (double) batch->window_blocked_us / (double) (now - batch->window_start);
+		batch->window_start = now;
+		batch->window_blocked_us = 0;
+	}
+	return batch->ndone;
+}
+
+/*
+ * The share of recent wall time (a moving average over 50 ms windows) spent
+ * blocked waiting for answers: near 1 when the channel's latency, not the
+ * caller's own work, is what holds things up.  It starts at 1.
+ */
+double
+http_batch_waiting_share(const HttpBatch *batch)
+{
+	return batch->waiting_share;
+}
+
+/* Release every transfer still in flight (after an error or interrupt). */
+void
+http_batch_end(HttpBatch *batch)
+{
+	for (int i = 0; i < batch->next; i++)
+	{
+		Transfer   *transfer = batch->entries[i].transfer;
+
+		if (transfer == NULL)
+			continue;
+		curl_multi_remove_handle(multi_handle, transfer->easy);
+		curl_easy_cleanup(transfer->easy);
+		curl_slist_free_all(transfer->header_list);
+		pfree(transfer);
+		batch->entries[i].transfer = NULL;
+	}
+	batch->in_flight = 0;
+	batch->next = batch->count;
 }
 
 /*
@@ -240,60 +423,27 @@ void
 http_perform_all(HttpRequest **requests, HttpResponse **responses, int count,
 				 int max_in_flight, int timeout_ms)
 {
-	Transfer   *transfers;
-	volatile int next = 0;
-	volatile int in_flight = 0;
+	HttpBatch  *batch;
 	volatile int done = 0;
 
 	if (count == 0)
 		return;
-	ensure_multi_handle();
-	transfers = palloc0(sizeof(Transfer) * count);
+	batch = http_batch_begin(max_in_flight, timeout_ms);
 	for (int i = 0; i < count; i++)
-	{
-		initStringInfo(&responses[i]->body);
-		initStringInfo(&responses[i]->raw_headers);
-		responses[i]->status = 0;
-		responses[i]->error = NULL;
-	}
-
+		http_batch_add(batch, requests[i], responses[i], NULL);
 	PG_TRY();
 	{
 		while (done < count)
 		{
-			int			running;
-			CURLMsg    *message;
-			int			queued;
+			void	  **finished;
 
-			while (in_flight < max_in_flight && next < count)
-			{
-				start_transfer(&transfers[next], requests[next], responses[next], timeout_ms);
-				next++;
-				in_flight++;
-			}
-
-			curl_multi_perform(multi_handle, &running);
-			while ((message = curl_multi_info_read(multi_handle, &queued)) != NULL)
-			{
-				Transfer   *transfer;
-
-				if (message->msg != CURLMSG_DONE)
-					continue;
-				curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, (char **) &transfer);
-				finish_transfer(transfer, message->data.result);
-				in_flight--;
-				done++;
-			}
-			if (done < count && in_flight > 0)
-				curl_multi_poll(multi_handle, NULL, 0, 50, NULL);
+			done += http_batch_run(batch, 50, &finished);
 			CHECK_FOR_INTERRUPTS();
 		}
 	}
-	PG_CATCH();
+	PG_FINALLY();
 	{
-		abandon_transfers(transfers, count);
-		PG_RE_THROW();
+		http_batch_end(batch);
 	}
 	PG_END_TRY();
-	pfree(transfers);
 }

@@ -39,6 +39,15 @@ typedef struct HttpResponse
 extern void http_add_header(HttpRequest *request, const char *name, const char *value);
 extern char *http_response_header(HttpResponse *response, const char *name);
 extern char *http_escape(const char *text);
+typedef struct HttpBatch HttpBatch;
+
+extern HttpBatch *http_batch_begin(int max_in_flight, int timeout_ms);
+extern void http_batch_add(HttpBatch *batch, HttpRequest *request, HttpResponse *response,
+						   void *tag);
+extern int	http_batch_unfinished(const HttpBatch *batch);
+extern int	http_batch_run(HttpBatch *batch, int wait_ms, void ***done);
+extern double http_batch_waiting_share(const HttpBatch *batch);
+extern void http_batch_end(HttpBatch *batch);
 extern void http_perform_all(HttpRequest **requests, HttpResponse **responses, int count,
 							 int max_in_flight, int timeout_ms);
 

@@ -6,23 +6,25 @@
  *		reconcile_pass() and differ only in how they open and commit
  *		transactions (ReconcileTransactions).
  *
- * A pass is three short transactions with the network in between, so no
- * row lock and no snapshot is held while waiting on a channel:
+ * A pass is a pipeline of short transactions with the network in
+ * between, so no row lock and no snapshot is held while waiting on a
+ * channel, and the channel is not left idle while payflow works:
  *
  *	1. claim (now() is the claim transaction's start, so the due-time
  *	   index serves the oldest-first scan): orders past expires_at are
- *	   expired or have their open
- *	   attempts made due; then due pending_checks rows are leased
- *	   (FOR UPDATE SKIP LOCKED, oldest first) and read with what the
- *	   drivers need.  Commit: the lease, not a lock, keeps other
- *	   reconcilers off the rows until it runs out.
- *	2. network: every query (and refund) in flight at once, up to
- *	   payflow.concurrency; then every close of an unpaid attempt that
- *	   must not be paid any more (superseded, or its order expired or
- *	   cancelled).
- *	3. apply: each outcome in its own subtransaction, through the same C
- *	   code as mark_paid / mark_failed, then commit.  An outcome that
- *	   fails to apply only reschedules its row.
+ *	   expired or have their open attempts made due; then up to
+ *	   payflow.batch_size due pending_checks rows are leased (FOR UPDATE
+ *	   SKIP LOCKED, oldest first) and read with what the drivers need.
+ *	   Commit: the lease, not a lock, keeps other reconcilers off the rows
+ *	   until it runs out.  The next claim comes as soon as every request
+ *	   of the previous ones is in flight, so the queue never runs dry.
+ *	2. network: up to payflow.concurrency queries (and refunds) in flight
+ *	   at once; an unpaid attempt that must not be paid any more
+ *	   (superseded, or its order expired or cancelled) then gets a close.
+ *	3. apply: answered rows, half a claim at a time (or whatever is left
+ *	   when nothing else is in flight), each in its own subtransaction,
+ *	   through the same C code as mark_paid / mark_failed, then commit.
+ *	   An outcome that fails to apply only reschedules its row.
  *
  * A crash anywhere loses nothing: a lease that is not released runs out
  * and the row is claimed again; applying is idempotent (mark_paid of a
@@ -36,6 +38,7 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "utils/array.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -48,9 +51,26 @@ typedef enum CheckAction
 	ACTION_HOLD_REFUND			/* auto_refund is off: not executed */
 } CheckAction;
 
+/* Where a claimed row is in the pass. */
+typedef enum CheckStage
+{
+	STAGE_ASKING,				/* query or refund request queued or in flight */
+	STAGE_CLOSING,				/* close request queued or in flight */
+	STAGE_READY					/* outcome known, waiting to be applied */
+} CheckStage;
+
+/* The rows of one claim share a memory context, freed once all are applied. */
+typedef struct ClaimChunk
+{
+	MemoryContext context;
+	int			unapplied;
+} ClaimChunk;
+
 /* One claimed row and everything learned about it during the pass. */
 typedef struct CheckItem
 {
+	ClaimChunk *chunk;
+	CheckStage	stage;
 	int64		check_id;
 	int			checks_made;
 	int64		payment_id;
@@ -73,6 +93,19 @@ typedef struct CheckItem
 	bool		closed;
 	char	   *close_detail;
 } CheckItem;
+
+/* A pass: claims feed the HTTP batch, answers feed the apply list. */
+typedef struct Pass
+{
+	MemoryContext context;
+	HttpBatch  *http;
+	List	   *to_ask;			/* claimed, request not built yet: a FIFO */
+	int			to_ask_head;	/* its first element not taken yet */
+	List	   *channels;		/* opened so far in this pass */
+	List	   *ready;			/* answered, not applied yet */
+} Pass;
+
+static void serve_network(Pass *pass, int wait_ms);
 
 static PreparedQuery expired_orders = {
 	.sql = "SELECT id FROM payflow.orders"
@@ -130,17 +163,29 @@ static PreparedQuery release_lease = {
 	.argtypes = {INT8OID, TEXTOID, TEXTOID},
 };
 
-/* Open each distinct channel once per pass; a broken configuration only
- * marks its rows. */
+/*
+ * Open each distinct channel once per pass (*opened keeps those opened by
+ * earlier claims of the pass); a broken configuration only marks its rows.
+ */
 static void
-open_channels(CheckItem *items, int count, MemoryContext pass_context)
+open_channels(CheckItem *items, int count, MemoryContext pass_context, List **opened)
 {
 	for (int i = 0; i < count; i++)
 	{
 		MemoryContext old;
 		ResourceOwner owner = CurrentResourceOwner;
+		ListCell   *cell;
 
 		if (items[i].channel != NULL || items[i].setup_error != NULL)
+			continue;
+		foreach(cell, *opened)
+		{
+			Channel    *channel = (Channel *) lfirst(cell);
+
+			if (strcmp(channel->name, items[i].channel_name) == 0)
+				items[i].channel = channel;
+		}
+		if (items[i].channel != NULL)
 			continue;
 		old = CurrentMemoryContext;
 		BeginInternalSubTransaction(NULL);
@@ -155,6 +200,9 @@ open_channels(CheckItem *items, int count, MemoryContext pass_context)
 			for (int j = i; j < count; j++)
 				if (strcmp(items[j].channel_name, items[i].channel_name) == 0)
 					items[j].channel = channel;
+			MemoryContextSwitchTo(pass_context);
+			*opened = lappend(*opened, channel);
+			MemoryContextSwitchTo(old);
 		}
 		PG_CATCH();
 		{
@@ -176,18 +224,30 @@ open_channels(CheckItem *items, int count, MemoryContext pass_context)
 	}
 }
 
-/* Step 1: expire what is due, then lease due checks and read them. */
+/*
+ * Step 1: expire what is due, then lease up to max_checks due checks and
+ * read them into a new chunk (a child of pass_context).
+ */
 static int
-claim(CheckItem **items_out, int max_checks, MemoryContext pass_context)
+claim(Pass *pass, CheckItem **items_out, int max_checks)
 {
+	MemoryContext pass_context = pass->context;
 	Datum		values[2];
 	uint64		nexpired;
 	uint64		nclaimed;
 	int64	   *expired_ids;
 	CheckItem  *items;
+	ClaimChunk *chunk;
 	MemoryContext old;
-	/* Long enough for both network rounds to time out, and the apply. */
-	int			lease_seconds = (payflow_http_timeout_ms * 2) / 1000 + 10;
+
+	/*
+	 * Long enough for every row of the claim to wait its turn behind the
+	 * requests already in flight (one wave each), then time out twice
+	 * (query and close), and be applied.
+	 */
+	int			waves = (max_checks + payflow_concurrency - 1) / payflow_concurrency + 1;
+	int			lease_seconds = (int) Min((int64) waves * 2 * payflow_http_timeout_ms / 1000 + 10,
+										  (int64) 24 * 3600);
 
 	values[0] = Int32GetDatum(max_checks);
 	nexpired = pf_execute(&expired_orders, values, NULL, 0);
@@ -196,9 +256,11 @@ claim(CheckItem **items_out, int max_checks, MemoryContext pass_context)
 		expired_ids[i] = pf_int64(i, "id");
 	for (uint64 i = 0; i < nexpired; i++)
 		pf_expire_order_if_settled(expired_ids[i]);
+	serve_network(pass, 0);
 
 	values[1] = Int32GetDatum(lease_seconds);
 	nclaimed = pf_execute(&lease_due_checks, values, NULL, 0);
+	serve_network(pass, 0);
 	if (nclaimed == 0)
 	{
 		*items_out = NULL;
@@ -214,13 +276,20 @@ claim(CheckItem **items_out, int max_checks, MemoryContext pass_context)
 												TYPALIGN_DOUBLE));
 		nclaimed = pf_execute(&leased_checks, &array, NULL, 0);
 	}
+	serve_network(pass, 0);
 
-	/* Copies of the columns go to the pass context: they outlive commit. */
-	old = MemoryContextSwitchTo(pass_context);
+	/* Copies of the columns go to the chunk's context: they outlive commit. */
+	chunk = MemoryContextAllocZero(pass_context, sizeof(ClaimChunk));
+	chunk->context = AllocSetContextCreate(pass_context, "payflow claimed checks",
+										   ALLOCSET_DEFAULT_SIZES);
+	chunk->unapplied = (int) nclaimed;
+	old = MemoryContextSwitchTo(chunk->context);
 	items = palloc0(sizeof(CheckItem) * (nclaimed + 1));
 	for (uint64 i = 0; i < nclaimed; i++)
 	{
 		CheckItem  *item = &items[i];
+
+		item->chunk = chunk;
 
 		item->check_id = pf_int64(i, "check_id");
 		item->checks_made = DatumGetInt32(pf_datum(i, "checks"));
@@ -255,95 +324,108 @@ claim(CheckItem **items_out, int max_checks, MemoryContext pass_context)
 	}
 	MemoryContextSwitchTo(old);
 
-	open_channels(items, (int) nclaimed, pass_context);
+	open_channels(items, (int) nclaimed, pass_context, &pass->channels);
 	*items_out = items;
 	return (int) nclaimed;
 }
 
-/* Step 2a: build and perform every query and refund at once. */
+/*
+ * Step 2: the network.  Each claimed row's request (query, refund or refund
+ * query) joins the pass's HTTP batch; when its answer comes, an unpaid
+ * attempt that must not be paid any more gets a close request, and
+ * everything else is ready to apply.
+ */
 static void
-ask_channels(CheckItem *items, int count)
+ready_to_apply(Pass *pass, CheckItem *item)
 {
-	HttpRequest **requests = palloc(sizeof(HttpRequest *) * (count + 1));
-	HttpResponse **responses = palloc(sizeof(HttpResponse *) * (count + 1));
-	int		   *index = palloc(sizeof(int) * (count + 1));
-	int			n = 0;
+	MemoryContext old = MemoryContextSwitchTo(pass->context);
 
-	for (int i = 0; i < count; i++)
-	{
-		CheckItem  *item = &items[i];
-		const ChannelDriver *driver;
-
-		if (item->setup_error != NULL || item->action == ACTION_HOLD_REFUND)
-			continue;
-		driver = item->channel->driver;
-		switch (item->action)
-		{
-			case ACTION_QUERY_PAYMENT:
-				driver->build_query(item->channel, &item->payment, &item->request);
-				break;
-			case ACTION_CREATE_REFUND:
-				driver->build_refund(item->channel, &item->refund, &item->request);
-				break;
-			case ACTION_QUERY_REFUND:
-				driver->build_refund_query(item->channel, &item->refund, &item->request);
-				break;
-			case ACTION_HOLD_REFUND:
-				break;
-		}
-		requests[n] = &item->request;
-		responses[n] = &item->response;
-		index[n++] = i;
-	}
-	http_perform_all(requests, responses, n, payflow_concurrency, payflow_http_timeout_ms);
-
-	for (int k = 0; k < n; k++)
-	{
-		CheckItem  *item = &items[index[k]];
-		const ChannelDriver *driver = item->channel->driver;
-
-		if (item->action == ACTION_QUERY_PAYMENT)
-		{
-			driver->parse_query(item->channel, &item->payment, &item->request,
-								&item->response, &item->answer);
-			item->close_wanted = item->must_not_be_paid &&
-				item->answer.state == CHANNEL_PAYMENT_PENDING;
-		}
-		else
-			driver->parse_refund(item->channel, &item->refund, &item->request,
-								 &item->response, &item->refund_answer);
-	}
+	item->stage = STAGE_READY;
+	pass->ready = lappend(pass->ready, item);
+	MemoryContextSwitchTo(old);
 }
 
-/* Step 2b: close at the channel the unpaid attempts that must not be paid. */
+/* A claimed row waits its turn; one that needs no request is ready now. */
 static void
-close_unpaid(CheckItem *items, int count)
+queue_to_ask(Pass *pass, CheckItem *item)
 {
-	HttpRequest **requests = palloc(sizeof(HttpRequest *) * (count + 1));
-	HttpResponse **responses = palloc(sizeof(HttpResponse *) * (count + 1));
-	int		   *index = palloc(sizeof(int) * (count + 1));
-	int			n = 0;
+	MemoryContext old;
 
-	for (int i = 0; i < count; i++)
+	if (item->setup_error != NULL || item->action == ACTION_HOLD_REFUND)
 	{
-		if (!items[i].close_wanted)
-			continue;
-		items[i].channel->driver->build_close(items[i].channel, &items[i].payment,
-											  &items[i].close_request);
-		requests[n] = &items[i].close_request;
-		responses[n] = &items[i].close_response;
-		index[n++] = i;
+		ready_to_apply(pass, item);
+		return;
 	}
-	http_perform_all(requests, responses, n, payflow_concurrency, payflow_http_timeout_ms);
-	for (int k = 0; k < n; k++)
-	{
-		CheckItem  *item = &items[index[k]];
+	old = MemoryContextSwitchTo(pass->context);
+	pass->to_ask = lappend(pass->to_ask, item);
+	MemoryContextSwitchTo(old);
+}
 
-		item->closed = item->channel->driver->parse_close(item->channel, &item->payment,
-														  &item->close_request,
-														  &item->close_response,
-														  &item->close_detail);
+/*
+ * Build a request (a WeChat request costs an RSA signature) only when a
+ * slot is free, so building overlaps the channel's work on the others.
+ */
+static void
+start_asking(Pass *pass, CheckItem *item)
+{
+	const ChannelDriver *driver;
+	MemoryContext old;
+
+	old = MemoryContextSwitchTo(item->chunk->context);
+	driver = item->channel->driver;
+	switch (item->action)
+	{
+		case ACTION_QUERY_PAYMENT:
+			driver->build_query(item->channel, &item->payment, &item->request);
+			break;
+		case ACTION_CREATE_REFUND:
+			driver->build_refund(item->channel, &item->refund, &item->request);
+			break;
+		case ACTION_QUERY_REFUND:
+			driver->build_refund_query(item->channel, &item->refund, &item->request);
+			break;
+		case ACTION_HOLD_REFUND:
+			break;
 	}
+	item->stage = STAGE_ASKING;
+	http_batch_add(pass->http, &item->request, &item->response, item);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+answer_came(Pass *pass, CheckItem *item)
+{
+	const ChannelDriver *driver = item->channel->driver;
+	MemoryContext old = MemoryContextSwitchTo(item->chunk->context);
+
+	if (item->stage == STAGE_CLOSING)
+	{
+		item->closed = driver->parse_close(item->channel, &item->payment, &item->close_request,
+										   &item->close_response, &item->close_detail);
+		ready_to_apply(pass, item);
+	}
+	else if (item->action == ACTION_QUERY_PAYMENT)
+	{
+		driver->parse_query(item->channel, &item->payment, &item->request,
+							&item->response, &item->answer);
+		item->close_wanted = item->must_not_be_paid &&
+			item->answer.state == CHANNEL_PAYMENT_PENDING;
+		if (item->close_wanted)
+		{
+			driver->build_close(item->channel, &item->payment, &item->close_request);
+			item->stage = STAGE_CLOSING;
+			http_batch_add(pass->http, &item->close_request, &item->close_response, item);
+		}
+		else
+			ready_to_apply(pass, item);
+	}
+	else
+	{
+		driver->parse_refund(item->channel, &item->refund, &item->request,
+							 &item->response, &item->refund_answer);
+		ready_to_apply(pass, item);
+	}
+	MemoryContextSwitchTo(old);
 }
 
 /* Still open: due again later, or to review when the schedule is spent. */
@@ -443,15 +525,61 @@ apply_refund_outcome(CheckItem *item)
 	}
 }
 
-/* Step 3: apply each outcome in a subtransaction of the apply transaction. */
+/*
+ * Keep the channel busy while payflow works: collect the answers that came
+ * and start requests in the free slots, without waiting.  Touches no
+ * table, so it may run inside the apply transaction.
+ */
+/* Fill the free slots from the rows waiting to ask; returns the unfinished. */
+static int
+feed_requests(Pass *pass)
+{
+	int			unfinished = http_batch_unfinished(pass->http);
+
+	while (unfinished < payflow_concurrency && pass->to_ask_head < list_length(pass->to_ask))
+	{
+		start_asking(pass, (CheckItem *) list_nth(pass->to_ask, pass->to_ask_head++));
+		unfinished++;
+	}
+	if (pass->to_ask_head == list_length(pass->to_ask))
+	{
+		list_free(pass->to_ask);
+		pass->to_ask = NIL;
+		pass->to_ask_head = 0;
+	}
+	return unfinished;
+}
+
 static void
-apply_outcomes(CheckItem *items, int count)
+serve_network(Pass *pass, int wait_ms)
+{
+	void	  **done;
+	int			ndone;
+
+	feed_requests(pass);
+	ndone = http_batch_run(pass->http, wait_ms, &done);
+	for (int i = 0; i < ndone; i++)
+		answer_came(pass, (CheckItem *) done[i]);
+}
+
+#define SERVE_NETWORK_EVERY 8	/* outcomes applied between two serve_network() */
+
+/*
+ * Step 3: apply the first count ready outcomes, each in a subtransaction of
+ * the apply transaction.  Answers that come meanwhile join pass->ready
+ * after them.
+ */
+static void
+apply_outcomes(Pass *pass, int count)
 {
 	for (int i = 0; i < count; i++)
 	{
-		CheckItem  *item = &items[i];
+		CheckItem  *item = (CheckItem *) list_nth(pass->ready, i);
 		MemoryContext old = CurrentMemoryContext;
 		ResourceOwner owner = CurrentResourceOwner;
+
+		if (i % SERVE_NETWORK_EVERY == SERVE_NETWORK_EVERY - 1)
+			serve_network(pass, 0);
 
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(old);
@@ -484,49 +612,133 @@ apply_outcomes(CheckItem *items, int count)
 	}
 }
 
-/*
- * One pass over at most max_checks due checks.  Returns the number of
- * checks made.  txn opens and commits the pass's three transactions.
- */
-int
-reconcile_pass(int max_checks, const ReconcileTransactions *txn)
+/* Apply the ready outcomes in one transaction; free finished chunks. */
+static void
+apply_ready(Pass *pass, const ReconcileTransactions *txn)
 {
-	MemoryContext pass_context;
-	MemoryContext old;
-	CheckItem  *items = NULL;
-	volatile int count = 0;
+	int			count = list_length(pass->ready);
 
-	pass_context = AllocSetContextCreate(TopMemoryContext, "payflow reconcile pass",
-										 ALLOCSET_DEFAULT_SIZES);
-	PG_TRY();
+	txn->begin("payflow: applying channel outcomes");
+	apply_outcomes(pass, count);
+	txn->commit();
+	for (int i = 0; i < count; i++)
 	{
-		txn->begin("payflow: claiming due checks");
-		count = claim(&items, max_checks, pass_context);
-		txn->commit();
+		ClaimChunk *chunk = ((CheckItem *) list_nth(pass->ready, i))->chunk;
 
-		if (count > 0)
+		if (--chunk->unapplied == 0)
 		{
-			old = MemoryContextSwitchTo(pass_context);
-			ask_channels(items, count);
-			close_unpaid(items, count);
-			MemoryContextSwitchTo(old);
-
-			txn->begin("payflow: applying channel outcomes");
-			apply_outcomes(items, count);
-			txn->commit();
+			MemoryContextDelete(chunk->context);
+			pfree(chunk);
 		}
 	}
-	PG_FINALLY();
-	{
-		MemoryContextDelete(pass_context);
-	}
-	PG_END_TRY();
-
-	if (pf_worker_state != NULL && count > 0)
+	/* answers that came during the apply wait for the next one */
+	pass->ready = list_delete_first_n(pass->ready, count);
+	if (pf_worker_state != NULL)
 	{
 		SpinLockAcquire(&pf_worker_state->mutex);
 		pf_worker_state->checks_made += count;
 		SpinLockRelease(&pf_worker_state->mutex);
 	}
-	return count;
+}
+
+/* The pass's loop: claim, wait for answers, apply, until all is done. */
+static int
+run_pass(Pass *pass, int max_checks, const ReconcileTransactions *txn)
+{
+	int			chunk_size = Max(Min(payflow_batch_size, max_checks), 1);
+	int			apply_every = Max(chunk_size / 2, 1);
+	int			small_step = Min(Max(payflow_concurrency * 2, 32), chunk_size);
+	bool		network_bound = true;	/* until the network shows otherwise */
+	int			claimed = 0;
+	bool		exhausted = false;
+	bool		waiting = false;
+
+	for (;;)
+	{
+		int			unfinished = feed_requests(pass);
+
+		/*
+		 * While the channel's latency is what holds things up (and at the
+		 * start), claim and apply in small steps: the requests in flight
+		 * finish during a step, and their slots stay empty until it ends.
+		 * When payflow's own work is the bound, big steps cost less.
+		 */
+		if (http_batch_waiting_share(pass->http) > 0.3)
+			network_bound = true;
+		else if (http_batch_waiting_share(pass->http) < 0.1)
+			network_bound = false;
+		if (!exhausted && claimed < max_checks && pass->to_ask == NIL &&
+			unfinished <= payflow_concurrency)
+		{
+			CheckItem  *items;
+			int			want = Min(network_bound ? small_step : chunk_size, max_checks - claimed);
+			int			count;
+
+			waiting = false;
+			txn->begin("payflow: claiming due checks");
+			count = claim(pass, &items, want);
+			txn->commit();
+			claimed += count;
+			exhausted = count < want;
+			for (int i = 0; i < count; i++)
+				queue_to_ask(pass, &items[i]);
+			continue;
+		}
+		if (pass->ready != NIL &&
+			(list_length(pass->ready) >= (network_bound ? small_step : apply_every) ||
+			 unfinished == 0))
+		{
+			waiting = false;
+			apply_ready(pass, txn);
+			continue;
+		}
+		if (unfinished == 0 && pass->to_ask == NIL)
+			return claimed;
+		if (!waiting)
+			pgstat_report_activity(STATE_RUNNING, "payflow: waiting for the channels");
+		waiting = true;
+		serve_network(pass, 50);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * One pass over at most max_checks due checks; returns the number made.
+ * txn opens and commits the pass's short transactions.
+ *
+ * The pass is a pipeline, so the channel is never left idle while payflow
+ * claims or applies: the next claim comes as soon as the requests of the
+ * previous ones are all in flight, answers are applied in groups, and both
+ * stop now and then to collect answers and start requests (serve_network).
+ * Claims are payflow.batch_size rows and applies half that when payflow's
+ * own work is the bound; 2 x payflow.concurrency when the channel's latency
+ * is (a long step would leave the slots it frees empty until it ends).
+ */
+int
+reconcile_pass(int max_checks, const ReconcileTransactions *txn)
+{
+	MemoryContext pass_context;
+	Pass	   *pass;
+	volatile int claimed = 0;
+
+	pass_context = AllocSetContextCreate(TopMemoryContext, "payflow reconcile pass",
+										 ALLOCSET_DEFAULT_SIZES);
+	pass = MemoryContextAllocZero(pass_context, sizeof(Pass));
+	pass->context = pass_context;
+	PG_TRY();
+	{
+		MemoryContext old = MemoryContextSwitchTo(pass_context);
+
+		pass->http = http_batch_begin(payflow_concurrency, payflow_http_timeout_ms);
+		MemoryContextSwitchTo(old);
+		claimed = run_pass(pass, max_checks, txn);
+	}
+	PG_FINALLY();
+	{
+		if (pass->http != NULL)
+			http_batch_end(pass->http);
+		MemoryContextDelete(pass_context);
+	}
+	PG_END_TRY();
+	return claimed;
 }

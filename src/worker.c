@@ -3,8 +3,8 @@
  *		The reconciler background worker, and payflow.reconcile() for
  *		pg_cron users: both run reconcile_pass().
  *
- * The worker connects to payflow.database and loops: run a pass; if it
- * used its whole batch, run another at once; otherwise sleep on its latch
+ * The worker connects to payflow.database and loops: run a pass (up to
+ * WORKER_PASS_CLAIMS batches); if it used all of them, run another at once; otherwise sleep on its latch
  * until the earliest due check or order expiry (at most 10 s), or until a
  * committing transaction that queued a check wakes it (worker_state.c).
  * Each loop resets its memory context, checks for interrupts and reloads
@@ -33,6 +33,13 @@ PGDLLEXPORT void payflow_worker_main(Datum main_arg);
 PG_FUNCTION_INFO_V1(payflow_reconcile);
 
 #define MAX_SLEEP_MS 10000
+
+/*
+ * A worker pass makes up to this many claims of payflow.batch_size; the
+ * pass keeps the channel busy across its claims, and the loop between
+ * passes reloads settings and records progress.
+ */
+#define WORKER_PASS_CLAIMS 8
 
 static PreparedQuery extension_installed = {
 	.sql = "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'payflow'",
@@ -178,9 +185,10 @@ payflow_worker_main(Datum main_arg)
 		old = MemoryContextSwitchTo(loop_context);
 		if (payflow_worker_enabled && payflow_installed())
 		{
-			int			made = reconcile_pass(payflow_batch_size, &worker_transactions);
+			int			max_checks = payflow_batch_size * WORKER_PASS_CLAIMS;
+			int			made = reconcile_pass(max_checks, &worker_transactions);
 
-			sleep_ms = made >= payflow_batch_size ? 0 : milliseconds_until_due();
+			sleep_ms = made >= max_checks ? 0 : milliseconds_until_due();
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_context);

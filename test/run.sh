@@ -9,6 +9,11 @@
 #    rules of spec section 3.
 # 3. Concurrency (test/concurrency/*.sh, TAP, run by prove): real parallel
 #    sessions racing on one customer, one order, one payment.
+# 4. The test channel server's self-test; 5. integration (worker, channels,
+#    pg_cron, dump/restore); 6. docs (the picture matches the table).
+#
+# PF_ONLY="integration" (function names below, space-separated) runs only
+# those steps, for development; CI runs everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
@@ -22,6 +27,8 @@ failed=0
 passed=0
 step() {
     local name=$1; shift
+    # PF_ONLY="integration docs" runs only the steps whose function is named.
+    if [ -n "${PF_ONLY:-}" ] && [[ " $PF_ONLY " != *" $1 "* ]]; then return 0; fi
     if "$@"; then passed=$((passed + 1)); pf_log "$name: ok"
     else failed=$((failed + 1)); pf_log "$name: FAILED"; fi
 }
