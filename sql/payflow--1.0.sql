@@ -277,6 +277,14 @@ CREATE TRIGGER refunds_guard_transition
     BEFORE INSERT OR UPDATE OF status ON payflow.refunds
     FOR EACH ROW EXECUTE FUNCTION payflow.guard_transition('refund');
 
+-- Each backend keeps payflow.transitions in memory for the guard; any change
+-- to the table tells every backend to read it again.
+CREATE FUNCTION payflow.transitions_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'payflow_transitions_changed' LANGUAGE C;
+CREATE TRIGGER transitions_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON payflow.transitions
+    FOR EACH STATEMENT EXECUTE FUNCTION payflow.transitions_changed();
+
 CREATE FUNCTION payflow.refuse_event_rewrite() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN

@@ -8,20 +8,129 @@
  * API never checks a move itself, it writes the new status and lets this
  * trigger decide, so a direct UPDATE by anyone is held to the same rules.
  * A new row must start from the pseudo-state 'start'.
+ *
+ * Each backend keeps the table in a hash.  A statement trigger on
+ * payflow.transitions (payflow_transitions_changed) sends a relcache
+ * invalidation for it on every change, which reaches this backend at the
+ * end of the changing statement (and again on rollback) and every other
+ * backend when it commits; the relcache callback then marks the hash stale
+ * and the next check reloads it.  So the guard always sees what reading the
+ * table would show, without reading it for every row written.
  */
 #include "payflow.h"
 
+#include "catalog/namespace.h"
 #include "commands/trigger.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
 
 PG_FUNCTION_INFO_V1(payflow_guard_transition);
+PG_FUNCTION_INFO_V1(payflow_transitions_changed);
 
-static PreparedQuery transition_exists = {
-	.sql = "SELECT 1 FROM payflow.transitions"
-	" WHERE entity = $1 AND from_status = $2 AND to_status = $3",
-	.nargs = 3,
-	.argtypes = {TEXTOID, TEXTOID, TEXTOID},
+static PreparedQuery all_transitions = {
+	.sql = "SELECT entity, from_status, to_status FROM payflow.transitions",
+	.nargs = 0,
 	.read_only = true,
 };
+
+#define TRANSITION_KEY_LEN 96	/* "entity/from/to"; longer moves are never legal */
+
+typedef struct TransitionEntry
+{
+	char		key[TRANSITION_KEY_LEN];
+} TransitionEntry;
+
+static HTAB *transition_cache = NULL;
+static MemoryContext transition_cache_context = NULL;
+static bool transition_cache_valid = false;
+static bool transition_callback_registered = false;
+static Oid	transitions_relid = InvalidOid;
+
+static void
+transitions_invalidated(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == transitions_relid)
+		transition_cache_valid = false;
+}
+
+/* The hash key of a move; false when it is too long to be a legal one. */
+static bool
+transition_key(char *key, const char *entity, const char *from_status, const char *to_status)
+{
+	int			len = snprintf(key, TRANSITION_KEY_LEN, "%s/%s/%s",
+							   entity, from_status, to_status);
+
+	return len >= 0 && len < TRANSITION_KEY_LEN;
+}
+
+/* (Re)load payflow.transitions into the hash; call inside SPI. */
+static void
+load_transitions(void)
+{
+	HASHCTL		ctl;
+	uint64		count;
+
+	if (!transition_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(transitions_invalidated, (Datum) 0);
+		transition_callback_registered = true;
+	}
+	if (transition_cache_context == NULL)
+		transition_cache_context = AllocSetContextCreate(TopMemoryContext,
+														 "payflow transitions",
+														 ALLOCSET_SMALL_SIZES);
+	/* Mark valid first: an invalidation during the load marks it stale again. */
+	transition_cache_valid = true;
+	transition_cache = NULL;
+	MemoryContextReset(transition_cache_context);
+	transitions_relid = get_relname_relid("transitions", get_namespace_oid("payflow", false));
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = TRANSITION_KEY_LEN;
+	ctl.entrysize = sizeof(TransitionEntry);
+	ctl.hcxt = transition_cache_context;
+	transition_cache = hash_create("payflow transitions", 128, &ctl,
+								   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	count = pf_execute(&all_transitions, NULL, NULL, 0);
+	for (uint64 i = 0; i < count; i++)
+	{
+		char		key[TRANSITION_KEY_LEN];
+
+		if (transition_key(key, pf_text(i, "entity"), pf_text(i, "from_status"),
+						   pf_text(i, "to_status")))
+			(void) hash_search(transition_cache, key, HASH_ENTER, NULL);
+	}
+}
+
+/* Is the move a row of payflow.transitions?  Call inside SPI. */
+static bool
+transition_is_legal(const char *entity, const char *from_status, const char *to_status)
+{
+	char		key[TRANSITION_KEY_LEN];
+
+	while (!transition_cache_valid)
+		load_transitions();
+	if (!transition_key(key, entity, from_status, to_status))
+		return false;
+	return hash_search(transition_cache, key, HASH_FIND, NULL) != NULL;
+}
+
+/*
+ * AFTER ... FOR EACH STATEMENT trigger on payflow.transitions: every
+ * backend's copy of the table is stale once this change is visible.
+ */
+Datum
+payflow_transitions_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "payflow_transitions_changed: must be called as a trigger");
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
+}
 
 /* The column that names the row for people: order_no, payment_no, refund_no. */
 static const char *
@@ -44,8 +153,7 @@ payflow_guard_transition(PG_FUNCTION_ARGS)
 	char	   *from_status;
 	char	   *to_status;
 	int			status_attno;
-	Datum		values[3];
-	uint64		found;
+	bool		legal;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -79,13 +187,10 @@ payflow_guard_transition(PG_FUNCTION_ARGS)
 		return PointerGetDatum(new_row);	/* no move: other columns changed */
 
 	SPI_connect();
-	values[0] = CStringGetTextDatum(entity);
-	values[1] = CStringGetTextDatum(from_status ? from_status : "(null)");
-	values[2] = CStringGetTextDatum(to_status);
-	found = pf_execute(&transition_exists, values, NULL, 1);
+	legal = transition_is_legal(entity, from_status ? from_status : "(null)", to_status);
 	SPI_finish();
 
-	if (found == 0)
+	if (!legal)
 	{
 		char	   *name = SPI_getvalue(new_row, tupdesc,
 										SPI_fnumber(tupdesc, identifying_column(entity)));
