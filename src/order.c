@@ -23,12 +23,17 @@ PG_FUNCTION_INFO_V1(payflow_create_order_from_cart);
 PG_FUNCTION_INFO_V1(payflow_open_order);
 PG_FUNCTION_INFO_V1(payflow_cancel_order);
 
-static PreparedQuery lock_cart = {
-	.sql = "SELECT c.sku, c.quantity, c.unit_price, c.currency::text AS currency,"
-	"       s.sku IS NOT NULL AS stocked"
-	" FROM payflow.cart_items c LEFT JOIN payflow.stock s ON s.sku = c.sku"
-	" WHERE c.customer_id = $1"
-	" ORDER BY c.sku FOR UPDATE OF c",
+/*
+ * Take the cart: its lines are deleted and returned in one statement, which
+ * also row-locks them, so concurrent checkouts of this customer queue here;
+ * a later error rolls the deletion back with everything else.
+ */
+static PreparedQuery take_cart = {
+	.sql = "WITH taken AS ("
+	"   DELETE FROM payflow.cart_items c WHERE c.customer_id = $1"
+	"   RETURNING c.sku, c.title, c.quantity, c.unit_price, c.currency::text AS currency,"
+	"             EXISTS (SELECT 1 FROM payflow.stock s WHERE s.sku = c.sku) AS stocked)"
+	" SELECT * FROM taken ORDER BY sku",
 	.nargs = 1,
 	.argtypes = {TEXTOID},
 };
@@ -61,27 +66,22 @@ static PreparedQuery newest_open_order_read_only = {
 };
 
 /* Locked in SKU order, and read as their latest committed version. */
-static PreparedQuery lock_cart_stock = {
-	.sql = "SELECT s.sku, s.available, c.quantity"
-	" FROM payflow.stock s JOIN payflow.cart_items c ON c.sku = s.sku"
-	" WHERE c.customer_id = $1 ORDER BY s.sku FOR UPDATE OF s",
+static PreparedQuery lock_stock = {
+	.sql = "SELECT sku, available FROM payflow.stock WHERE sku = ANY ($1) ORDER BY sku FOR UPDATE",
 	.nargs = 1,
-	.argtypes = {TEXTOID},
+	.argtypes = {TEXTARRAYOID},
 };
 
-static PreparedQuery reserve_cart_stock = {
-	.sql = "UPDATE payflow.stock s SET available = s.available - c.quantity, updated_at = now()"
-	" FROM payflow.cart_items c WHERE c.customer_id = $1 AND c.sku = s.sku"
-	"   AND s.sku = ANY ($2)",
+static PreparedQuery reserve_stock = {
+	.sql = "UPDATE payflow.stock s SET available = s.available - q.quantity, updated_at = now()"
+	" FROM unnest($1::text[], $2::int4[]) AS q(sku, quantity) WHERE s.sku = q.sku",
 	.nargs = 2,
-	.argtypes = {TEXTOID, TEXTARRAYOID},
+	.argtypes = {TEXTARRAYOID, INT4ARRAYOID},
 };
 
 /*
- * The order, its lines from the emptied cart, and its order.created event,
- * in one statement: the cart is read once, by the DELETE that empties it.
- * Only the lines checked under lock ($7) are taken: a line another session
- * adds meanwhile stays in the cart instead of joining the order unchecked.
+ * The order, its lines (the cart lines taken, passed as arrays) and its
+ * order.created event, in one statement.
  */
 static PreparedQuery insert_order_from_cart = {
 	.sql = "WITH new_order AS ("
@@ -91,20 +91,21 @@ static PreparedQuery insert_order_from_cart = {
 	"          $1, 'awaiting_payment', $2, $3, $4, $5"
 	"   FROM (SELECT nextval('payflow.orders_id_seq') AS id) n"
 	"   RETURNING *),"
-	" emptied AS (DELETE FROM payflow.cart_items WHERE customer_id = $1 AND sku = ANY ($7)"
-	"   RETURNING sku, title, quantity, unit_price),"
 	" lines AS ("
 	"   INSERT INTO payflow.order_lines (order_id, sku, title, quantity, unit_price, reserved)"
-	"   SELECT o.id, c.sku, c.title, c.quantity, c.unit_price, c.sku = ANY ($6)"
-	"   FROM emptied c CROSS JOIN new_order o),"
+	"   SELECT o.id, l.sku, l.title, l.quantity, l.unit_price, l.sku = ANY ($6)"
+	"   FROM unnest($7::text[], $8::text[], $9::int4[], $10::int8[])"
+	"        AS l(sku, title, quantity, unit_price)"
+	"   CROSS JOIN new_order o),"
 	" created AS ("
 	"   INSERT INTO payflow.events (type, order_id, payload)"
 	"   SELECT 'order.created', o.id,"
 	"          jsonb_strip_nulls(jsonb_build_object(" PF_EVENT_ORDER_FIELDS("o") "))"
 	"   FROM new_order o)"
 	" SELECT * FROM new_order",
-	.nargs = 7,
-	.argtypes = {TEXTOID, BPCHAROID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID},
+	.nargs = 10,
+	.argtypes = {TEXTOID, BPCHAROID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT8ARRAYOID},
 };
 
 static PreparedQuery lock_order = {
@@ -154,6 +155,135 @@ static PreparedQuery restore_order_cart = {
  * order awaiting payment, or the same key returns the same order, or an
  * empty cart resumes the customer's open order.
  */
+/* The order with this customer's idempotency key, as the result; or 0. */
+static Datum
+order_by_key_result(FunctionCallInfo fcinfo, MemoryContext caller_context,
+					Datum customer, const char *idempotency_key)
+{
+	Datum		values[2] = {customer, CStringGetTextDatum(idempotency_key)};
+
+	if (pf_execute(&order_by_key, values, NULL, 1) != 1)
+		return (Datum) 0;
+	return pf_row_as_result(fcinfo, caller_context, 0);
+}
+
+/* The cart lines taken by checkout, as arrays for the insert. */
+typedef struct CartLines
+{
+	int			count;
+	Datum	   *skus;
+	Datum	   *titles;
+	bool	   *title_nulls;
+	Datum	   *quantities;
+	Datum	   *unit_prices;
+	char	   *currency;
+	int64		total;
+	bool		any_stocked;
+} CartLines;
+
+/* Read the taken lines (SPI_tuptable) and check them as a whole. */
+static void
+read_cart_lines(CartLines *lines, const char *customer_id, uint64 count)
+{
+	lines->count = (int) count;
+	lines->skus = palloc(sizeof(Datum) * (count + 1));
+	lines->titles = palloc(sizeof(Datum) * (count + 1));
+	lines->title_nulls = palloc(sizeof(bool) * (count + 1));
+	lines->quantities = palloc(sizeof(Datum) * (count + 1));
+	lines->unit_prices = palloc(sizeof(Datum) * (count + 1));
+	lines->currency = NULL;
+	lines->total = 0;
+	lines->any_stocked = false;
+
+	for (uint64 i = 0; i < count; i++)
+	{
+		char	   *line_currency = pf_text(i, "currency");
+		int32		quantity = DatumGetInt32(pf_datum(i, "quantity"));
+		int64		unit_price = pf_int64(i, "unit_price");
+		int64		line_amount;
+
+		/* Copies: later queries replace SPI_tuptable. */
+		lines->skus[i] = PointerGetDatum(PG_DETOAST_DATUM_COPY(pf_datum(i, "sku")));
+		lines->title_nulls[i] = pf_isnull(i, "title");
+		lines->titles[i] = lines->title_nulls[i] ? (Datum) 0 :
+			PointerGetDatum(PG_DETOAST_DATUM_COPY(pf_datum(i, "title")));
+		lines->quantities[i] = Int32GetDatum(quantity);
+		lines->unit_prices[i] = Int64GetDatum(unit_price);
+
+		if (lines->currency == NULL)
+			lines->currency = line_currency;
+		else if (strcmp(lines->currency, line_currency) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_PF_MIXED_CURRENCIES),
+					 errmsg("cart of customer %s mixes currencies", customer_id),
+					 errdetail("Line %s is in %s while another line is in %s; one order has one currency.",
+							   pf_text(i, "sku"), line_currency, lines->currency),
+					 errhint("Remove the lines of one currency with payflow.cart_put(..., quantity => 0) and check them out separately.")));
+		if (pg_mul_s64_overflow(quantity, unit_price, &line_amount) ||
+			pg_add_s64_overflow(lines->total, line_amount, &lines->total))
+			ereport(ERROR,
+					(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+					 errmsg("cart total of customer %s is out of range", customer_id),
+					 errdetail("Line %s makes the total exceed the bigint range of minor units.",
+							   pf_text(i, "sku")),
+					 errhint("Check the line's quantity and unit_price.")));
+		if (DatumGetBool(pf_datum(i, "stocked")))
+			lines->any_stocked = true;
+	}
+}
+
+/*
+ * Reserve the stock of the stocked lines, rows locked in SKU order and
+ * checked at their latest.  Returns the reserved SKUs as a text[] datum.
+ */
+static Datum
+reserve_cart_stock(const CartLines *lines, const char *customer_id)
+{
+	Datum		all_skus;
+	uint64		nstocked;
+	Datum	   *reserved;
+	Datum	   *wanted;
+
+	if (!lines->any_stocked)
+		return PointerGetDatum(construct_empty_array(TEXTOID));
+
+	all_skus = PointerGetDatum(construct_array(lines->skus, lines->count, TEXTOID, -1, false,
+											   TYPALIGN_INT));
+	nstocked = pf_execute(&lock_stock, &all_skus, NULL, 0);
+	reserved = palloc(sizeof(Datum) * (nstocked + 1));
+	wanted = palloc(sizeof(Datum) * (nstocked + 1));
+	for (uint64 i = 0; i < nstocked; i++)
+	{
+		char	   *sku = pf_text(i, "sku");
+		int32		available = DatumGetInt32(pf_datum(i, "available"));
+		int32		quantity = 0;
+
+		for (int j = 0; j < lines->count; j++)
+			if (strcmp(TextDatumGetCString(lines->skus[j]), sku) == 0)
+				quantity = DatumGetInt32(lines->quantities[j]);
+		if (available < quantity)
+			ereport(ERROR,
+					(errcode(ERRCODE_PF_INSUFFICIENT_STOCK),
+					 errmsg("insufficient stock for SKU %s", sku),
+					 errdetail("Customer %s wants %d of SKU %s but %d are available.",
+							   customer_id, quantity, sku, available),
+					 errhint("Lower the quantity with payflow.cart_put() or remove the line, then check out again.")));
+		reserved[i] = CStringGetTextDatum(sku);
+		wanted[i] = Int32GetDatum(quantity);
+	}
+	{
+		Datum		values[2];
+
+		values[0] = PointerGetDatum(construct_array(reserved, nstocked, TEXTOID, -1, false,
+													TYPALIGN_INT));
+		values[1] = PointerGetDatum(construct_array(wanted, nstocked, INT4OID, 4, true,
+													TYPALIGN_INT));
+		if (nstocked > 0)
+			pf_execute(&reserve_stock, values, NULL, 0);
+		return values[0];
+	}
+}
+
 Datum
 payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 {
@@ -163,66 +293,28 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 	Datum		customer_datum = CStringGetTextDatum(customer_id);
 	Datum		result;
 	uint64		nlines;
-	char	   *currency = NULL;
-	int64		total = 0;
-	bool		any_stocked = false;
+	CartLines	lines;
 	Datum		reserved_skus;
-	Datum		checked_skus;
 
 	SPI_connect();
 
-	/* 1. Lock the cart: concurrent checkouts of this customer queue here. */
-	nlines = pf_execute(&lock_cart, &customer_datum, NULL, 0);
+	/* 1. The same key again returns the same order, whatever the cart holds. */
+	if (idempotency_key != NULL &&
+		(result = order_by_key_result(fcinfo, caller_context, customer_datum,
+									  idempotency_key)) != (Datum) 0)
 	{
-		Datum	   *skus = palloc(sizeof(Datum) * (nlines + 1));
-
-		/* Keep what we need: later queries replace SPI_tuptable. */
-		for (uint64 i = 0; i < nlines; i++)
-		{
-			char	   *line_currency = pf_text(i, "currency");
-			int64		line_amount;
-
-			skus[i] = PointerGetDatum(PG_DETOAST_DATUM_COPY(pf_datum(i, "sku")));
-
-			if (currency == NULL)
-				currency = line_currency;
-			else if (strcmp(currency, line_currency) != 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_PF_MIXED_CURRENCIES),
-						 errmsg("cart of customer %s mixes currencies", customer_id),
-						 errdetail("Line %s is in %s while another line is in %s; one order has one currency.",
-								   pf_text(i, "sku"), line_currency, currency),
-						 errhint("Remove the lines of one currency with payflow.cart_put(..., quantity => 0) and check them out separately.")));
-			if (pg_mul_s64_overflow(DatumGetInt32(pf_datum(i, "quantity")),
-									pf_int64(i, "unit_price"), &line_amount) ||
-				pg_add_s64_overflow(total, line_amount, &total))
-				ereport(ERROR,
-						(errcode(ERRCODE_PF_INVALID_ARGUMENT),
-						 errmsg("cart total of customer %s is out of range", customer_id),
-						 errdetail("Line %s makes the total exceed the bigint range of minor units.",
-								   pf_text(i, "sku")),
-						 errhint("Check the line's quantity and unit_price.")));
-			if (DatumGetBool(pf_datum(i, "stocked")))
-				any_stocked = true;
-		}
-		checked_skus = PointerGetDatum(construct_array(skus, nlines, TEXTOID, -1, false,
-														TYPALIGN_INT));
+		SPI_finish();
+		PG_RETURN_DATUM(result);
 	}
 
-	/* 2. The same key again returns the same order, whatever the cart holds. */
-	if (idempotency_key != NULL)
-	{
-		Datum		values[2] = {customer_datum, CStringGetTextDatum(idempotency_key)};
+	/* 2. Take the cart: concurrent checkouts of this customer queue here. */
+	nlines = pf_execute(&take_cart, &customer_datum, NULL, 0);
 
-		if (pf_execute(&order_by_key, values, NULL, 1) == 1)
-		{
-			result = pf_row_as_result(fcinfo, caller_context, 0);
-			SPI_finish();
-			PG_RETURN_DATUM(result);
-		}
-	}
-
-	/* 3. Empty cart: resume the customer's recent open order, if any. */
+	/*
+	 * 3. Empty cart.  A checkout with the same key that held the lines
+	 * before us has committed by now: return its order.  Otherwise resume
+	 * the customer's recent open order, if any.
+	 */
 	if (nlines == 0)
 	{
 		Datum		values[3] = {
@@ -231,6 +323,13 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 			TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
 		};
 
+		if (idempotency_key != NULL &&
+			(result = order_by_key_result(fcinfo, caller_context, customer_datum,
+										  idempotency_key)) != (Datum) 0)
+		{
+			SPI_finish();
+			PG_RETURN_DATUM(result);
+		}
 		if (pf_execute(&newest_open_order, values, NULL, 1) == 1)
 		{
 			result = pf_row_as_result(fcinfo, caller_context, 0);
@@ -244,52 +343,32 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 						   customer_id, payflow_resume_window_s),
 				 errhint("Add items with payflow.cart_put() first; to pay an existing order use payflow.open_order() and payflow.begin_payment().")));
 	}
+	read_cart_lines(&lines, customer_id, nlines);
 
-	/* 4. Reserve stock, rows locked in SKU order, checked at their latest. */
-	reserved_skus = PointerGetDatum(construct_empty_array(TEXTOID));
-	if (any_stocked)
+	/* 4. Reserve stock. */
+	reserved_skus = reserve_cart_stock(&lines, customer_id);
+
+	/* 5. The order, its lines and its event, in one statement. */
 	{
-		uint64		nstocked = pf_execute(&lock_cart_stock, &customer_datum, NULL, 0);
-		Datum	   *skus = palloc(sizeof(Datum) * (nstocked + 1));
-
-		for (uint64 i = 0; i < nstocked; i++)
-		{
-			int32		available = DatumGetInt32(pf_datum(i, "available"));
-			int32		wanted = DatumGetInt32(pf_datum(i, "quantity"));
-
-			if (available < wanted)
-				ereport(ERROR,
-						(errcode(ERRCODE_PF_INSUFFICIENT_STOCK),
-						 errmsg("insufficient stock for SKU %s", pf_text(i, "sku")),
-						 errdetail("Customer %s wants %d of SKU %s but %d are available.",
-								   customer_id, wanted, pf_text(i, "sku"), available),
-						 errhint("Lower the quantity with payflow.cart_put() or remove the line, then check out again.")));
-			skus[i] = pf_datum(i, "sku");
-		}
-		if (nstocked > 0)
-		{
-			Datum		values[2];
-
-			reserved_skus = PointerGetDatum(construct_array(skus, nstocked, TEXTOID,
-															-1, false, TYPALIGN_INT));
-			values[0] = customer_datum;
-			values[1] = reserved_skus;
-			pf_execute(&reserve_cart_stock, values, NULL, 0);
-		}
-	}
-
-	/* 5. The order, its lines and the emptied cart, in one statement. */
-	{
-		Datum		values[7];
-		char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		Datum		values[10];
+		char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		int			dims[1] = {lines.count};
+		int			lbs[1] = {1};
 
 		values[0] = customer_datum;
-		values[1] = CStringGetTextDatum(currency);
-		values[2] = Int64GetDatum(total);
+		values[1] = CStringGetTextDatum(lines.currency);
+		values[2] = Int64GetDatum(lines.total);
 		values[3] = TimestampTzGetDatum(pf_now_plus_seconds(payflow_order_ttl_s));
 		values[4] = idempotency_key ? CStringGetTextDatum(idempotency_key) : (Datum) 0;
 		values[5] = reserved_skus;
-		values[6] = checked_skus;
+		values[6] = PointerGetDatum(construct_array(lines.skus, lines.count, TEXTOID, -1, false,
+													TYPALIGN_INT));
+		values[7] = PointerGetDatum(construct_md_array(lines.titles, lines.title_nulls, 1, dims,
+													   lbs, TEXTOID, -1, false, TYPALIGN_INT));
+		values[8] = PointerGetDatum(construct_array(lines.quantities, lines.count, INT4OID, 4,
+													true, TYPALIGN_INT));
+		values[9] = PointerGetDatum(construct_array(lines.unit_prices, lines.count, INT8OID, 8,
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		if (idempotency_key == NULL)
 			nulls[4] = 'n';
 		if (pf_execute(&insert_order_from_cart, values, nulls, 0) != 1)

@@ -72,7 +72,7 @@ typedef struct PreparedQuery
 	SPIPlanPtr	plan;
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[8];
+	Oid			argtypes[10];
 	bool		read_only;		/* true for queries of STABLE functions */
 } PreparedQuery;
 
