@@ -24,18 +24,52 @@ PG_FUNCTION_INFO_V1(payflow_open_order);
 PG_FUNCTION_INFO_V1(payflow_cancel_order);
 
 /*
- * Take the cart: its lines are deleted and returned in one statement, which
- * also row-locks them, so concurrent checkouts of this customer queue here;
- * a later error rolls the deletion back with everything else.
+ * Checkout in one statement, when it can: the cart's lines are deleted and
+ * returned (which row-locks them, so concurrent checkouts of this customer
+ * queue here) and, if the cart holds lines in one currency, none of them
+ * stocked and a total within range, the order, its lines and its
+ * order.created event are written from them.  Otherwise no order is
+ * written, and the lines taken come back as arrays (cart_*) for the C code
+ * to explain the refusal, or to reserve stock and write the order itself;
+ * an error rolls the deletion back with everything else.
  */
-static PreparedQuery take_cart = {
+static PreparedQuery checkout_cart = {
 	.sql = "WITH taken AS ("
 	"   DELETE FROM payflow.cart_items c WHERE c.customer_id = $1"
 	"   RETURNING c.sku, c.title, c.quantity, c.unit_price, c.currency::text AS currency,"
-	"             EXISTS (SELECT 1 FROM payflow.stock s WHERE s.sku = c.sku) AS stocked)"
-	" SELECT * FROM taken ORDER BY sku",
-	.nargs = 1,
-	.argtypes = {TEXTOID},
+	"             EXISTS (SELECT 1 FROM payflow.stock s WHERE s.sku = c.sku) AS stocked),"
+	" cart AS ("
+	"   SELECT count(*) AS cart_lines, min(currency) AS cart_currency,"
+	"          max(currency) AS max_currency, bool_or(stocked) AS any_stocked,"
+	"          sum(quantity::numeric * unit_price) AS cart_total,"
+	"          array_agg(sku ORDER BY sku) AS cart_skus,"
+	"          array_agg(title ORDER BY sku) AS cart_titles,"
+	"          array_agg(quantity ORDER BY sku) AS cart_quantities,"
+	"          array_agg(unit_price ORDER BY sku) AS cart_unit_prices,"
+	"          array_agg(currency ORDER BY sku) AS cart_currencies,"
+	"          array_agg(stocked ORDER BY sku) AS cart_stocked"
+	"   FROM taken),"
+	" new_order AS ("
+	"   INSERT INTO payflow.orders (id, order_no, customer_id, status, currency,"
+	"                               total_amount, expires_at, idempotency_key)"
+	"   SELECT n.id, 'PF' || lpad(n.id::text, 12, '0'),"
+	"          $1, 'awaiting_payment', cart.cart_currency, cart.cart_total::bigint, $2, $3"
+	"   FROM cart CROSS JOIN LATERAL (SELECT nextval('payflow.orders_id_seq') AS id) n"
+	"   WHERE cart.cart_lines > 0 AND cart.cart_currency = cart.max_currency"
+	"     AND NOT cart.any_stocked AND cart.cart_total <= 9223372036854775807"
+	"   RETURNING *),"
+	" lines AS ("
+	"   INSERT INTO payflow.order_lines (order_id, sku, title, quantity, unit_price, reserved)"
+	"   SELECT o.id, t.sku, t.title, t.quantity, t.unit_price, false"
+	"   FROM taken t CROSS JOIN new_order o),"
+	" created AS ("
+	"   INSERT INTO payflow.events (type, order_id, payload)"
+	"   SELECT 'order.created', o.id,"
+	"          jsonb_strip_nulls(jsonb_build_object(" PF_EVENT_ORDER_FIELDS("o") "))"
+	"   FROM new_order o)"
+	" SELECT o.*, cart.* FROM cart LEFT JOIN new_order o ON true",
+	.nargs = 3,
+	.argtypes = {TEXTOID, TIMESTAMPTZOID, TEXTOID},
 };
 
 static PreparedQuery order_by_key = {
@@ -181,34 +215,44 @@ typedef struct CartLines
 	bool		any_stocked;
 } CartLines;
 
-/* Read the taken lines (SPI_tuptable) and check them as a whole. */
+/* One cart_* array column of the checkout row, deconstructed. */
 static void
-read_cart_lines(CartLines *lines, const char *customer_id, uint64 count)
+cart_array(const char *column, Oid element_type, Datum **elements, bool **nulls)
 {
-	lines->count = (int) count;
-	lines->skus = palloc(sizeof(Datum) * (count + 1));
-	lines->titles = palloc(sizeof(Datum) * (count + 1));
-	lines->title_nulls = palloc(sizeof(bool) * (count + 1));
-	lines->quantities = palloc(sizeof(Datum) * (count + 1));
-	lines->unit_prices = palloc(sizeof(Datum) * (count + 1));
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			count;
+
+	get_typlenbyvalalign(element_type, &typlen, &typbyval, &typalign);
+	deconstruct_array(DatumGetArrayTypePCopy(pf_datum(0, column)), element_type,
+					  typlen, typbyval, typalign, elements, nulls, &count);
+}
+
+/* The lines taken (the cart_* arrays of the checkout row), checked as a whole. */
+static void
+read_cart_lines(CartLines *lines, const char *customer_id)
+{
+	Datum	   *currencies;
+	Datum	   *stocked;
+	bool	   *ignored;
+
+	lines->count = (int) pf_int64(0, "cart_lines");
+	cart_array("cart_skus", TEXTOID, &lines->skus, &ignored);
+	cart_array("cart_titles", TEXTOID, &lines->titles, &lines->title_nulls);
+	cart_array("cart_quantities", INT4OID, &lines->quantities, &ignored);
+	cart_array("cart_unit_prices", INT8OID, &lines->unit_prices, &ignored);
+	cart_array("cart_currencies", TEXTOID, &currencies, &ignored);
+	cart_array("cart_stocked", BOOLOID, &stocked, &ignored);
 	lines->currency = NULL;
 	lines->total = 0;
 	lines->any_stocked = false;
 
-	for (uint64 i = 0; i < count; i++)
+	for (int i = 0; i < lines->count; i++)
 	{
-		char	   *line_currency = pf_text(i, "currency");
-		int32		quantity = DatumGetInt32(pf_datum(i, "quantity"));
-		int64		unit_price = pf_int64(i, "unit_price");
+		char	   *sku = TextDatumGetCString(lines->skus[i]);
+		char	   *line_currency = TextDatumGetCString(currencies[i]);
 		int64		line_amount;
-
-		/* Copies: later queries replace SPI_tuptable. */
-		lines->skus[i] = PointerGetDatum(PG_DETOAST_DATUM_COPY(pf_datum(i, "sku")));
-		lines->title_nulls[i] = pf_isnull(i, "title");
-		lines->titles[i] = lines->title_nulls[i] ? (Datum) 0 :
-			PointerGetDatum(PG_DETOAST_DATUM_COPY(pf_datum(i, "title")));
-		lines->quantities[i] = Int32GetDatum(quantity);
-		lines->unit_prices[i] = Int64GetDatum(unit_price);
 
 		if (lines->currency == NULL)
 			lines->currency = line_currency;
@@ -217,17 +261,17 @@ read_cart_lines(CartLines *lines, const char *customer_id, uint64 count)
 					(errcode(ERRCODE_PF_MIXED_CURRENCIES),
 					 errmsg("cart of customer %s mixes currencies", customer_id),
 					 errdetail("Line %s is in %s while another line is in %s; one order has one currency.",
-							   pf_text(i, "sku"), line_currency, lines->currency),
+							   sku, line_currency, lines->currency),
 					 errhint("Remove the lines of one currency with payflow.cart_put(..., quantity => 0) and check them out separately.")));
-		if (pg_mul_s64_overflow(quantity, unit_price, &line_amount) ||
+		if (pg_mul_s64_overflow(DatumGetInt32(lines->quantities[i]),
+								DatumGetInt64(lines->unit_prices[i]), &line_amount) ||
 			pg_add_s64_overflow(lines->total, line_amount, &lines->total))
 			ereport(ERROR,
 					(errcode(ERRCODE_PF_INVALID_ARGUMENT),
 					 errmsg("cart total of customer %s is out of range", customer_id),
-					 errdetail("Line %s makes the total exceed the bigint range of minor units.",
-							   pf_text(i, "sku")),
+					 errdetail("Line %s makes the total exceed the bigint range of minor units.", sku),
 					 errhint("Check the line's quantity and unit_price.")));
-		if (DatumGetBool(pf_datum(i, "stocked")))
+		if (DatumGetBool(stocked[i]))
 			lines->any_stocked = true;
 	}
 }
@@ -307,8 +351,30 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 		PG_RETURN_DATUM(result);
 	}
 
-	/* 2. Take the cart: concurrent checkouts of this customer queue here. */
-	nlines = pf_execute(&take_cart, &customer_datum, NULL, 0);
+	/*
+	 * 2. Take the cart (concurrent checkouts of this customer queue here)
+	 * and, in the common case, write the order in the same statement.
+	 */
+	{
+		Datum		values[3];
+		char		nulls[3] = {' ', ' ', ' '};
+
+		values[0] = customer_datum;
+		values[1] = TimestampTzGetDatum(pf_now_plus_seconds(payflow_order_ttl_s));
+		values[2] = idempotency_key ? CStringGetTextDatum(idempotency_key) : (Datum) 0;
+		if (idempotency_key == NULL)
+			nulls[2] = 'n';
+		if (pf_execute(&checkout_cart, values, nulls, 0) != 1)
+			elog(ERROR, "payflow: checkout of customer %s returned no row", customer_id);
+	}
+	if (!pf_isnull(0, "id"))
+	{
+		result = pf_row_as_result(fcinfo, caller_context, 0);
+		pf_notify_events_at_commit();
+		SPI_finish();
+		PG_RETURN_DATUM(result);
+	}
+	nlines = (uint64) pf_int64(0, "cart_lines");
 
 	/*
 	 * 3. Empty cart.  A checkout with the same key that held the lines
@@ -343,9 +409,9 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 						   customer_id, payflow_resume_window_s),
 				 errhint("Add items with payflow.cart_put() first; to pay an existing order use payflow.open_order() and payflow.begin_payment().")));
 	}
-	read_cart_lines(&lines, customer_id, nlines);
+	read_cart_lines(&lines, customer_id);
 
-	/* 4. Reserve stock. */
+	/* 4. Not written at once: there is stock to reserve. */
 	reserved_skus = reserve_cart_stock(&lines, customer_id);
 
 	/* 5. The order, its lines and its event, in one statement. */
