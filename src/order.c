@@ -28,46 +28,42 @@ PG_FUNCTION_INFO_V1(payflow_cancel_order);
  * returned (which row-locks them, so concurrent checkouts of this customer
  * queue here) and, if the cart holds lines in one currency, none of them
  * stocked and a total within range, the order, its lines and its
- * order.created event are written from them.  Otherwise no order is
- * written, and the lines taken come back as arrays (cart_*) for the C code
- * to explain the refusal, or to reserve stock and write the order itself;
- * an error rolls the deletion back with everything else.
+ * order.created event are written from them.  One row comes back per line
+ * taken, in SKU order, with the order's columns (NULL when no order was
+ * written: then the C code explains the refusal, or reserves stock and
+ * writes the order itself); an error rolls the deletion back with
+ * everything else.
  */
 static PreparedQuery checkout_cart = {
 	.sql = "WITH taken AS ("
 	"   DELETE FROM payflow.cart_items c WHERE c.customer_id = $1"
-	"   RETURNING c.sku, c.title, c.quantity, c.unit_price, c.currency::text AS currency,"
-	"             EXISTS (SELECT 1 FROM payflow.stock s WHERE s.sku = c.sku) AS stocked),"
+	"   RETURNING c.sku AS line_sku, c.title AS line_title, c.quantity AS line_quantity,"
+	"             c.unit_price AS line_unit_price, c.currency::text AS line_currency,"
+	"             EXISTS (SELECT 1 FROM payflow.stock s WHERE s.sku = c.sku) AS line_stocked),"
 	" cart AS ("
-	"   SELECT count(*) AS cart_lines, min(currency) AS cart_currency,"
-	"          max(currency) AS max_currency, bool_or(stocked) AS any_stocked,"
-	"          sum(quantity::numeric * unit_price) AS cart_total,"
-	"          array_agg(sku ORDER BY sku) AS cart_skus,"
-	"          array_agg(title ORDER BY sku) AS cart_titles,"
-	"          array_agg(quantity ORDER BY sku) AS cart_quantities,"
-	"          array_agg(unit_price ORDER BY sku) AS cart_unit_prices,"
-	"          array_agg(currency ORDER BY sku) AS cart_currencies,"
-	"          array_agg(stocked ORDER BY sku) AS cart_stocked"
+	"   SELECT min(line_currency) AS currency, max(line_currency) AS max_currency,"
+	"          bool_or(line_stocked) AS any_stocked,"
+	"          sum(line_quantity::numeric * line_unit_price) AS total"
 	"   FROM taken),"
 	" new_order AS ("
 	"   INSERT INTO payflow.orders (id, order_no, customer_id, status, currency,"
 	"                               total_amount, expires_at, idempotency_key)"
 	"   SELECT n.id, 'PF' || lpad(n.id::text, 12, '0'),"
-	"          $1, 'awaiting_payment', cart.cart_currency, cart.cart_total::bigint, $2, $3"
+	"          $1, 'awaiting_payment', cart.currency, cart.total::bigint, $2, $3"
 	"   FROM cart CROSS JOIN LATERAL (SELECT nextval('payflow.orders_id_seq') AS id) n"
-	"   WHERE cart.cart_lines > 0 AND cart.cart_currency = cart.max_currency"
-	"     AND NOT cart.any_stocked AND cart.cart_total <= 9223372036854775807"
+	"   WHERE cart.currency = cart.max_currency AND NOT cart.any_stocked"
+	"     AND cart.total <= 9223372036854775807"
 	"   RETURNING *),"
 	" lines AS ("
 	"   INSERT INTO payflow.order_lines (order_id, sku, title, quantity, unit_price, reserved)"
-	"   SELECT o.id, t.sku, t.title, t.quantity, t.unit_price, false"
+	"   SELECT o.id, t.line_sku, t.line_title, t.line_quantity, t.line_unit_price, false"
 	"   FROM taken t CROSS JOIN new_order o),"
 	" created AS ("
 	"   INSERT INTO payflow.events (type, order_id, payload)"
 	"   SELECT 'order.created', o.id,"
 	"          jsonb_strip_nulls(jsonb_build_object(" PF_EVENT_ORDER_FIELDS("o") "))"
 	"   FROM new_order o)"
-	" SELECT o.*, cart.* FROM cart LEFT JOIN new_order o ON true",
+	" SELECT o.*, t.* FROM taken t LEFT JOIN new_order o ON true ORDER BY t.line_sku",
 	.nargs = 3,
 	.argtypes = {TEXTOID, TIMESTAMPTZOID, TEXTOID},
 };
@@ -215,44 +211,35 @@ typedef struct CartLines
 	bool		any_stocked;
 } CartLines;
 
-/* One cart_* array column of the checkout row, deconstructed. */
+/* Read the lines taken (the line_* columns of SPI_tuptable), checked as a whole. */
 static void
-cart_array(const char *column, Oid element_type, Datum **elements, bool **nulls)
+read_cart_lines(CartLines *lines, const char *customer_id, uint64 count)
 {
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	int			count;
-
-	get_typlenbyvalalign(element_type, &typlen, &typbyval, &typalign);
-	deconstruct_array(DatumGetArrayTypePCopy(pf_datum(0, column)), element_type,
-					  typlen, typbyval, typalign, elements, nulls, &count);
-}
-
-/* The lines taken (the cart_* arrays of the checkout row), checked as a whole. */
-static void
-read_cart_lines(CartLines *lines, const char *customer_id)
-{
-	Datum	   *currencies;
-	Datum	   *stocked;
-	bool	   *ignored;
-
-	lines->count = (int) pf_int64(0, "cart_lines");
-	cart_array("cart_skus", TEXTOID, &lines->skus, &ignored);
-	cart_array("cart_titles", TEXTOID, &lines->titles, &lines->title_nulls);
-	cart_array("cart_quantities", INT4OID, &lines->quantities, &ignored);
-	cart_array("cart_unit_prices", INT8OID, &lines->unit_prices, &ignored);
-	cart_array("cart_currencies", TEXTOID, &currencies, &ignored);
-	cart_array("cart_stocked", BOOLOID, &stocked, &ignored);
+	lines->count = (int) count;
+	lines->skus = palloc(sizeof(Datum) * (count + 1));
+	lines->titles = palloc(sizeof(Datum) * (count + 1));
+	lines->title_nulls = palloc(sizeof(bool) * (count + 1));
+	lines->quantities = palloc(sizeof(Datum) * (count + 1));
+	lines->unit_prices = palloc(sizeof(Datum) * (count + 1));
 	lines->currency = NULL;
 	lines->total = 0;
 	lines->any_stocked = false;
 
-	for (int i = 0; i < lines->count; i++)
+	for (uint64 i = 0; i < count; i++)
 	{
-		char	   *sku = TextDatumGetCString(lines->skus[i]);
-		char	   *line_currency = TextDatumGetCString(currencies[i]);
+		char	   *sku = pf_text(i, "line_sku");
+		char	   *line_currency = pf_text(i, "line_currency");
+		int32		quantity = DatumGetInt32(pf_datum(i, "line_quantity"));
+		int64		unit_price = pf_int64(i, "line_unit_price");
 		int64		line_amount;
+
+		/* Copies: later queries replace SPI_tuptable. */
+		lines->skus[i] = CStringGetTextDatum(sku);
+		lines->title_nulls[i] = pf_isnull(i, "line_title");
+		lines->titles[i] = lines->title_nulls[i] ? (Datum) 0 :
+			CStringGetTextDatum(pf_text(i, "line_title"));
+		lines->quantities[i] = Int32GetDatum(quantity);
+		lines->unit_prices[i] = Int64GetDatum(unit_price);
 
 		if (lines->currency == NULL)
 			lines->currency = line_currency;
@@ -263,15 +250,14 @@ read_cart_lines(CartLines *lines, const char *customer_id)
 					 errdetail("Line %s is in %s while another line is in %s; one order has one currency.",
 							   sku, line_currency, lines->currency),
 					 errhint("Remove the lines of one currency with payflow.cart_put(..., quantity => 0) and check them out separately.")));
-		if (pg_mul_s64_overflow(DatumGetInt32(lines->quantities[i]),
-								DatumGetInt64(lines->unit_prices[i]), &line_amount) ||
+		if (pg_mul_s64_overflow(quantity, unit_price, &line_amount) ||
 			pg_add_s64_overflow(lines->total, line_amount, &lines->total))
 			ereport(ERROR,
 					(errcode(ERRCODE_PF_INVALID_ARGUMENT),
 					 errmsg("cart total of customer %s is out of range", customer_id),
 					 errdetail("Line %s makes the total exceed the bigint range of minor units.", sku),
 					 errhint("Check the line's quantity and unit_price.")));
-		if (DatumGetBool(stocked[i]))
+		if (DatumGetBool(pf_datum(i, "line_stocked")))
 			lines->any_stocked = true;
 	}
 }
@@ -364,17 +350,15 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 		values[2] = idempotency_key ? CStringGetTextDatum(idempotency_key) : (Datum) 0;
 		if (idempotency_key == NULL)
 			nulls[2] = 'n';
-		if (pf_execute(&checkout_cart, values, nulls, 0) != 1)
-			elog(ERROR, "payflow: checkout of customer %s returned no row", customer_id);
+		nlines = pf_execute(&checkout_cart, values, nulls, 0);
 	}
-	if (!pf_isnull(0, "id"))
+	if (nlines > 0 && !pf_isnull(0, "id"))
 	{
 		result = pf_row_as_result(fcinfo, caller_context, 0);
 		pf_notify_events_at_commit();
 		SPI_finish();
 		PG_RETURN_DATUM(result);
 	}
-	nlines = (uint64) pf_int64(0, "cart_lines");
 
 	/*
 	 * 3. Empty cart.  A checkout with the same key that held the lines
@@ -409,7 +393,7 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 						   customer_id, payflow_resume_window_s),
 				 errhint("Add items with payflow.cart_put() first; to pay an existing order use payflow.open_order() and payflow.begin_payment().")));
 	}
-	read_cart_lines(&lines, customer_id);
+	read_cart_lines(&lines, customer_id, nlines);
 
 	/* 4. Not written at once: there is stock to reserve. */
 	reserved_skus = reserve_cart_stock(&lines, customer_id);
