@@ -41,3 +41,8 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+
+# PGXS tracks no header dependencies here (PostgreSQL was configured without
+# --enable-depend): rebuild every object when a header of ours changes, so
+# an incremental build never mixes two layouts of one struct.
+$(OBJS): $(wildcard src/*.h)

@@ -40,6 +40,9 @@ typedef struct ChannelPayment
 	char	   *currency;
 	TimestampTz paid_at;		/* 0 when the channel does not say */
 	char	   *detail;			/* the channel's own state or the error */
+	char	   *channel_ref;	/* the channel's id of the attempt, when the answer
+								 * names one we did not know (a PaymentIntent
+								 * found by search), else NULL */
 } ChannelPayment;
 
 typedef enum ChannelRefundState
@@ -106,7 +109,12 @@ typedef struct ChannelDriver
 	void		(*parse_query) (Channel *channel, const PaymentRef *payment,
 								HttpRequest *request, HttpResponse *response,
 								ChannelPayment *result);
-	void		(*build_close) (Channel *channel, const PaymentRef *payment, HttpRequest *request);
+	/*
+	 * false when there is nothing to close at the channel (then *detail
+	 * says why and the attempt counts as closed); true when request is built
+	 */
+	bool		(*build_close) (Channel *channel, const PaymentRef *payment, HttpRequest *request,
+								char **detail);
 	/* true when the attempt is closed (or never existed) at the channel */
 	bool		(*parse_close) (Channel *channel, const PaymentRef *payment,
 								HttpRequest *request, HttpResponse *response, char **detail);

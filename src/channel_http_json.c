@@ -267,12 +267,14 @@ http_json_parse_query(Channel *channel, const PaymentRef *payment, HttpRequest *
 							  channel->name, error_code(body));
 }
 
-static void
-http_json_build_close(Channel *channel, const PaymentRef *payment, HttpRequest *request)
+static bool
+http_json_build_close(Channel *channel, const PaymentRef *payment, HttpRequest *request,
+					  char **detail)
 {
 	build_request(channel, request, "POST",
 				  psprintf("/payments/%s/close", http_escape(payment->payment_no)),
 				  pstrdup("{}"));
+	return true;
 }
 
 static bool

@@ -138,6 +138,7 @@ payment_from_intent(Channel *channel, const char *payment_no, Jsonb *intent,
 		return;
 	}
 	result->detail = status;
+	result->channel_ref = json_get_text(intent, "id");
 	if (strcmp(status, "succeeded") == 0)
 	{
 		char	   *amount = json_get_text(intent, "amount_received");
@@ -216,18 +217,29 @@ stripe_parse_query(Channel *channel, const PaymentRef *payment, HttpRequest *req
 	}
 }
 
-static void
-stripe_build_close(Channel *channel, const PaymentRef *payment, HttpRequest *request)
+/*
+ * Cancel the PaymentIntent: the attached one, or the one the query found by
+ * search (the reconciler passes it as channel_ref).  With neither, Stripe
+ * has no PaymentIntent for this attempt and there is nothing to cancel.
+ */
+static bool
+stripe_build_close(Channel *channel, const PaymentRef *payment, HttpRequest *request,
+				   char **detail)
 {
 	StringInfoData form;
 
+	if (payment->channel_ref == NULL)
+	{
+		*detail = psprintf("no PaymentIntent for this attempt at %s: nothing to cancel",
+						   channel->name);
+		return false;
+	}
 	initStringInfo(&form);
 	append_form(&form, "cancellation_reason", "abandoned");
-	/* Without a recorded PaymentIntent there is nothing Stripe could close. */
 	build_request(channel, request, "POST",
-				  psprintf("/v1/payment_intents/%s/cancel",
-						   http_escape(payment->channel_ref ? payment->channel_ref : "none")),
+				  psprintf("/v1/payment_intents/%s/cancel", http_escape(payment->channel_ref)),
 				  form.data);
+	return true;
 }
 
 static bool
@@ -238,11 +250,6 @@ stripe_parse_close(Channel *channel, const PaymentRef *payment, HttpRequest *req
 	Jsonb	   *body = json_answer(channel, response, &error);
 	char	   *status = body ? json_get_text(body, "status") : NULL;
 
-	if (payment->channel_ref == NULL)
-	{
-		*detail = psprintf("no PaymentIntent was attached at %s", channel->name);
-		return true;
-	}
 	if (error != NULL)
 	{
 		*detail = error;

@@ -329,8 +329,9 @@ wechat_parse_query(Channel *channel, const PaymentRef *payment, HttpRequest *req
 							  channel->name, error_code(body));
 }
 
-static void
-wechat_build_close(Channel *channel, const PaymentRef *payment, HttpRequest *request)
+static bool
+wechat_build_close(Channel *channel, const PaymentRef *payment, HttpRequest *request,
+				   char **detail)
 {
 	JsonField	fields[] = {{"mchid", state_of(channel)->mchid}};
 
@@ -338,6 +339,7 @@ wechat_build_close(Channel *channel, const PaymentRef *payment, HttpRequest *req
 				  psprintf("/v3/pay/transactions/out-trade-no/%s/close",
 						   http_escape(payment->payment_no)),
 				  pf_json_object_text(fields, lengthof(fields)));
+	return true;
 }
 
 static bool

@@ -410,14 +410,22 @@ answer_came(Pass *pass, CheckItem *item)
 							&item->response, &item->answer);
 		item->close_wanted = item->must_not_be_paid &&
 			item->answer.state == CHANNEL_PAYMENT_PENDING;
-		if (item->close_wanted)
+		/* A PaymentIntent found by search is the one to close. */
+		if (item->payment.channel_ref == NULL && item->answer.channel_ref != NULL)
+			item->payment.channel_ref = item->answer.channel_ref;
+		if (!item->close_wanted)
+			ready_to_apply(pass, item);
+		else if (driver->build_close(item->channel, &item->payment, &item->close_request,
+									 &item->close_detail))
 		{
-			driver->build_close(item->channel, &item->payment, &item->close_request);
 			item->stage = STAGE_CLOSING;
 			http_batch_add(pass->http, &item->close_request, &item->close_response, item);
 		}
 		else
+		{
+			item->closed = true;	/* nothing at the channel to close */
 			ready_to_apply(pass, item);
+		}
 	}
 	else
 	{

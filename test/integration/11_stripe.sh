@@ -4,7 +4,7 @@
 # search, webhooks verified by Stripe-Signature, refunds with an
 # Idempotency-Key executed exactly once.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 20
+tap_plan 22
 it_start_channel
 it_fast_schedule
 k=$IT_TMP/keys
@@ -92,6 +92,17 @@ refund_no=$(sql "SELECT refund_no FROM payflow.refunds r JOIN payflow.payments p
 sleep 2
 tap_is "$(admin_get "payments/$late_no" | json "executions_by_refund_no.$refund_no")" "1" \
     "a late success is refunded at Stripe exactly once (refund $refund_no)"
+
+# A cancelled order whose PaymentIntent was never attached: the worker finds
+# it by metadata search and cancels that PaymentIntent at Stripe.
+found_no=$(new_attempt "it-st6-$$" 650 it_stripe)
+found_order=$(sql "SELECT order_id FROM payflow.payments WHERE payment_no = '$found_no'")
+admin payments "{\"channel\":\"stripe\",\"payment_no\":\"$found_no\",\"amount\":650,\"currency\":\"USD\",\"stripe_id\":\"pi_it$$g\"}" >/dev/null
+sql "SELECT payflow.cancel_order($found_order, 'changed my mind')" >/dev/null
+took=$(wait_for 15 "SELECT status = 'closed' FROM payflow.payments WHERE payment_no = '$found_no'")
+tap_ok $? "an unattached attempt of a cancelled order is closed (after ${took}s)"
+tap_is "$(admin_get "payments/$found_no" | json status)" "closed" \
+    "the PaymentIntent found by search is canceled at Stripe"
 
 # Faults.  The customer pays while Stripe misbehaves: each fault is recorded
 # in pending_checks.last_error and the attempt stays pending; once Stripe is
