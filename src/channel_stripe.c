@@ -15,8 +15,10 @@
  * Refunds carry Idempotency-Key = refund_no, so a retry after a lost answer
  * never refunds twice.
  *
- * A payment found by search has no recorded PaymentIntent id; it is
- * refunded by its charge (latest_charge, recorded as channel_txn_id).
+ * A PaymentIntent found by search is returned as ChannelPayment.channel_ref
+ * and the reconciler records it on the attempt.  A payment with no recorded
+ * PaymentIntent id (paid by webhook before any query found it) is refunded
+ * by its charge (latest_charge, recorded as channel_txn_id).
  * Refunds are re-checked with GET /v1/refunds/{id} (RefundRef's
  * channel_refund_id); before Stripe gave an id, by re-posting the refund
  * under the same Idempotency-Key, which Stripe answers with the same refund.

@@ -83,6 +83,7 @@ typedef struct CheckItem
 	PaymentRef	payment;
 	RefundRef	refund;
 	bool		must_not_be_paid;	/* superseded, or order no longer payable */
+	bool		channel_ref_found;	/* the query found the channel's id: record it */
 	HttpRequest request;
 	HttpResponse response;
 	ChannelPayment answer;
@@ -154,6 +155,13 @@ static PreparedQuery leased_checks = {
 	" ORDER BY cl.due_at",
 	.nargs = 1,
 	.argtypes = {INT8ARRAYOID},
+};
+
+/* The channel's id of an attempt that a query found (e.g. by search). */
+static PreparedQuery record_channel_ref = {
+	.sql = "UPDATE payflow.payments SET channel_ref = $2 WHERE id = $1 AND channel_ref IS NULL",
+	.nargs = 2,
+	.argtypes = {INT8OID, TEXTOID},
 };
 
 static PreparedQuery release_lease = {
@@ -412,7 +420,10 @@ answer_came(Pass *pass, CheckItem *item)
 			item->answer.state == CHANNEL_PAYMENT_PENDING;
 		/* A PaymentIntent found by search is the one to close. */
 		if (item->payment.channel_ref == NULL && item->answer.channel_ref != NULL)
+		{
 			item->payment.channel_ref = item->answer.channel_ref;
+			item->channel_ref_found = true;
+		}
 		if (!item->close_wanted)
 			ready_to_apply(pass, item);
 		else if (driver->build_close(item->channel, &item->payment, &item->close_request,
@@ -462,6 +473,14 @@ apply_payment_outcome(CheckItem *item)
 	{
 		reschedule_or_review(item, "channel not usable", item->setup_error);
 		return;
+	}
+	/* Later refunds and closes then name it, as with attach_channel_ref(). */
+	if (item->channel_ref_found)
+	{
+		Datum		values[2] = {Int64GetDatum(item->payment_id),
+		CStringGetTextDatum(item->payment.channel_ref)};
+
+		pf_execute(&record_channel_ref, values, NULL, 0);
 	}
 	switch (answer->state)
 	{

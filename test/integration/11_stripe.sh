@@ -4,7 +4,7 @@
 # search, webhooks verified by Stripe-Signature, refunds with an
 # Idempotency-Key executed exactly once.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 22
+tap_plan 23
 it_start_channel
 it_fast_schedule
 k=$IT_TMP/keys
@@ -34,6 +34,9 @@ search_no=$(new_attempt "it-st2-$$" 700 it_stripe)
 admin payments "{\"channel\":\"stripe\",\"payment_no\":\"$search_no\",\"amount\":700,\"currency\":\"USD\",\"status\":\"paid\"}" >/dev/null
 took=$(wait_for 15 "SELECT status = 'succeeded' FROM payflow.payments WHERE payment_no = '$search_no'")
 tap_ok $? "without an attached pi_ id the payment is found by metadata search (after ${took}s)"
+tap_is "$(sql "SELECT channel_ref FROM payflow.payments WHERE payment_no = '$search_no'")" \
+    "$(admin_get "payments/$search_no" | json stripe_id)" \
+    "the PaymentIntent id the search found is recorded on the attempt (refunds name it)"
 
 # Webhooks.
 hook_no=$(new_attempt "it-st3-$$" 1200 it_stripe)
