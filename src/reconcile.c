@@ -554,8 +554,11 @@ apply_refund_outcome(CheckItem *item)
 
 /*
  * Keep the channel busy while payflow works: collect the answers that came
- * and start requests in the free slots, without waiting.  Touches no
- * table, so it may run inside the apply transaction.
+ * and start requests in the free slots.  It touches no table and, called
+ * with wait_ms 0 from inside a claim or an apply, never waits on the
+ * network: what it adds to the time those transactions hold their row
+ * locks is parsing the answers that came and building the requests for
+ * the slots they freed (an RSA signature each for WeChat), a few at a time.
  */
 /* Fill the free slots from the rows waiting to ask; returns the unfinished. */
 static int
