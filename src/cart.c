@@ -30,11 +30,14 @@ static PreparedQuery delete_cart_line = {
 	.argtypes = {TEXTOID, TEXTOID},
 };
 
-/* An ISO 4217 code: exactly three upper-case ASCII letters. */
-static bool
-is_currency_code(const char *code)
+/*
+ * An ISO 4217 code: exactly three upper-case ASCII letters.  Also the rule
+ * for the currency of an order row (order.c).
+ */
+bool
+pf_is_currency_code(const char *code, size_t len)
 {
-	if (code == NULL || strlen(code) != 3)
+	if (code == NULL || len != 3)
 		return false;
 	for (int i = 0; i < 3; i++)
 		if (code[i] < 'A' || code[i] > 'Z')
@@ -73,7 +76,7 @@ payflow_cart_put(PG_FUNCTION_ARGS)
 				 errhint("Prices are integers in the currency's minor unit (fen, cents).")));
 	unit_price = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT64(3);
 
-	if (!is_currency_code(currency))
+	if (!pf_is_currency_code(currency, currency ? strlen(currency) : 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
 				 errmsg("invalid currency code \"%s\"", currency),

@@ -88,6 +88,9 @@ extern char *pf_arg_text(FunctionCallInfo fcinfo, int argno, const char *argname
 						 bool required);
 extern TimestampTz pf_now_plus_seconds(int64 seconds);
 
+/* cart.c */
+extern bool pf_is_currency_code(const char *code, size_t len);
+
 /* state.c: the transition guard */
 extern Datum payflow_guard_transition(PG_FUNCTION_ARGS);
 

@@ -8,7 +8,7 @@
 -- be refused with SQLSTATE PF020.  New rows may only start in the initial
 -- status ('start' -> x in the table).
 BEGIN;
-SELECT plan(19);
+SELECT plan(24);
 
 SELECT payflow.set_channel('wx', 'http_json', 'http://127.0.0.1:9/pay',
                            '{}', '{"hmac_secret":"tap-secret"}');
@@ -229,6 +229,32 @@ SELECT throws_ok(
 SELECT lives_ok(
     format($$UPDATE payflow.orders SET status = 'paid', close_reason = 'note' WHERE id = %s$$, :paid_order),
     'rewriting the same status while changing other columns is allowed');
+
+-- The order's row rules (a C trigger, not CHECK constraints) hold for direct writes too.
+SELECT throws_ok(
+    $$INSERT INTO payflow.orders (order_no, customer_id, status, currency, total_amount, expires_at)
+      VALUES ('SM-LOWER', 'sm-typo', 'awaiting_payment', 'cny', 100, now() + interval '1 hour')$$,
+    '23514', 'order SM-LOWER has an invalid currency code "cny"',
+    'an order in a currency that is not an ISO 4217 code is refused');
+SELECT throws_ok(
+    $$INSERT INTO payflow.orders (order_no, customer_id, status, currency, total_amount, expires_at)
+      VALUES ('SM-NEGATIVE', 'sm-typo', 'awaiting_payment', 'CNY', -1, now() + interval '1 hour')$$,
+    '23514', 'order SM-NEGATIVE has a negative amount',
+    'an order with a negative total is refused');
+SELECT throws_ok(
+    format($$UPDATE payflow.orders SET refunded_amount = paid_amount + 1 WHERE id = %s$$, :paid_order),
+    '23514', NULL,
+    'an operator cannot record more refunded than paid, even without a status move');
+SELECT throws_ok(
+    format($$UPDATE payflow.orders SET paid_amount = -5 WHERE id = %s$$, :paid_order),
+    '23514', NULL,
+    'a paid amount cannot go negative');
+SELECT is(
+    (SELECT count(*)::int FROM pg_catalog.pg_trigger
+     WHERE tgrelid = 'payflow.orders'::regclass
+       AND tgfoid = 'payflow.check_order_row'::regproc AND tgenabled = 'O'),
+    1,
+    'the order row rules trigger is enabled on orders');
 
 -- The table is the single source of truth: the API's own moves are held to it.
 SELECT payflow.cart_put('sm-alice', 'SKU-SM', 1, 500);
