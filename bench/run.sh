@@ -15,6 +15,9 @@
 #   B  floor      bench/checkout_floor.sql: the same row writes in plain SQL
 #   C  tpcb-like  pgbench's built-in script on pgbench -i -s $BENCH_SCALE
 #   (D payflow+stock with BENCH_STOCK=1: A on SKUs that have stock rows)
+#   (E payflow-unpinned with BENCH_UNPINNED=1: A in a second database
+#    where cart_put and create_order_from_cart run without their SET
+#    search_path: an experiment that prices the pin, never a setting)
 #
 # Settings (environment):
 #   BENCH_CLIENTS=4  BENCH_THREADS=2  BENCH_DURATION=5 (s per run)
@@ -22,6 +25,8 @@
 #   BENCH_SCALE=10   (pgbench -i scale of tpcb-like)
 #   BENCH_QUICK=1    DURATION=2, ROUNDS=3, WARMUP=1 unless set (~30 s)
 #   BENCH_STOCK=1    also run payflow with stock rows for its SKUs
+#   BENCH_UNPINNED=1 also run payflow with those two functions' search_path
+#                    unpinned (in database payflow_bench_unpinned)
 #   BENCH_SEED_CARTS=20000  abandoned cart lines put in both cart tables
 #                    before the runs (0: start from empty cart tables)
 #   BENCH_STATEMENTS=1  load pg_stat_statements (track = all) and print the
@@ -51,6 +56,7 @@ ROUNDS=${BENCH_ROUNDS:-9}
 WARMUP=${BENCH_WARMUP:-3}
 SCALE=${BENCH_SCALE:-10}
 STOCK=${BENCH_STOCK:-0}
+UNPINNED=${BENCH_UNPINNED:-0}
 STATEMENTS=${BENCH_STATEMENTS:-0}
 SEED_CARTS=${BENCH_SEED_CARTS:-20000}
 if [ -z "${BENCH_BUILD:-}" ]; then
@@ -96,11 +102,25 @@ fi
 # tables are empty but for the checkouts' dead rows, and the cached generic
 # plans flip between index and sequential scans of them as autovacuum
 # updates the statistics, which says more about timing than about payflow.
-for schema in payflow floor; do
-    sql -c "INSERT INTO $schema.cart_items (customer_id, sku, quantity, unit_price, currency)
-            SELECT 'abandoned-' || i, 'sku-' || (i % 1000 + 1), 1, 100, 'CNY'
-            FROM generate_series(1, $SEED_CARTS) i"
-done
+seed_carts() { # database schema
+    psql -X -q -v ON_ERROR_STOP=1 -d "$1" -c "
+        INSERT INTO $2.cart_items (customer_id, sku, quantity, unit_price, currency)
+        SELECT 'abandoned-' || i, 'sku-' || (i % 1000 + 1), 1, 100, 'CNY'
+        FROM generate_series(1, $SEED_CARTS) i"
+}
+seed_carts "$DB" payflow
+seed_carts "$DB" floor
+if [ "$UNPINNED" = 1 ]; then
+    # The same extension and carts, but the checkout's two functions keep
+    # the caller's search_path: what the pin costs, measured.
+    psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE ${DB}_unpinned"
+    psql -X -q -v ON_ERROR_STOP=1 -d "${DB}_unpinned" \
+        -c "CREATE EXTENSION payflow" \
+        -c "ALTER FUNCTION payflow.cart_put(text, text, integer, bigint, character, text) RESET search_path" \
+        -c "ALTER FUNCTION payflow.create_order_from_cart(text, text) RESET search_path"
+    seed_carts "${DB}_unpinned" payflow
+    psql -X -q -d "${DB}_unpinned" -c "VACUUM ANALYZE"
+fi
 pf_log "pgbench -i -s $SCALE"
 pgbench -i -q -s "$SCALE" "$DB" >/dev/null 2>&1
 sql -c "VACUUM ANALYZE"
@@ -112,8 +132,11 @@ declare -A args=(
     [floor]="-f bench/checkout_floor.sql -D sku_base=0"
     [tpcb-like]="-b tpcb-like"
     [payflow+stock]="-f bench/checkout.sql -D sku_base=$STOCK_SKU_BASE"
+    [payflow-unpinned]="-f bench/checkout.sql -D sku_base=0"
 )
+declare -A dbs=([payflow-unpinned]="${DB}_unpinned")
 [ "$STOCK" = 1 ] && names+=(payflow+stock)
+[ "$UNPINNED" = 1 ] && names+=(payflow-unpinned)
 
 # CPU time (clock ticks) used so far by the cluster: the postmaster, its
 # live children, and its children that have exited (backends, autovacuum).
@@ -137,7 +160,7 @@ run_workload() {
     cpu_before=$(cluster_cpu_ticks)
     # shellcheck disable=SC2086
     if ! out=$(pgbench -n -M prepared -c "$CLIENTS" -j "$THREADS" -T "$seconds" \
-                   ${args[$name]} "$DB" 2>&1); then
+                   ${args[$name]} "${dbs[$name]:-$DB}" 2>&1); then
         printf '%s\n' "$out" >&2
         pf_log "$name: pgbench failed"
         return 1
@@ -198,6 +221,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", a / b }'; }
     for name in "${names[@]}"; do printf ' %14s' "$name"; done
     printf ' %15s %15s %17s' payflow/floor floor/tpcb payflow/tpcb
     [ "$STOCK" = 1 ] && printf ' %15s' stock/payflow
+    [ "$UNPINNED" = 1 ] && printf ' %17s' unpinned/floor
     echo
     for ((round = 1; round <= ROUNDS; round++)); do
         printf '%-6s' "$round"
@@ -207,6 +231,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", a / b }'; }
             "$(ratio "${tps[$round,floor]}" "${tps[$round,tpcb-like]}")" \
             "$(ratio "${tps[$round,payflow]}" "${tps[$round,tpcb-like]}")"
         [ "$STOCK" = 1 ] && printf ' %15s' "$(ratio "${tps[$round,payflow+stock]}" "${tps[$round,payflow]}")"
+        [ "$UNPINNED" = 1 ] && printf ' %17s' "$(ratio "${tps[$round,payflow-unpinned]}" "${tps[$round,floor]}")"
         echo
     done
     echo
@@ -221,6 +246,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", a / b }'; }
     echo "  floor / tpcb-like    $(med floor tpcb-like)"
     echo "  payflow / tpcb-like  $(med payflow tpcb-like)"
     [ "$STOCK" = 1 ] && echo "  payflow+stock / payflow  $(med payflow+stock payflow)"
+    if [ "$UNPINNED" = 1 ]; then
+        echo "  payflow-unpinned / floor    $(med payflow-unpinned floor)   (experiment)"
+        echo "  payflow / payflow-unpinned  $(med payflow payflow-unpinned)   (the pinned search_path)"
+    fi
     echo
     echo "server CPU per transaction, microseconds (all cluster processes):"
     printf '%-6s' round
