@@ -15,10 +15,10 @@
  * Refunds carry Idempotency-Key = refund_no, so a retry after a lost answer
  * never refunds twice.
  *
- * A PaymentIntent found by search is returned as ChannelPayment.channel_ref
- * and the reconciler records it on the attempt.  A payment with no recorded
- * PaymentIntent id (paid by webhook before any query found it) is refunded
- * by its charge (latest_charge, recorded as channel_txn_id).
+ * The PaymentIntent a search found, or a webhook sent, is returned as
+ * ChannelPayment.channel_ref and recorded on the attempt.  A payment with
+ * no recorded PaymentIntent id (confirmed by the merchant's own
+ * mark_paid with the charge id) is refunded by that charge.
  * Refunds are re-checked with GET /v1/refunds/{id} (RefundRef's
  * channel_refund_id); before Stripe gave an id, by re-posting the refund
  * under the same Idempotency-Key, which Stripe answers with the same refund.

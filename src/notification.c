@@ -77,6 +77,9 @@ apply_payment_notification(ChannelNotification *n, const char *channel_name)
 	int64		payment_id = object_of_channel(&payment_of_channel, "payment", n->payment_no,
 											   channel_name);
 
+	/* A Stripe webhook names its PaymentIntent: refunds and closes then name it too. */
+	if (payment->channel_ref != NULL && payment->state != CHANNEL_PAYMENT_ERROR)
+		pf_record_channel_ref(payment_id, payment->channel_ref);
 	switch (payment->state)
 	{
 		case CHANNEL_PAYMENT_PAID:

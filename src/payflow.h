@@ -137,6 +137,7 @@ extern int64 pf_apply_payment_success(const char *payment_no, const char *channe
 extern int64 pf_apply_payment_failure(const char *payment_no, const char *reason);
 extern void pf_supersede_open_attempts(int64 order_id, int64 except_payment_id);
 extern int64 pf_settle_attempt(int64 payment_id, const char *status, const char *reason);
+extern void pf_record_channel_ref(int64 payment_id, const char *channel_ref);
 
 /* refund.c: outcomes of refunds at the channel */
 extern void pf_refund_processing(int64 refund_id, const char *channel_refund_id);

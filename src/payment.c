@@ -89,6 +89,12 @@ static PreparedQuery set_channel_ref = {
 	.argtypes = {TEXTOID, TEXTOID},
 };
 
+static PreparedQuery record_channel_ref = {
+	.sql = "UPDATE payflow.payments SET channel_ref = $2 WHERE id = $1 AND channel_ref IS NULL",
+	.nargs = 2,
+	.argtypes = {INT8OID, TEXTOID},
+};
+
 static PreparedQuery set_payment_succeeded = {
 	.sql = "UPDATE payflow.payments SET status = 'succeeded', channel_txn_id = $2,"
 	"       paid_at = $3, resolved_at = now(), refund_needed = $4, status_reason = NULL,"
@@ -370,6 +376,20 @@ payflow_begin_payment(PG_FUNCTION_ARGS)
 	pf_emit_event("payment.started", order_id, payment_id, 0, NULL);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
+}
+
+/*
+ * Record the channel's id of an attempt that the channel itself named (a
+ * Stripe PaymentIntent found by search or sent in a webhook), unless the
+ * attempt has one: later queries, closes and refunds then name it, as after
+ * attach_channel_ref().  An id already attached is never replaced.
+ */
+void
+pf_record_channel_ref(int64 payment_id, const char *channel_ref)
+{
+	Datum		values[2] = {Int64GetDatum(payment_id), CStringGetTextDatum(channel_ref)};
+
+	pf_execute(&record_channel_ref, values, NULL, 0);
 }
 
 /* attach_channel_ref(payment_no, channel_ref): the channel's own id. */

@@ -158,12 +158,6 @@ static PreparedQuery leased_checks = {
 };
 
 /* The channel's id of an attempt that a query found (e.g. by search). */
-static PreparedQuery record_channel_ref = {
-	.sql = "UPDATE payflow.payments SET channel_ref = $2 WHERE id = $1 AND channel_ref IS NULL",
-	.nargs = 2,
-	.argtypes = {INT8OID, TEXTOID},
-};
-
 static PreparedQuery release_lease = {
 	.sql = "UPDATE payflow.pending_checks SET lease_until = NULL, last_checked_at = now(),"
 	"       last_outcome = $2, last_error = $3 WHERE id = $1",
@@ -476,12 +470,7 @@ apply_payment_outcome(CheckItem *item)
 	}
 	/* Later refunds and closes then name it, as with attach_channel_ref(). */
 	if (item->channel_ref_found)
-	{
-		Datum		values[2] = {Int64GetDatum(item->payment_id),
-		CStringGetTextDatum(item->payment.channel_ref)};
-
-		pf_execute(&record_channel_ref, values, NULL, 0);
-	}
+		pf_record_channel_ref(item->payment_id, item->payment.channel_ref);
 	switch (answer->state)
 	{
 		case CHANNEL_PAYMENT_PAID:

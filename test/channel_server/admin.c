@@ -102,6 +102,8 @@ payment_view(const payment *p, strbuf *out)
 		strbuf_json_kv_str(out, "refund_no", r->refund_no);
 		strbuf_printf(out, ",\"amount\":%lld,", (long long) r->amount);
 		strbuf_json_kv_str(out, "status", refund_state_name(r->state));
+		strbuf_puts(out, ",");
+		strbuf_json_kv_str(out, "requested_by", r->requested_by);
 		strbuf_printf(out, ",\"create_requests\":%d,\"queries\":%d,\"executions\":%d}",
 					  r->create_requests, r->queries, executions_of(p, r));
 	}

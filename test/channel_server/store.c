@@ -187,6 +187,7 @@ typedef struct nonce_record
 static pthread_mutex_t store_mutex = PTHREAD_MUTEX_INITIALIZER;
 static strmap payments_by_no;
 static strmap payments_by_stripe_id;
+static strmap payments_by_charge;	/* Stripe ch_ id (txn_id) */
 static strmap refunds_by_no;	/* key "<channel>:<refund_no>" */
 static strmap refunds_by_id;
 static strmap idempotency;
@@ -263,6 +264,7 @@ maps_init(void)
 {
 	map_init(&payments_by_no);
 	map_init(&payments_by_stripe_id);
+	map_init(&payments_by_charge);
 	map_init(&refunds_by_no);
 	map_init(&refunds_by_id);
 	map_init(&idempotency);
@@ -276,6 +278,7 @@ maps_destroy(void)
 	/* payments own their refunds; the other maps only point into them */
 	map_destroy(&payments_by_no, free_payment);
 	map_destroy(&payments_by_stripe_id, NULL);
+	map_destroy(&payments_by_charge, NULL);
 	map_destroy(&refunds_by_no, NULL);
 	map_destroy(&refunds_by_id, NULL);
 	map_destroy(&idempotency, free_idempotent);
@@ -345,6 +348,12 @@ store_find_payment_by_stripe_id(const char *stripe_id)
 	return map_get(&payments_by_stripe_id, stripe_id);
 }
 
+payment *
+store_find_payment_by_charge(const char *charge_id)
+{
+	return map_get(&payments_by_charge, charge_id);
+}
+
 void
 store_set_stripe_id(payment *p, const char *stripe_id)
 {
@@ -401,7 +410,11 @@ store_mark_paid(payment *p, int64_t paid_amount)
 			crypto_random_token(id + 4, 24);
 			break;
 	}
+	if (p->channel == CHANNEL_STRIPE && p->txn_id != NULL)
+		map_remove(&payments_by_charge, p->txn_id);
 	store_set_text(&p->txn_id, id);
+	if (p->channel == CHANNEL_STRIPE)
+		map_put(&payments_by_charge, p->txn_id, p);
 	store_set_text(&p->fail_reason, NULL);
 }
 

@@ -47,6 +47,7 @@ typedef struct refund
 	char		currency[4];
 	char	   *reason;
 	char	   *metadata_json;	/* Stripe metadata object as JSON text, or NULL */
+	const char *requested_by;	/* Stripe: "payment_intent" or "charge"; else NULL */
 	refund_state state;
 	time_t		created_at;
 	time_t		succeeded_at;
@@ -100,6 +101,7 @@ bool		channel_from_name(const char *name, channel_kind *out);
 
 payment    *store_find_payment(const char *payment_no);
 payment    *store_find_payment_by_stripe_id(const char *stripe_id);
+payment    *store_find_payment_by_charge(const char *charge_id);
 /* Create a pending payment; the caller checked it does not exist. */
 payment    *store_create_payment(const char *payment_no, channel_kind channel,
 								 int64_t amount, const char *currency);

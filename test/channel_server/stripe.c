@@ -398,19 +398,20 @@ static void
 execute_refund(form_field *fields, int n, http_reply *rep, bool *executed)
 {
 	const char *intent_id = form_get(fields, n, "payment_intent");
+	const char *charge_id = form_get(fields, n, "charge");
 	const char *amount_text = form_get(fields, n, "amount");
 	const char *reason = form_get(fields, n, "reason");
 	payment    *p;
-	int64_t		amount,
+	int64_t		amount = 0,
 				remaining;
 	refund	   *r;
 	strbuf		body;
 
 	*executed = false;
-	if (intent_id == NULL)
+	if ((intent_id == NULL) == (charge_id == NULL))
 	{
 		stripe_error(rep, 400, "invalid_request_error", "parameter_missing", "payment_intent",
-					 "The test server needs payment_intent (charge is not supported).");
+					 "Exactly one of payment_intent or charge is required.");
 		return;
 	}
 	if (amount_text && !parse_amount(amount_text, &amount))
@@ -426,8 +427,22 @@ execute_refund(form_field *fields, int n, http_reply *rep, bool *executed)
 					 "Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer");
 		return;
 	}
-	p = store_find_payment_by_stripe_id(intent_id);
-	if (p == NULL)
+	if (charge_id != NULL)
+	{
+		p = store_find_payment_by_charge(charge_id);
+		if (p == NULL)
+		{
+			strbuf		message;
+
+			strbuf_init(&message);
+			strbuf_printf(&message, "No such charge: '%s'", charge_id);
+			stripe_error(rep, 404, "invalid_request_error", "resource_missing", "charge",
+						 message.data);
+			strbuf_free(&message);
+			return;
+		}
+	}
+	else if ((p = store_find_payment_by_stripe_id(intent_id)) == NULL)
 	{
 		missing_intent(rep, intent_id);
 		return;
@@ -458,6 +473,7 @@ execute_refund(form_field *fields, int n, http_reply *rep, bool *executed)
 						 g_config.refund_mode == REFUND_MODE_SUCCEED ?
 						 REFUND_SUCCEEDED : REFUND_PENDING);
 	r->metadata_json = form_metadata_json(fields, n);
+	r->requested_by = charge_id != NULL ? "charge" : "payment_intent";
 	r->create_requests = 1;
 	strbuf_init(&body);
 	refund_json(p, r, &body);

@@ -4,7 +4,7 @@
 # search, webhooks verified by Stripe-Signature, refunds with an
 # Idempotency-Key executed exactly once.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 23
+tap_plan 27
 it_start_channel
 it_fast_schedule
 k=$IT_TMP/keys
@@ -56,6 +56,9 @@ tap_is "$(sql "SELECT p.status || ' ' || p.confirmed_via || ' ' || (SELECT count
                WHERE e.order_id = p.order_id AND e.type = 'order.paid')
                FROM payflow.payments p WHERE p.payment_no = '$hook_no'")" "succeeded callback 1" \
     "it paid the order; replayed 100 times, still one order.paid"
+tap_is "$(sql "SELECT channel_ref FROM payflow.payments WHERE payment_no = '$hook_no'")" \
+    "$(admin_get "payments/$hook_no" | json stripe_id)" \
+    "the PaymentIntent the webhook named is recorded on the attempt (refunds name it)"
 sed 's/"amount":1200/"amount":1201/' "$IT_TMP/b.txt" >"$IT_TMP/tampered.txt"
 tap_is "$(notify "$IT_TMP/h.json" "$IT_TMP/tampered.txt")" "PF030" "a tampered webhook is refused (PF030)"
 body=$(cat "$IT_TMP/b.txt")
@@ -155,3 +158,24 @@ view=$(admin_get "payments/$unpaid_no")
 tap_is "$(echo "$view" | json "executions_by_refund_no.$refund_no") $(echo "$view" | json refunded_amount) $(psql -X -q -At -v doc="$(admin_get stats)" <<<"SELECT (:'doc'::jsonb -> 'endpoints' ->> 'stripe.refund.retrieve')::int >= 1")" \
     "1 100 t" "executed once for 100, re-checked through stripe.refund.retrieve"
 admin config '{"refund_mode":"succeed"}' >/dev/null
+
+# The merchant confirms a payment itself with the charge id (mark_paid), so
+# no PaymentIntent id is ever recorded: its refund names the charge.  The
+# attempt's check is pushed back first, so the worker's search cannot find
+# and record the PaymentIntent before the merchant confirms.
+charge_no=$(new_attempt "it-st7-$$" 800 it_stripe)
+sql "UPDATE payflow.pending_checks SET due_at = now() + interval '1 hour'
+     WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = '$charge_no')" >/dev/null
+admin payments "{\"channel\":\"stripe\",\"payment_no\":\"$charge_no\",\"amount\":800,\"currency\":\"USD\"}" >/dev/null
+admin pay "{\"channel\":\"stripe\",\"payment_no\":\"$charge_no\",\"callback\":\"drop\"}" >/dev/null
+charge=$(admin_get "payments/$charge_no" | json txn_id)
+tap_is "$(sql "SELECT status || ' ' || coalesce(channel_ref, 'none')
+               FROM payflow.mark_paid('$charge_no', '$charge', 800, now(), 'USD')")" \
+    "succeeded none" "the merchant confirms the payment with its charge id $charge"
+refund_no=$(sql "SELECT (payflow.request_refund(order_id, 300, 'merchant')).refund_no
+                 FROM payflow.payments WHERE payment_no = '$charge_no'")
+took=$(wait_for 15 "SELECT status = 'succeeded' FROM payflow.refunds WHERE refund_no = '$refund_no'")
+tap_ok $? "the worker refunds it at Stripe (after ${took}s)"
+view=$(admin_get "payments/$charge_no")
+tap_is "$(echo "$view" | json refunds.0.requested_by) $(echo "$view" | json "executions_by_refund_no.$refund_no") $(echo "$view" | json refunded_amount)" \
+    "charge 1 300" "the refund names the charge, and Stripe executed it once for 300"
