@@ -13,6 +13,11 @@
 
 \echo Use "CREATE EXTENSION payflow" to load this file. \quit
 
+-- Created here rather than through the control file's schema, so that it is
+-- a member of the extension and DROP EXTENSION removes it too.
+CREATE SCHEMA payflow;
+COMMENT ON SCHEMA payflow IS 'payflow: carts, orders, payment attempts, refunds and their outbox';
+
 -- ---------------------------------------------------------------------------
 -- Roles (cluster-wide: created once, kept across DROP EXTENSION)
 -- ---------------------------------------------------------------------------
