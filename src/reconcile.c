@@ -157,7 +157,6 @@ static PreparedQuery leased_checks = {
 	.argtypes = {INT8ARRAYOID},
 };
 
-/* The channel's id of an attempt that a query found (e.g. by search). */
 static PreparedQuery release_lease = {
 	.sql = "UPDATE payflow.pending_checks SET lease_until = NULL, last_checked_at = now(),"
 	"       last_outcome = $2, last_error = $3 WHERE id = $1",
