@@ -258,13 +258,13 @@ authorized(const http_request *req, http_reply *rep)
 }
 
 static void
-missing_intent(http_reply *rep, const char *id)
+missing_resource(http_reply *rep, const char *object, const char *param, const char *id)
 {
 	strbuf		message;
 
 	strbuf_init(&message);
-	strbuf_printf(&message, "No such payment_intent: '%s'", id);
-	stripe_error(rep, 404, "invalid_request_error", "resource_missing", "intent",
+	strbuf_printf(&message, "No such %s: '%s'", object, id);
+	stripe_error(rep, 404, "invalid_request_error", "resource_missing", param,
 				 message.data);
 	strbuf_free(&message);
 }
@@ -281,7 +281,7 @@ retrieve_intent(http_reply *rep, const char *id)
 	if (p == NULL)
 	{
 		store_unlock();
-		missing_intent(rep, id);
+		missing_resource(rep, "payment_intent", "intent", id);
 		return;
 	}
 	p->queries++;
@@ -303,7 +303,7 @@ cancel_intent(http_reply *rep, const char *id)
 	if (p == NULL)
 	{
 		store_unlock();
-		missing_intent(rep, id);
+		missing_resource(rep, "payment_intent", "intent", id);
 		return;
 	}
 	p->closes++;
@@ -427,24 +427,14 @@ execute_refund(form_field *fields, int n, http_reply *rep, bool *executed)
 					 "Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer");
 		return;
 	}
-	if (charge_id != NULL)
+	p = charge_id != NULL ? store_find_payment_by_charge(charge_id) :
+		store_find_payment_by_stripe_id(intent_id);
+	if (p == NULL)
 	{
-		p = store_find_payment_by_charge(charge_id);
-		if (p == NULL)
-		{
-			strbuf		message;
-
-			strbuf_init(&message);
-			strbuf_printf(&message, "No such charge: '%s'", charge_id);
-			stripe_error(rep, 404, "invalid_request_error", "resource_missing", "charge",
-						 message.data);
-			strbuf_free(&message);
-			return;
-		}
-	}
-	else if ((p = store_find_payment_by_stripe_id(intent_id)) == NULL)
-	{
-		missing_intent(rep, intent_id);
+		if (charge_id != NULL)
+			missing_resource(rep, "charge", "charge", charge_id);
+		else
+			missing_resource(rep, "payment_intent", "intent", intent_id);
 		return;
 	}
 	*executed = true;
