@@ -427,7 +427,9 @@ SELECT w.pid AS worker_pid, w.started_at AS worker_started_at, w.last_loop_at AS
        (SELECT count(*) FROM payflow.pending_checks
         WHERE due_at <= now() AND (lease_until IS NULL OR lease_until < now())) AS overdue_checks,
        (SELECT count(*) FROM payflow.payments WHERE status = 'unknown') AS payments_in_review,
-       (SELECT count(*) FROM payflow.refunds WHERE status = 'failed') AS refunds_failed
+       (SELECT count(*) FROM payflow.refunds WHERE status = 'failed') AS refunds_failed,
+       (SELECT count(*) FROM payflow.pending_checks
+        WHERE refund_id IS NOT NULL AND last_outcome LIKE 'review: %') AS refunds_in_review
 FROM payflow.worker_status() w;
 
 -- Opens a channel as the reconciler would: its driver checks settings and

@@ -18,6 +18,17 @@ static PreparedQuery upsert_payment_check = {
 	.argtypes = {INT8OID, TIMESTAMPTZOID},
 };
 
+/* Due now, unless checked since $3 (then its schedule stands). */
+static PreparedQuery last_payment_check = {
+	.sql = "INSERT INTO payflow.pending_checks (payment_id, due_at) VALUES ($1, $2)"
+	" ON CONFLICT (payment_id) DO UPDATE SET due_at = excluded.due_at"
+	" WHERE payflow.pending_checks.due_at > excluded.due_at"
+	"   AND (payflow.pending_checks.last_checked_at IS NULL"
+	"        OR payflow.pending_checks.last_checked_at < $3)",
+	.nargs = 3,
+	.argtypes = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+};
+
 static PreparedQuery upsert_refund_check = {
 	.sql = "INSERT INTO payflow.pending_checks (refund_id, due_at) VALUES ($1, $2)"
 	" ON CONFLICT (refund_id) DO UPDATE"
@@ -52,6 +63,21 @@ pf_enqueue_payment_check(int64 payment_id, TimestampTz due_at)
 
 	pf_execute(&upsert_payment_check, values, NULL, 0);
 	pf_wake_worker_at_commit();
+}
+
+/*
+ * One last check of an open attempt of an expired order: due at due_at
+ * unless it was checked at or after checked_since (the expiry), so that an
+ * attempt the channel still holds open is asked once, not at every pass.
+ */
+void
+pf_enqueue_last_payment_check(int64 payment_id, TimestampTz due_at, TimestampTz checked_since)
+{
+	Datum		values[3] = {Int64GetDatum(payment_id), TimestampTzGetDatum(due_at),
+	TimestampTzGetDatum(checked_since)};
+
+	if (pf_execute(&last_payment_check, values, NULL, 0) > 0)
+		pf_wake_worker_at_commit();
 }
 
 void
@@ -92,6 +118,38 @@ pf_dequeue_refund_check(int64 refund_id)
 	Datum		values[1] = {Int64GetDatum(refund_id)};
 
 	pf_execute(&delete_refund_check, values, NULL, 0);
+}
+
+/*
+ * A refund whose checks ran out without a final answer: the money may have
+ * gone back or not, so it stays requested or processing (still counted as
+ * in progress, so the same money cannot be refunded again) and is asked
+ * again once a day, marked for review (payflow.health counts it).
+ */
+#define REFUND_REVIEW_RECHECK "1 day"
+#define REVIEW_OUTCOME_PREFIX "review: "
+static PreparedQuery refund_check_to_review = {
+	.sql = "UPDATE payflow.pending_checks SET checks = checks + 1,"
+	"       due_at = now() + interval '" REFUND_REVIEW_RECHECK "',"
+	"       lease_until = NULL, last_checked_at = now(),"
+	"       last_outcome = '" REVIEW_OUTCOME_PREFIX "' || $2, last_error = $3"
+	" WHERE id = $1",
+	.nargs = 3,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID},
+};
+
+void
+pf_refund_check_to_review(int64 check_id, const char *outcome, const char *error)
+{
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	values[0] = Int64GetDatum(check_id);
+	values[1] = CStringGetTextDatum(outcome);
+	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	if (error == NULL)
+		nulls[2] = 'n';
+	pf_execute(&refund_check_to_review, values, nulls, 0);
 }
 
 /*

@@ -89,7 +89,7 @@ apply_payment_notification(ChannelNotification *n, const char *channel_name)
 									 "callback");
 			break;
 		case CHANNEL_PAYMENT_FAILED:
-			pf_apply_payment_failure(n->payment_no, payment->detail);
+			pf_apply_payment_failure(n->payment_no, payment->detail, true);
 			break;
 		case CHANNEL_PAYMENT_CLOSED:
 			pf_settle_attempt(payment_id, "closed", "closed at the channel (callback)");

@@ -531,8 +531,8 @@ payflow_cancel_order(PG_FUNCTION_ARGS)
 }
 
 static PreparedQuery open_attempts_of_order = {
-	.sql = "SELECT id FROM payflow.payments"
-	" WHERE order_id = $1 AND status IN ('pending', 'superseded')",
+	.sql = "SELECT id, status FROM payflow.payments"
+	" WHERE order_id = $1 AND status IN ('pending', 'superseded', 'unknown')",
 	.nargs = 1,
 	.argtypes = {INT8OID},
 };
@@ -541,15 +541,18 @@ static PreparedQuery open_attempts_of_order = {
  * Expire an order that is past expires_at and unpaid, once none of its
  * attempts is still open: compensation gives the stock back and (with
  * payflow.restore_cart_on_expiry) restores the cart.  An order whose
- * attempts are still open gets their checks made due now instead: the
- * reconciler asks the channel one last time and closes them there first.
- * Returns true when the order was expired.
+ * attempts are still open gets their checks made due now instead, once:
+ * the reconciler asks the channel one last time and closes them there
+ * first; an attempt still open after that follows its schedule.  An
+ * attempt in review (unknown) keeps the order unexpired: nobody has seen
+ * that it was not paid.  Returns true when the order was expired.
  */
 bool
 pf_expire_order_if_settled(int64 order_id)
 {
 	Datum		value = Int64GetDatum(order_id);
 	uint64		open_attempts;
+	TimestampTz expires_at;
 	Datum		values[3];
 
 	if (pf_execute(&lock_order, &value, NULL, 1) == 0)
@@ -558,15 +561,22 @@ pf_expire_order_if_settled(int64 order_id)
 		DatumGetTimestampTz(pf_datum(0, "expires_at")) > GetCurrentTransactionStartTimestamp())
 		return false;
 
+	expires_at = DatumGetTimestampTz(pf_datum(0, "expires_at"));
 	open_attempts = pf_execute(&open_attempts_of_order, &value, NULL, 0);
 	if (open_attempts > 0)
 	{
 		int64	   *ids = palloc(sizeof(int64) * open_attempts);
+		bool	   *in_review = palloc(sizeof(bool) * open_attempts);
 
 		for (uint64 i = 0; i < open_attempts; i++)
+		{
 			ids[i] = pf_int64(i, "id");
+			in_review[i] = strcmp(pf_text(i, "status"), "unknown") == 0;
+		}
 		for (uint64 i = 0; i < open_attempts; i++)
-			pf_enqueue_payment_check(ids[i], GetCurrentTransactionStartTimestamp());
+			if (!in_review[i])
+				pf_enqueue_last_payment_check(ids[i], GetCurrentTransactionStartTimestamp(),
+											  expires_at);
 		return false;
 	}
 

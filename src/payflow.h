@@ -91,8 +91,10 @@ extern TimestampTz pf_now_plus_seconds(int64 seconds);
 /* cart.c */
 extern bool pf_is_currency_code(const char *code, size_t len);
 
-/* state.c: the transition guard */
+/* state.c: the transition guard, and its table for the C code (inside SPI) */
 extern Datum payflow_guard_transition(PG_FUNCTION_ARGS);
+extern bool pf_transition_is_legal(const char *entity, const char *from_status,
+								   const char *to_status);
 
 /*
  * The outbox payload: the order (and payment, refund) as they are after
@@ -117,12 +119,16 @@ extern void pf_notify_events_at_commit(void);
 
 /* checks.c: the pending-check queue */
 extern void pf_enqueue_payment_check(int64 payment_id, TimestampTz due_at);
+extern void pf_enqueue_last_payment_check(int64 payment_id, TimestampTz due_at,
+										  TimestampTz checked_since);
 extern void pf_enqueue_refund_check(int64 refund_id, TimestampTz due_at);
 extern void pf_dequeue_payment_check(int64 payment_id);
 extern void pf_dequeue_refund_check(int64 refund_id);
 extern bool pf_reschedule_check(int64 check_id, int checks_made,
 								const CheckSchedule *schedule, const char *outcome,
 								const char *error);
+extern void pf_refund_check_to_review(int64 check_id, const char *outcome,
+									  const char *error);
 extern void pf_wake_worker_at_commit(void);
 extern TimestampTz pf_first_check_due(const CheckSchedule *schedule);
 
@@ -134,7 +140,8 @@ extern void pf_restore_order_cart(int64 order_id);
 extern int64 pf_apply_payment_success(const char *payment_no, const char *channel_txn_id,
 									  int64 amount, const char *currency,
 									  TimestampTz paid_at, const char *confirmed_via);
-extern int64 pf_apply_payment_failure(const char *payment_no, const char *reason);
+extern int64 pf_apply_payment_failure(const char *payment_no, const char *reason,
+									  bool from_channel);
 extern void pf_supersede_open_attempts(int64 order_id, int64 except_payment_id);
 extern int64 pf_settle_attempt(int64 payment_id, const char *status, const char *reason);
 extern void pf_record_channel_ref(int64 payment_id, const char *channel_ref);

@@ -89,6 +89,17 @@ static PreparedQuery set_channel_ref = {
 	.argtypes = {TEXTOID, TEXTOID},
 };
 
+/*
+ * The order first, then the attempt, as every other writer of an attempt
+ * locks them: the outcome applied next locks the order anyway.
+ */
+static PreparedQuery lock_order_of_payment = {
+	.sql = "SELECT o.id FROM payflow.orders o JOIN payflow.payments p ON p.order_id = o.id"
+	" WHERE p.id = $1 FOR UPDATE OF o",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
 static PreparedQuery record_channel_ref = {
 	.sql = "UPDATE payflow.payments SET channel_ref = $2 WHERE id = $1 AND channel_ref IS NULL",
 	.nargs = 2,
@@ -389,6 +400,7 @@ pf_record_channel_ref(int64 payment_id, const char *channel_ref)
 {
 	Datum		values[2] = {Int64GetDatum(payment_id), CStringGetTextDatum(channel_ref)};
 
+	pf_execute(&lock_order_of_payment, values, NULL, 0);
 	pf_execute(&record_channel_ref, values, NULL, 0);
 }
 
@@ -542,17 +554,34 @@ pf_apply_payment_success(const char *payment_no, const char *channel_txn_id,
 /*
  * A definite failure of an attempt, idempotently; the core of mark_failed.
  * The order stays payable.  Returns the attempt's id.
+ *
+ * A failure reported by the channel (callback or poll) for an attempt that
+ * can no longer fail (it succeeded, or was closed) is stale: channels
+ * deliver out of order, and Stripe sends payment_failed for a declined card
+ * before the retry that succeeds.  It changes nothing and is acknowledged,
+ * or the channel would resend it for days.  From mark_failed, the caller's
+ * own call, the same move is refused (PF020).
  */
 int64
-pf_apply_payment_failure(const char *payment_no, const char *reason)
+pf_apply_payment_failure(const char *payment_no, const char *reason, bool from_channel)
 {
 	int64		order_id;
 	int64		payment_id;
+	char	   *status;
 
 	(void) lock_payment_and_order(payment_no, &order_id);
 	payment_id = pf_int64(0, "id");
-	if (strcmp(pf_text(0, "status"), "failed") == 0)
+	status = pf_text(0, "status");
+	if (strcmp(status, "failed") == 0)
 		return payment_id;
+	if (from_channel && !pf_transition_is_legal("payment", status, "failed"))
+	{
+		ereport(LOG,
+				(errmsg("payflow: stale failure report for payment %s ignored: it is %s",
+						payment_no, status),
+				 errdetail("The channel said: %s", reason ? reason : "(no reason)")));
+		return payment_id;
+	}
 	{
 		Datum		values[3];
 		char		nulls[3] = {' ', ' ', ' '};
@@ -613,7 +642,7 @@ payflow_mark_failed(PG_FUNCTION_ARGS)
 	Datum		result;
 
 	SPI_connect();
-	payment_id = pf_apply_payment_failure(payment_no, reason);
+	payment_id = pf_apply_payment_failure(payment_no, reason, false);
 	result = payment_result(fcinfo, caller_context, payment_id);
 	SPI_finish();
 	PG_RETURN_DATUM(result);

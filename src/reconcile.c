@@ -108,10 +108,22 @@ typedef struct Pass
 
 static void serve_network(Pass *pass, int wait_ms);
 
+/*
+ * Orders past expiry that a pass can act on.  Left out: those with an
+ * attempt in review (unknown), which stay unexpired until it is resolved,
+ * and those whose open attempt has had its last check after expiry and is
+ * still open at the channel: its scheduled checks close it, and closing it
+ * expires the order.  Otherwise they would fill every pass's LIMIT.
+ */
 static PreparedQuery expired_orders = {
-	.sql = "SELECT id FROM payflow.orders"
-	" WHERE status = 'awaiting_payment' AND expires_at <= now()"
-	" ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+	.sql = "SELECT o.id FROM payflow.orders o"
+	" WHERE o.status = 'awaiting_payment' AND o.expires_at <= now()"
+	"   AND NOT EXISTS (SELECT 1 FROM payflow.payments p"
+	"                   LEFT JOIN payflow.pending_checks c ON c.payment_id = p.id"
+	"                   WHERE p.order_id = o.id"
+	"                     AND p.status IN ('pending', 'superseded', 'unknown')"
+	"                     AND (p.status = 'unknown' OR c.last_checked_at >= o.expires_at))"
+	" ORDER BY o.expires_at LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
 	.nargs = 1,
 	.argtypes = {INT4OID},
 };
@@ -157,11 +169,17 @@ static PreparedQuery leased_checks = {
 	.argtypes = {INT8ARRAYOID},
 };
 
-static PreparedQuery release_lease = {
+/*
+ * A refund held while payflow.auto_refund is off: looked at again in a
+ * minute (it runs once the setting is turned on), not at every pass.
+ */
+#define HELD_REFUND_RECHECK "60 seconds"
+static PreparedQuery hold_refund_check = {
 	.sql = "UPDATE payflow.pending_checks SET lease_until = NULL, last_checked_at = now(),"
-	"       last_outcome = $2, last_error = $3 WHERE id = $1",
-	.nargs = 3,
-	.argtypes = {INT8OID, TEXTOID, TEXTOID},
+	"       due_at = now() + interval '" HELD_REFUND_RECHECK "',"
+	"       last_outcome = $2, last_error = NULL WHERE id = $1",
+	.nargs = 2,
+	.argtypes = {INT8OID, TEXTOID},
 };
 
 /*
@@ -448,9 +466,17 @@ reschedule_or_review(CheckItem *item, const char *outcome, const char *error)
 							item->channel ? item->channel->schedule : NULL, outcome, error))
 		return;
 	if (item->refund_id != 0)
-		pf_refund_final(item->refund_id, false, NULL,
-						psprintf("no final answer from the channel after %d checks%s%s",
-								 item->checks_made + 1, error ? ": " : "", error ? error : ""));
+	{
+		/* Not failed: for all we know the money went back. */
+		ereport(WARNING,
+				(errmsg("payflow: refund %s has no final answer after %d checks: needs review",
+						item->refund.refund_no, item->checks_made + 1),
+				 errdetail("Last outcome: %s%s%s.", outcome, error ? ": " : "", error ? error : ""),
+				 errhint("It stays in progress and is asked again daily; payflow.health counts it under refunds_in_review.")));
+		pf_refund_check_to_review(item->check_id,
+								  psprintf("no final answer after %d checks", item->checks_made + 1),
+								  error);
+	}
 	else
 		pf_settle_attempt(item->payment_id, "unknown",
 						  psprintf("no final answer from the channel after %d checks%s%s",
@@ -479,7 +505,7 @@ apply_payment_outcome(CheckItem *item)
 									 "poll");
 			break;
 		case CHANNEL_PAYMENT_FAILED:
-			pf_apply_payment_failure(item->payment.payment_no, answer->detail);
+			pf_apply_payment_failure(item->payment.payment_no, answer->detail, true);
 			break;
 		case CHANNEL_PAYMENT_CLOSED:
 			pf_settle_attempt(item->payment_id, "closed", answer->detail);
@@ -515,11 +541,10 @@ apply_refund_outcome(CheckItem *item)
 	}
 	if (item->action == ACTION_HOLD_REFUND)
 	{
-		Datum		values[3] = {Int64GetDatum(item->check_id),
-			CStringGetTextDatum("held: payflow.auto_refund is off"), (Datum) 0};
-		char		nulls[3] = {' ', ' ', 'n'};
+		Datum		values[2] = {Int64GetDatum(item->check_id),
+		CStringGetTextDatum("held: payflow.auto_refund is off")};
 
-		pf_execute(&release_lease, values, nulls, 0);
+		pf_execute(&hold_refund_check, values, NULL, 0);
 		return;
 	}
 	switch (answer->state)

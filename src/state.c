@@ -45,6 +45,7 @@ typedef struct TransitionEntry
 static HTAB *transition_cache = NULL;
 static MemoryContext transition_cache_context = NULL;
 static bool transition_cache_valid = false;
+static uint64 transition_invalidations = 0;	/* bumped by every invalidation */
 static bool transition_callback_registered = false;
 static Oid	transitions_relid = InvalidOid;
 
@@ -52,7 +53,10 @@ static void
 transitions_invalidated(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == transitions_relid)
+	{
+		transition_invalidations++;
 		transition_cache_valid = false;
+	}
 }
 
 /* The hash key of a move; false when it is too long to be a legal one. */
@@ -71,6 +75,7 @@ load_transitions(void)
 {
 	HASHCTL		ctl;
 	uint64		count;
+	uint64		invalidations_before;
 
 	if (!transition_callback_registered)
 	{
@@ -81,8 +86,13 @@ load_transitions(void)
 		transition_cache_context = AllocSetContextCreate(TopMemoryContext,
 														 "payflow transitions",
 														 ALLOCSET_SMALL_SIZES);
-	/* Mark valid first: an invalidation during the load marks it stale again. */
-	transition_cache_valid = true;
+	/*
+	 * Valid only once the whole table is in, and only if no invalidation
+	 * arrived meanwhile: an error or a cancel during the load leaves it
+	 * stale, to be loaded again by the next guard call.
+	 */
+	transition_cache_valid = false;
+	invalidations_before = transition_invalidations;
 	transition_cache = NULL;
 	MemoryContextReset(transition_cache_context);
 	transitions_relid = get_relname_relid("transitions", get_namespace_oid("payflow", false));
@@ -102,11 +112,12 @@ load_transitions(void)
 						   pf_text(i, "to_status")))
 			(void) hash_search(transition_cache, key, HASH_ENTER, NULL);
 	}
+	transition_cache_valid = (invalidations_before == transition_invalidations);
 }
 
 /* Is the move a row of payflow.transitions?  Call inside SPI. */
-static bool
-transition_is_legal(const char *entity, const char *from_status, const char *to_status)
+bool
+pf_transition_is_legal(const char *entity, const char *from_status, const char *to_status)
 {
 	char		key[TRANSITION_KEY_LEN];
 
@@ -187,7 +198,7 @@ payflow_guard_transition(PG_FUNCTION_ARGS)
 		return PointerGetDatum(new_row);	/* no move: other columns changed */
 
 	SPI_connect();
-	legal = transition_is_legal(entity, from_status ? from_status : "(null)", to_status);
+	legal = pf_transition_is_legal(entity, from_status ? from_status : "(null)", to_status);
 	SPI_finish();
 
 	if (!legal)

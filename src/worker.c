@@ -52,9 +52,11 @@ static PreparedQuery next_wake_up = {
 	.sql = "SELECT extract(epoch FROM least("
 	"   (SELECT min(due_at) FROM payflow.pending_checks WHERE lease_until IS NULL),"
 	"   (SELECT min(lease_until) FROM payflow.pending_checks WHERE lease_until IS NOT NULL),"
-	"   (SELECT min(expires_at) FROM payflow.orders WHERE status = 'awaiting_payment'))"
+	"   (SELECT min(expires_at) FROM payflow.orders"
+	"     WHERE status = 'awaiting_payment' AND expires_at > $1))"
 	"   - clock_timestamp()) * 1000 AS sleep_ms",
-	.nargs = 0,
+	.nargs = 1,
+	.argtypes = {TIMESTAMPTZOID},
 	.read_only = true,
 };
 
@@ -110,14 +112,21 @@ payflow_installed(void)
 	return installed;
 }
 
-/* How long to sleep: until the next due check or expiry, within bounds. */
+/*
+ * How long to sleep: until the next due check or expiry, within bounds.
+ * Orders that expired before the last pass began were that pass's to
+ * expire; those it left (an attempt still open at the channel or in
+ * review) are moved on by their checks, so they must not keep the worker
+ * from sleeping.
+ */
 static long
-milliseconds_until_due(void)
+milliseconds_until_due(TimestampTz pass_started)
 {
 	long		sleep_ms = MAX_SLEEP_MS;
+	Datum		value = TimestampTzGetDatum(pass_started);
 
 	worker_begin("payflow: computing the next wake-up");
-	if (pf_execute(&next_wake_up, NULL, NULL, 1) == 1 && !pf_isnull(0, "sleep_ms"))
+	if (pf_execute(&next_wake_up, &value, NULL, 1) == 1 && !pf_isnull(0, "sleep_ms"))
 	{
 		char	   *text = pf_text(0, "sleep_ms");
 		double		ms = strtod(text, NULL);
@@ -186,9 +195,10 @@ payflow_worker_main(Datum main_arg)
 		if (payflow_worker_enabled && payflow_installed())
 		{
 			int			max_checks = payflow_batch_size * WORKER_PASS_CLAIMS;
+			TimestampTz pass_started = GetCurrentTimestamp();
 			int			made = reconcile_pass(max_checks, &worker_transactions);
 
-			sleep_ms = made >= max_checks ? 0 : milliseconds_until_due();
+			sleep_ms = made >= max_checks ? 0 : milliseconds_until_due(pass_started);
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_context);
