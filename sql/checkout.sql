@@ -55,6 +55,15 @@ SELECT payflow.create_order_from_cart('carol');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS carol_cart_lines FROM payflow.cart_items WHERE customer_id = 'carol';
 
+-- A cart line written around cart_put (here by a superuser) that no order
+-- line may have: refused with PF005, nothing changed.
+INSERT INTO payflow.cart_items (customer_id, sku, quantity, unit_price, currency)
+    VALUES ('zoe', 'PEN', 1, 500, 'CNY'), ('zoe', 'INK', 0, 300, 'CNY');
+SELECT payflow.create_order_from_cart('zoe');
+\echo :LAST_ERROR_SQLSTATE
+SELECT (SELECT count(*) FROM payflow.cart_items WHERE customer_id = 'zoe') AS zoe_cart_lines,
+       (SELECT count(*) FROM payflow.orders WHERE customer_id = 'zoe') AS zoe_orders;
+
 -- Not enough stock: refused, nothing reserved.
 SELECT payflow.cart_put('dave', 'CUP-BLUE', 2, 3000);
 SELECT payflow.cart_put('dave', 'TEA-250G', 1, 4500);

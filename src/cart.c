@@ -47,22 +47,26 @@ pf_is_currency_code(const char *code, size_t len)
 
 /*
  * cart_put(customer_id, sku, quantity, unit_price, currency, title):
- * set the line's quantity and price; quantity 0 removes the line.
+ * set the line's quantity and price; quantity 0 removes the line.  The
+ * text arguments go to the query as they came (a hot path: five calls a
+ * checkout); C strings are made only for error messages.
  */
 Datum
 payflow_cart_put(PG_FUNCTION_ARGS)
 {
-	char	   *customer_id = pf_arg_text(fcinfo, 0, "customer_id", true);
-	char	   *sku = pf_arg_text(fcinfo, 1, "sku", true);
+	Datum		customer_id = pf_arg_text_datum(fcinfo, 0, "customer_id");
+	Datum		sku = pf_arg_text_datum(fcinfo, 1, "sku");
+	Datum		currency = pf_arg_text_datum(fcinfo, 4, "currency");
+	BpChar	   *currency_text = DatumGetBpCharPP(currency);
 	int32		quantity;
 	int64		unit_price;
-	char	   *currency = pf_arg_text(fcinfo, 4, "currency", true);
 
 	if (PG_ARGISNULL(2) || PG_GETARG_INT32(2) < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
 				 errmsg("quantity must be zero or positive"),
-				 errdetail("Cart line %s of customer %s got quantity %s.", sku, customer_id,
+				 errdetail("Cart line %s of customer %s got quantity %s.",
+						   TextDatumGetCString(sku), TextDatumGetCString(customer_id),
 						   PG_ARGISNULL(2) ? "NULL" : psprintf("%d", PG_GETARG_INT32(2))),
 				 errhint("Pass 0 to remove the line.")));
 	quantity = PG_GETARG_INT32(2);
@@ -71,22 +75,24 @@ payflow_cart_put(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
 				 errmsg("unit_price must be zero or positive"),
-				 errdetail("Cart line %s of customer %s got unit_price %s.", sku, customer_id,
+				 errdetail("Cart line %s of customer %s got unit_price %s.",
+						   TextDatumGetCString(sku), TextDatumGetCString(customer_id),
 						   PG_ARGISNULL(3) ? "NULL" : psprintf(INT64_FORMAT, PG_GETARG_INT64(3))),
 				 errhint("Prices are integers in the currency's minor unit (fen, cents).")));
 	unit_price = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT64(3);
 
-	if (!pf_is_currency_code(currency, currency ? strlen(currency) : 0))
+	if (!pf_is_currency_code(VARDATA_ANY(currency_text), VARSIZE_ANY_EXHDR(currency_text)))
 		ereport(ERROR,
 				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
-				 errmsg("invalid currency code \"%s\"", currency),
-				 errdetail("Cart line %s of customer %s must name an ISO 4217 currency.", sku, customer_id),
+				 errmsg("invalid currency code \"%s\"", TextDatumGetCString(currency)),
+				 errdetail("Cart line %s of customer %s must name an ISO 4217 currency.",
+						   TextDatumGetCString(sku), TextDatumGetCString(customer_id)),
 				 errhint("Use three upper-case letters, such as CNY or USD.")));
 
 	SPI_connect();
 	if (quantity == 0)
 	{
-		Datum		values[2] = {CStringGetTextDatum(customer_id), CStringGetTextDatum(sku)};
+		Datum		values[2] = {customer_id, sku};
 
 		pf_execute(&delete_cart_line, values, NULL, 0);
 	}
@@ -95,11 +101,11 @@ payflow_cart_put(PG_FUNCTION_ARGS)
 		Datum		values[6];
 		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
-		values[0] = CStringGetTextDatum(customer_id);
-		values[1] = CStringGetTextDatum(sku);
+		values[0] = customer_id;
+		values[1] = sku;
 		values[2] = Int32GetDatum(quantity);
 		values[3] = Int64GetDatum(unit_price);
-		values[4] = PG_GETARG_DATUM(4);
+		values[4] = PointerGetDatum(currency_text);
 		values[5] = PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5);
 		if (PG_ARGISNULL(5))
 			nulls[5] = 'n';

@@ -86,6 +86,7 @@ extern Datum pf_row_as_result(FunctionCallInfo fcinfo, MemoryContext caller_cont
 							  int row);
 extern char *pf_arg_text(FunctionCallInfo fcinfo, int argno, const char *argname,
 						 bool required);
+extern Datum pf_arg_text_datum(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern TimestampTz pf_now_plus_seconds(int64 seconds);
 
 /* cart.c */

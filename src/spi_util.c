@@ -141,7 +141,13 @@ pf_row_as_result(FunctionCallInfo fcinfo, MemoryContext caller_context, int row)
 		nulls[i] = true;
 		if (attr->attisdropped)
 			continue;
-		source = SPI_fnumber(SPI_tuptable->tupdesc, NameStr(attr->attname));
+		/* Usually the same position (SELECT *, or o.* first); else search. */
+		source = i + 1;
+		if (source > SPI_tuptable->tupdesc->natts ||
+			TupleDescAttr(SPI_tuptable->tupdesc, i)->attisdropped ||
+			strcmp(NameStr(TupleDescAttr(SPI_tuptable->tupdesc, i)->attname),
+				   NameStr(attr->attname)) != 0)
+			source = SPI_fnumber(SPI_tuptable->tupdesc, NameStr(attr->attname));
 		if (source <= 0)
 			continue;
 		values[i] = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
@@ -159,21 +165,28 @@ pf_row_as_result(FunctionCallInfo fcinfo, MemoryContext caller_context, int row)
 char *
 pf_arg_text(FunctionCallInfo fcinfo, int argno, const char *argname, bool required)
 {
-	char	   *value;
+	if (required)
+		(void) pf_arg_text_datum(fcinfo, argno, argname);
+	return PG_ARGISNULL(argno) ? NULL : TextDatumGetCString(PG_GETARG_DATUM(argno));
+}
 
-	if (PG_ARGISNULL(argno))
-		value = NULL;
-	else
-		value = TextDatumGetCString(PG_GETARG_DATUM(argno));
+/*
+ * A required text argument as its datum, detoasted, for a hot path that
+ * passes it on as it came: NULL or empty is refused with PF005 naming it.
+ */
+Datum
+pf_arg_text_datum(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	text	   *value = PG_ARGISNULL(argno) ? NULL : PG_GETARG_TEXT_PP(argno);
 
-	if (required && (value == NULL || value[0] == '\0'))
+	if (value == NULL || VARSIZE_ANY_EXHDR(value) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
 				 errmsg("argument \"%s\" must not be null or empty", argname),
 				 errdetail("The call passed %s for \"%s\".",
 						   value == NULL ? "NULL" : "an empty string", argname),
 				 errhint("Pass a non-empty value for \"%s\".", argname)));
-	return value;
+	return PointerGetDatum(value);
 }
 
 /* now() (the transaction's start) plus a number of seconds. */
