@@ -322,60 +322,60 @@ CREATE FUNCTION payflow.cart_put(customer_id text, sku text, quantity integer,
                                  title text DEFAULT NULL)
     RETURNS void
     AS 'MODULE_PATHNAME', 'payflow_cart_put'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION payflow.create_order_from_cart(customer_id text, idempotency_key text DEFAULT NULL)
     RETURNS payflow.orders
     AS 'MODULE_PATHNAME', 'payflow_create_order_from_cart'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION payflow.open_order(customer_id text)
     RETURNS payflow.orders
     AS 'MODULE_PATHNAME', 'payflow_open_order'
-    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION payflow.cancel_order(order_id bigint, reason text)
     RETURNS payflow.orders
     AS 'MODULE_PATHNAME', 'payflow_cancel_order'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION payflow.begin_payment(order_id bigint, channel text, idempotency_key text DEFAULT NULL)
     RETURNS payflow.payments
     AS 'MODULE_PATHNAME', 'payflow_begin_payment'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION payflow.attach_channel_ref(payment_no text, channel_ref text)
     RETURNS payflow.payments
     AS 'MODULE_PATHNAME', 'payflow_attach_channel_ref'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION payflow.mark_paid(payment_no text, channel_txn_id text, amount bigint,
                                   paid_at timestamptz DEFAULT now(),
                                   currency character(3) DEFAULT NULL)
     RETURNS payflow.payments
     AS 'MODULE_PATHNAME', 'payflow_mark_paid'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION payflow.mark_failed(payment_no text, reason text)
     RETURNS payflow.payments
     AS 'MODULE_PATHNAME', 'payflow_mark_failed'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION payflow.request_refund(order_id bigint, amount bigint DEFAULT NULL,
                                        reason text DEFAULT 'merchant')
     RETURNS payflow.refunds
     AS 'MODULE_PATHNAME', 'payflow_request_refund'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION payflow.check_now(payment_no text)
     RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'payflow_check_now'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION payflow.handle_notification(channel text, headers jsonb, body text)
     RETURNS jsonb
     AS 'MODULE_PATHNAME', 'payflow_handle_notification'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, payflow, pg_temp;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION payflow.handle_notification(text, jsonb, text) IS
     'Verify, decode and apply a channel callback; returns {"status", "body", "replay"}: answer the channel with that HTTP status and body.';
 

@@ -7,7 +7,7 @@
 -- settings.  The owner-rights API functions pin search_path so a caller's
 -- objects cannot hijack them.
 BEGIN;
-SELECT plan(22);
+SELECT plan(25);
 
 SELECT payflow.set_channel('wx', 'http_json', 'http://127.0.0.1:9/pay',
                            '{}', '{"hmac_secret":"0123456789abcdef0123456789abcdef"}');
@@ -126,6 +126,38 @@ SELECT is_empty(
         AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c
                         WHERE c ~ '^search_path=pg_catalog, *(.*, *)?pg_temp$')$$,
     'every SECURITY DEFINER function pins search_path, pg_catalog first and pg_temp last');
+
+-- A caller's search_path that puts its own = for text before pg_catalog's
+-- reaches none of payflow's SQL while the functions are pinned; unpinned,
+-- checkout would run the caller's operator with the owner's rights.
+CREATE SCHEMA pf_trap;
+CREATE FUNCTION pf_trap.text_eq(a text, b text) RETURNS boolean LANGUAGE plpgsql AS
+    $$BEGIN RAISE EXCEPTION 'hijacked by the caller''s search_path'; END$$;
+CREATE OPERATOR pf_trap.= (LEFTARG = text, RIGHTARG = text, FUNCTION = pf_trap.text_eq);
+GRANT USAGE ON SCHEMA pf_trap TO payflow_app;
+GRANT EXECUTE ON FUNCTION pf_trap.text_eq(text, text) TO payflow_app;
+-- (Each statement sets the hostile path itself: pgTAP's own functions
+-- compare text with = too.)
+SET LOCAL ROLE payflow_app;
+SELECT throws_ok(
+    $$SET LOCAL search_path = pf_trap, pg_catalog; SELECT 'a'::text = 'a'::text$$,
+    'P0001', 'hijacked by the caller''s search_path',
+    'the trap works: under this search_path, = on text is the caller''s');
+SELECT lives_ok(
+    $$SET LOCAL search_path = pf_trap, pg_catalog;
+      SELECT payflow.cart_put('ro-vic', 'RO-BOOK', 1, 4500, 'CNY', 'Book');
+      SELECT payflow.create_order_from_cart('ro-vic');
+      RESET search_path$$,
+    'cart_put and create_order_from_cart never reach it: their search_path is pinned');
+RESET ROLE;
+ALTER FUNCTION payflow.create_order_from_cart(text, text) RESET search_path;
+SET LOCAL ROLE payflow_app;
+SELECT payflow.cart_put('ro-vic', 'RO-BOOK', 1, 4500, 'CNY', 'Book');
+SELECT throws_ok(
+    $$SET LOCAL search_path = pf_trap, pg_catalog; SELECT payflow.create_order_from_cart('ro-vic')$$,
+    'P0001', 'hijacked by the caller''s search_path',
+    'without the pin the caller''s operator would run inside checkout (rolled back)');
+RESET ROLE;
 
 SELECT * FROM finish();
 ROLLBACK;
