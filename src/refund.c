@@ -57,9 +57,13 @@ pf_refund_processing(int64 refund_id, const char *channel_refund_id)
 {
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', 'n'};
+	int64		order_id;
+	int64		payment_id;
 
 	if (!lock_open_refund(refund_id) || strcmp(pf_text(0, "status"), "processing") == 0)
 		return;
+	order_id = pf_int64(0, "order_id");
+	payment_id = pf_int64(0, "payment_id");
 	values[0] = Int64GetDatum(refund_id);
 	values[1] = CStringGetTextDatum("processing");
 	values[2] = channel_refund_id ? CStringGetTextDatum(channel_refund_id) : (Datum) 0;
@@ -67,6 +71,8 @@ pf_refund_processing(int64 refund_id, const char *channel_refund_id)
 	if (channel_refund_id == NULL)
 		nulls[2] = 'n';
 	pf_execute(&set_refund_status, values, nulls, 0);
+	/* Every state change has its event, this one too. */
+	pf_emit_event("refund.processing", order_id, payment_id, refund_id, NULL);
 }
 
 /* The refund is final: succeeded (money back) or failed (left for review). */

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # 13_refund_failure.sh -- a refund the channel refuses is left failed for
-# review with a refund.failed event (and the order keeps its money
-# accounting).
+# review with a refund.failed event, after refund.requested and
+# refund.processing (one event per state), and the order keeps its money
+# accounting.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 4
+tap_plan 5
 it_start_channel
 it_http_json_channel it_rf
 it_fast_schedule
@@ -20,6 +21,9 @@ admin config '{"refund_mode":"fail"}' >/dev/null
 sql "SELECT payflow.request_refund($order_id, 2000)" >/dev/null
 took=$(wait_for 20 "SELECT status = 'failed' FROM payflow.refunds WHERE order_id = $order_id")
 tap_ok $? "a refund the channel reports failed is left failed for review (after ${took}s)"
+tap_is "$(sql "SELECT string_agg(type, ',' ORDER BY id) FROM payflow.events WHERE order_id = $order_id
+               AND type LIKE 'refund.%'")" "refund.requested,refund.processing,refund.failed" \
+    "each of its states has one event: requested, processing (accepted), failed"
 tap_is "$(sql "SELECT count(*) FROM payflow.events WHERE order_id = $order_id AND type = 'refund.failed'")" "1" \
     "with one refund.failed event"
 tap_is "$(sql "SELECT status || ' ' || refunded_amount FROM payflow.orders WHERE id = $order_id")" "paid 0" \
