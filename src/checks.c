@@ -18,9 +18,14 @@ static PreparedQuery upsert_payment_check = {
 	.argtypes = {INT8OID, TIMESTAMPTZOID},
 };
 
-/* Due now, unless checked since $3 (then its schedule stands). */
-static PreparedQuery last_payment_check = {
-	.sql = "INSERT INTO payflow.pending_checks (payment_id, due_at) VALUES ($1, $2)"
+/*
+ * The open attempts (not in review) of order $1 due at $2, unless checked
+ * since $3 (then their schedule stands).
+ */
+static PreparedQuery last_checks_of_order = {
+	.sql = "INSERT INTO payflow.pending_checks (payment_id, due_at)"
+	" SELECT p.id, $2 FROM payflow.payments p"
+	" WHERE p.order_id = $1 AND p.status IN ('pending', 'superseded') ORDER BY p.id"
 	" ON CONFLICT (payment_id) DO UPDATE SET due_at = excluded.due_at"
 	" WHERE payflow.pending_checks.due_at > excluded.due_at"
 	"   AND (payflow.pending_checks.last_checked_at IS NULL"
@@ -66,17 +71,18 @@ pf_enqueue_payment_check(int64 payment_id, TimestampTz due_at)
 }
 
 /*
- * One last check of an open attempt of an expired order: due at due_at
+ * One last check of each open attempt of an expired order: due at due_at
  * unless it was checked at or after checked_since (the expiry), so that an
  * attempt the channel still holds open is asked once, not at every pass.
+ * Attempts in review (unknown) are left to the review.
  */
 void
-pf_enqueue_last_payment_check(int64 payment_id, TimestampTz due_at, TimestampTz checked_since)
+pf_enqueue_last_checks_of_order(int64 order_id, TimestampTz due_at, TimestampTz checked_since)
 {
-	Datum		values[3] = {Int64GetDatum(payment_id), TimestampTzGetDatum(due_at),
+	Datum		values[3] = {Int64GetDatum(order_id), TimestampTzGetDatum(due_at),
 	TimestampTzGetDatum(checked_since)};
 
-	if (pf_execute(&last_payment_check, values, NULL, 0) > 0)
+	if (pf_execute(&last_checks_of_order, values, NULL, 0) > 0)
 		pf_wake_worker_at_commit();
 }
 

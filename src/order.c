@@ -569,9 +569,9 @@ payflow_cancel_order(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(result);
 }
 
-static PreparedQuery open_attempts_of_order = {
-	.sql = "SELECT id, status FROM payflow.payments"
-	" WHERE order_id = $1 AND status IN ('pending', 'superseded', 'unknown')",
+static PreparedQuery order_has_open_attempt = {
+	.sql = "SELECT 1 FROM payflow.payments"
+	" WHERE order_id = $1 AND status IN ('pending', 'superseded', 'unknown') LIMIT 1",
 	.nargs = 1,
 	.argtypes = {INT8OID},
 };
@@ -590,7 +590,6 @@ bool
 pf_expire_order_if_settled(int64 order_id)
 {
 	Datum		value = Int64GetDatum(order_id);
-	uint64		open_attempts;
 	TimestampTz expires_at;
 	Datum		values[3];
 
@@ -601,21 +600,10 @@ pf_expire_order_if_settled(int64 order_id)
 		return false;
 
 	expires_at = DatumGetTimestampTz(pf_datum(0, "expires_at"));
-	open_attempts = pf_execute(&open_attempts_of_order, &value, NULL, 0);
-	if (open_attempts > 0)
+	if (pf_execute(&order_has_open_attempt, &value, NULL, 1) > 0)
 	{
-		int64	   *ids = palloc(sizeof(int64) * open_attempts);
-		bool	   *in_review = palloc(sizeof(bool) * open_attempts);
-
-		for (uint64 i = 0; i < open_attempts; i++)
-		{
-			ids[i] = pf_int64(i, "id");
-			in_review[i] = strcmp(pf_text(i, "status"), "unknown") == 0;
-		}
-		for (uint64 i = 0; i < open_attempts; i++)
-			if (!in_review[i])
-				pf_enqueue_last_payment_check(ids[i], GetCurrentTransactionStartTimestamp(),
-											  expires_at);
+		pf_enqueue_last_checks_of_order(order_id, GetCurrentTransactionStartTimestamp(),
+										expires_at);
 		return false;
 	}
 

@@ -120,8 +120,8 @@ extern void pf_notify_events_at_commit(void);
 
 /* checks.c: the pending-check queue */
 extern void pf_enqueue_payment_check(int64 payment_id, TimestampTz due_at);
-extern void pf_enqueue_last_payment_check(int64 payment_id, TimestampTz due_at,
-										  TimestampTz checked_since);
+extern void pf_enqueue_last_checks_of_order(int64 order_id, TimestampTz due_at,
+											TimestampTz checked_since);
 extern void pf_enqueue_refund_check(int64 refund_id, TimestampTz due_at);
 extern void pf_dequeue_payment_check(int64 payment_id);
 extern void pf_dequeue_refund_check(int64 refund_id);

@@ -166,7 +166,7 @@ char *
 pf_arg_text(FunctionCallInfo fcinfo, int argno, const char *argname, bool required)
 {
 	if (required)
-		(void) pf_arg_text_datum(fcinfo, argno, argname);
+		return TextDatumGetCString(pf_arg_text_datum(fcinfo, argno, argname));
 	return PG_ARGISNULL(argno) ? NULL : TextDatumGetCString(PG_GETARG_DATUM(argno));
 }
 
