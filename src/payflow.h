@@ -92,7 +92,7 @@ extern TimestampTz pf_now_plus_seconds(int64 seconds);
 /* cart.c */
 extern bool pf_is_currency_code(const char *code, size_t len);
 
-/* state.c: the transition guard, and its table for the C code (inside SPI) */
+/* state.c: the transition guard, and its table for the C code */
 extern Datum payflow_guard_transition(PG_FUNCTION_ARGS);
 extern bool pf_transition_is_legal(const char *entity, const char *from_status,
 								   const char *to_status);

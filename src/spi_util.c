@@ -13,6 +13,8 @@
 #include "access/htup_details.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/typcache.h"
 
 /* Prepare the query on first use and keep the plan for the backend's life. */
 static SPIPlanPtr
@@ -110,29 +112,39 @@ Datum
 pf_row_as_result(FunctionCallInfo fcinfo, MemoryContext caller_context, int row)
 {
 	MemoryContext old;
+	Oid			result_type;
 	TupleDesc	result_desc;
+	TupleDesc	row_desc;
+	Datum	   *row_values;
+	bool	   *row_nulls;
 	Datum	   *values;
 	bool	   *nulls;
-	HeapTuple	tuple;
+	Datum		result;
 
 	if (SPI_tuptable == NULL || (uint64) row >= SPI_tuptable->numvals)
 		elog(ERROR, "payflow: no result row %d to return", row);
 
-	/* The blessed result descriptor is kept with the call site. */
-	result_desc = (TupleDesc) fcinfo->flinfo->fn_extra;
-	if (result_desc == NULL)
-	{
-		old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-		if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
-			elog(ERROR, "payflow: function must return a composite type");
-		result_desc = BlessTupleDesc(result_desc);
-		fcinfo->flinfo->fn_extra = result_desc;
-		MemoryContextSwitchTo(old);
-	}
+	/*
+	 * The functions return a named composite (payflow.orders, ...): its
+	 * descriptor is the type cache's, already blessed, so nothing is copied
+	 * per call.
+	 */
+	result_type = get_fn_expr_rettype(fcinfo->flinfo);
+	if (!OidIsValid(result_type))
+		result_type = get_func_rettype(fcinfo->flinfo->fn_oid);
+	if (!type_is_rowtype(result_type))
+		elog(ERROR, "payflow: function must return a composite type");
+	result_desc = lookup_rowtype_tupdesc(result_type, -1);
+
+	/* The row's columns, all at once (one pass over the tuple). */
+	row_desc = SPI_tuptable->tupdesc;
+	row_values = palloc(sizeof(Datum) * row_desc->natts);
+	row_nulls = palloc(sizeof(bool) * row_desc->natts);
+	heap_deform_tuple(SPI_tuptable->vals[row], row_desc, row_values, row_nulls);
+
 	old = MemoryContextSwitchTo(caller_context);
 	values = palloc0(sizeof(Datum) * result_desc->natts);
 	nulls = palloc0(sizeof(bool) * result_desc->natts);
-
 	for (int i = 0; i < result_desc->natts; i++)
 	{
 		Form_pg_attribute attr = TupleDescAttr(result_desc, i);
@@ -143,19 +155,20 @@ pf_row_as_result(FunctionCallInfo fcinfo, MemoryContext caller_context, int row)
 			continue;
 		/* Usually the same position (SELECT *, or o.* first); else search. */
 		source = i + 1;
-		if (source > SPI_tuptable->tupdesc->natts ||
-			TupleDescAttr(SPI_tuptable->tupdesc, i)->attisdropped ||
-			strcmp(NameStr(TupleDescAttr(SPI_tuptable->tupdesc, i)->attname),
+		if (source > row_desc->natts ||
+			TupleDescAttr(row_desc, i)->attisdropped ||
+			strcmp(NameStr(TupleDescAttr(row_desc, i)->attname),
 				   NameStr(attr->attname)) != 0)
-			source = SPI_fnumber(SPI_tuptable->tupdesc, NameStr(attr->attname));
+			source = SPI_fnumber(row_desc, NameStr(attr->attname));
 		if (source <= 0)
 			continue;
-		values[i] = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
-								  source, &nulls[i]);
+		values[i] = row_values[source - 1];
+		nulls[i] = row_nulls[source - 1];
 	}
-	tuple = heap_form_tuple(result_desc, values, nulls);
+	result = HeapTupleGetDatum(heap_form_tuple(result_desc, values, nulls));
 	MemoryContextSwitchTo(old);
-	return HeapTupleGetDatum(tuple);
+	ReleaseTupleDesc(result_desc);
+	return result;
 }
 
 /*

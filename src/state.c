@@ -59,17 +59,30 @@ transitions_invalidated(Datum arg, Oid relid)
 	}
 }
 
-/* The hash key of a move; false when it is too long to be a legal one. */
+/*
+ * The hash key of a move, "entity/from/to"; false when it is too long to
+ * be a legal one.  Built by hand: snprintf would be a tenth of the guard.
+ */
 static bool
 transition_key(char *key, const char *entity, const char *from_status, const char *to_status)
 {
-	int			len = snprintf(key, TRANSITION_KEY_LEN, "%s/%s/%s",
-							   entity, from_status, to_status);
+	const char *parts[3] = {entity, from_status, to_status};
+	size_t		used = 0;
 
-	return len >= 0 && len < TRANSITION_KEY_LEN;
+	for (int i = 0; i < 3; i++)
+	{
+		size_t		len = strlen(parts[i]);
+
+		if (used + len + 1 > TRANSITION_KEY_LEN)
+			return false;
+		memcpy(key + used, parts[i], len);
+		used += len;
+		key[used++] = (i < 2) ? '/' : '\0';
+	}
+	return true;
 }
 
-/* (Re)load payflow.transitions into the hash; call inside SPI. */
+/* (Re)load payflow.transitions into the hash, over its own SPI connection. */
 static void
 load_transitions(void)
 {
@@ -103,6 +116,7 @@ load_transitions(void)
 	ctl.hcxt = transition_cache_context;
 	transition_cache = hash_create("payflow transitions", 128, &ctl,
 								   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	SPI_connect();
 	count = pf_execute(&all_transitions, NULL, NULL, 0);
 	for (uint64 i = 0; i < count; i++)
 	{
@@ -112,10 +126,11 @@ load_transitions(void)
 						   pf_text(i, "to_status")))
 			(void) hash_search(transition_cache, key, HASH_ENTER, NULL);
 	}
+	SPI_finish();
 	transition_cache_valid = (invalidations_before == transition_invalidations);
 }
 
-/* Is the move a row of payflow.transitions?  Call inside SPI. */
+/* Is the move a row of payflow.transitions?  Loads the table when stale. */
 bool
 pf_transition_is_legal(const char *entity, const char *from_status, const char *to_status)
 {
@@ -197,9 +212,7 @@ payflow_guard_transition(PG_FUNCTION_ARGS)
 	if (from_status != NULL && strcmp(from_status, to_status) == 0)
 		return PointerGetDatum(new_row);	/* no move: other columns changed */
 
-	SPI_connect();
 	legal = pf_transition_is_legal(entity, from_status ? from_status : "(null)", to_status);
-	SPI_finish();
 
 	if (!legal)
 	{
