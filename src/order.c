@@ -37,6 +37,8 @@ PG_FUNCTION_INFO_V1(payflow_check_order_row);
  * code explains the refusal, or reserves stock and writes the order
  * itself); an error rolls the deletion back with everything else.
  *
+ * The order is written by an aggregate over the lines taken, with nextval
+ * in its target list: only a cart that passes its HAVING draws an order id.
  * The total is summed as numeric, so no cart can overflow it here (the
  * range is checked before the bigint cast).  Currencies stay character(3),
  * the column's type, and are compared as bytes (COLLATE "C"): they are
@@ -48,21 +50,18 @@ static PreparedQuery checkout_cart = {
 	"   RETURNING c.sku AS line_sku, c.title AS line_title, c.quantity AS line_quantity,"
 	"             c.unit_price AS line_unit_price, c.currency AS line_currency,"
 	"             EXISTS (SELECT 1 FROM payflow.stock s WHERE s.sku = c.sku) AS line_stocked),"
-	" cart AS ("
-	"   SELECT min(line_currency COLLATE \"C\") AS currency,"
-	"          max(line_currency COLLATE \"C\") AS max_currency,"
-	"          sum(line_quantity::numeric * line_unit_price) AS total,"
-	"          bool_and(line_quantity > 0 AND line_unit_price >= 0 AND NOT line_stocked)"
-	"            AS lines_plain"
-	"   FROM taken),"
 	" new_order AS ("
 	"   INSERT INTO payflow.orders (id, order_no, customer_id, status, currency,"
 	"                               total_amount, expires_at, idempotency_key)"
-	"   SELECT n.id, 'PF' || lpad(n.id::text, 12, '0'),"
+	"   SELECT cart.id, 'PF' || lpad(cart.id::text, 12, '0'),"
 	"          $1, 'awaiting_payment', cart.currency, cart.total::bigint, $2, $3"
-	"   FROM cart CROSS JOIN LATERAL (SELECT nextval('payflow.orders_id_seq') AS id) n"
-	"   WHERE cart.currency = cart.max_currency AND cart.lines_plain"
-	"     AND cart.total <= 9223372036854775807"
+	"   FROM (SELECT nextval('payflow.orders_id_seq') AS id,"
+	"                min(line_currency COLLATE \"C\") AS currency,"
+	"                sum(line_quantity::numeric * line_unit_price) AS total"
+	"         FROM taken"
+	"         HAVING min(line_currency COLLATE \"C\") = max(line_currency COLLATE \"C\")"
+	"            AND bool_and(line_quantity > 0 AND line_unit_price >= 0 AND NOT line_stocked)"
+	"            AND sum(line_quantity::numeric * line_unit_price) <= 9223372036854775807) cart"
 	"   RETURNING *),"
 	" lines AS ("
 	"   INSERT INTO payflow.order_lines (order_id, sku, title, quantity, unit_price, reserved)"
