@@ -18,9 +18,18 @@
 #
 #   sudo bench/instructions.sh                    # payflow and the floor
 #   sudo BENCH_UNPINNED=1 bench/instructions.sh   # and payflow unpinned
+#   sudo BENCH_SPLIT=1 bench/instructions.sh      # and what a cart_put call costs
 #
-# Settings: BENCH_N1 (40), BENCH_N2 (240), BENCH_UNPINNED (0), BENCH_BUILD
-# (as in bench/run.sh).  Needs root like bench/run.sh (packages, the
+# BENCH_SPLIT=1 also counts transactions of the five cart_put calls alone
+# (BEGIN, 5 puts, COMMIT), each way: payflow's cart_put; the same C
+# function declared SECURITY DEFINER without SET search_path; declared with
+# neither (the caller's rights); the same upsert as a plain prepared
+# statement on payflow.cart_items; and the floor's upsert.  The steps
+# between them price the pin, SECURITY DEFINER, and the C function with its
+# SPI statement and the SELECT around it.
+#
+# Settings: BENCH_N1 (40), BENCH_N2 (240), BENCH_UNPINNED (0), BENCH_SPLIT
+# (0), BENCH_BUILD (as in bench/run.sh).  Needs root like bench/run.sh (packages, the
 # postgres user); installs valgrind if missing.  About a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +38,7 @@ cd "$(dirname "$0")/.."
 N1=${BENCH_N1:-40}
 N2=${BENCH_N2:-240}
 UNPINNED=${BENCH_UNPINNED:-0}
+SPLIT=${BENCH_SPLIT:-0}
 bindir=/usr/lib/postgresql/15/bin
 PF_PACKAGES="$PF_PACKAGES valgrind" pf_install_deps
 if [ "${BENCH_BUILD:-}" = 1 ] || [ ! -f /usr/lib/postgresql/15/lib/payflow.so ]; then
@@ -63,7 +73,17 @@ setup() { # DATABASE [SQL...]
     for extra in "$@"; do "${sql[@]}" -c "$extra"; done
     "${sql[@]}" -c "VACUUM ANALYZE"
 }
-setup bench
+cart_put_as() { # NAME ATTRIBUTES: payflow's cart_put C function declared otherwise
+    echo "CREATE FUNCTION payflow.$1(customer_id text, sku text, quantity integer,
+        unit_price bigint, currency character(3) DEFAULT 'CNY', title text DEFAULT NULL)
+        RETURNS void AS '\$libdir/payflow', 'payflow_cart_put' LANGUAGE C VOLATILE $2"
+}
+if [ "$SPLIT" = 1 ]; then
+    setup bench "$(cart_put_as cart_put_secdef "SECURITY DEFINER")" \
+        "$(cart_put_as cart_put_invoker "")"
+else
+    setup bench
+fi
 if [ "$UNPINNED" = 1 ]; then
     setup bench_unpinned \
         "ALTER FUNCTION payflow.cart_put(text, text, integer, bigint, character, text) RESET search_path" \
@@ -93,10 +113,11 @@ script() { # PREPARE-STATEMENTS COUNT RUN: COUNT checkouts of fresh customers
         echo "EXECUTE put('$3-$i', 'sku-$((s + 400))', 1, 9900);"
         echo "EXECUTE put('$3-$i', 'sku-$((s + 600))', 3, 450);"
         echo "EXECUTE put('$3-$i', 'sku-$((s + 800))', 1, 12000);"
-        echo "EXECUTE checkout('$3-$i');"
+        [ "$PUTS_ONLY" = 1 ] || echo "EXECUTE checkout('$3-$i');"
         echo "COMMIT;"
     done
 }
+PUTS_ONLY=0
 count() { # DATABASE PREPARE-STATEMENTS COUNT RUN: instructions of the whole run
     script "$2" "$3" "$4" > "$work/run.sql"
     runuser -u postgres -- valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
@@ -126,4 +147,18 @@ fi
 awk -v p="$payflow" -v f="$floor" 'BEGIN { printf "  floor / payflow    %10.3f\n", f / p }'
 [ "$UNPINNED" = 1 ] &&
     awk -v u="$unpinned" -v f="$floor" 'BEGIN { printf "  floor / unpinned   %10.3f\n", f / u }'
+if [ "$SPLIT" = 1 ]; then
+    PUTS_ONLY=1
+    prepare_put() { # FUNCTION
+        echo "PREPARE put(text, text, int, bigint) AS SELECT payflow.$1('bench-' || \$1, \$2, \$3, \$4, 'CNY', 'bench item');"
+    }
+    printf 'five cart_put calls alone (BEGIN, 5 puts, COMMIT), instructions per transaction\n'
+    printf '  %-40s %10d\n' \
+        "payflow.cart_put (pinned)" "$(per_checkout bench "$(prepare_put cart_put)")" \
+        "SECURITY DEFINER, no SET" "$(per_checkout bench "$(prepare_put cart_put_secdef)")" \
+        "caller's rights" "$(per_checkout bench "$(prepare_put cart_put_invoker)")" \
+        "plain upsert on payflow.cart_items" \
+        "$(per_checkout bench "$(echo "$prepare_floor" | head -1 | sed 's/floor\.cart_items/payflow.cart_items/')")" \
+        "floor upsert" "$(per_checkout bench "$(echo "$prepare_floor" | head -1)")"
+fi
 exit 0
