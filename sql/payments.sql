@@ -22,11 +22,14 @@ SELECT payflow.begin_payment(2, 'paypal');
 SELECT payflow.begin_payment(1, 'wx');
 \echo :LAST_ERROR_SQLSTATE
 
--- The first attempt fails at the channel: the order stays payable.
+-- The app reports the first attempt failed: the order stays payable, and the
+-- attempt keeps one check, due now, so the reconciler can close it at the
+-- channel (or find that it was paid after all).
 SELECT payment_no, status, status_reason
 FROM payflow.mark_failed('PF000000000002-1', 'card declined');
 SELECT payment_no, status FROM payflow.mark_failed('PF000000000002-1', 'card declined');
-SELECT count(*) AS open_checks FROM payflow.pending_checks WHERE payment_id = 1;
+SELECT count(*) AS closing_checks FROM payflow.pending_checks
+WHERE payment_id = 1 AND due_at <= now();
 
 -- A second attempt; the app records the channel's own id.
 SELECT payment_no, attempt, status FROM payflow.begin_payment(2, 'wx');
@@ -39,7 +42,7 @@ SELECT payflow.attach_channel_ref('nope', 'x');
 
 -- The client says the user finished paying: the check becomes due now.
 SELECT payflow.check_now('PF000000000002-2') = now() AS due_now;
-SELECT payflow.check_now('PF000000000002-1') IS NULL AS final_attempt_has_no_check;
+SELECT payflow.check_now('PF000000000002-1') <= now() AS failed_attempt_closing_check_due;
 SELECT payflow.check_now('nope');
 \echo :LAST_ERROR_SQLSTATE
 
@@ -62,6 +65,7 @@ SELECT payment_no, status, channel_txn_id, refund_needed
 FROM payflow.mark_paid('PF000000000002-3', 'wx-4200003', 19800, '2026-01-01 12:00:00+00');
 SELECT payment_no, status FROM payflow.mark_paid('PF000000000002-3', 'wx-4200003', 19800);
 SELECT status, paid_amount, paid_at FROM payflow.orders WHERE id = 2;
+SELECT payflow.check_now('PF000000000002-3') IS NULL AS final_attempt_has_no_check;
 SELECT payflow.mark_paid('nope', 'x', 1);
 \echo :LAST_ERROR_SQLSTATE
 SELECT payflow.mark_paid('PF000000000002-3', 'x', NULL);
@@ -92,7 +96,8 @@ SELECT payflow.request_refund(1);
 SELECT payflow.request_refund(2, 1, 'because');
 \echo :LAST_ERROR_SQLSTATE
 
--- The queue holds exactly what is still open: refunds to execute.
+-- The queue holds exactly what is still open: the failed first attempt's
+-- closing check (no reconciler runs here) and refunds to execute.
 SELECT payment_id, refund_id FROM payflow.pending_checks ORDER BY id;
 
 -- Events of the order, in order.

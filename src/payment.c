@@ -561,6 +561,15 @@ pf_apply_payment_success(const char *payment_no, const char *channel_txn_id,
  * before the retry that succeeds.  It changes nothing and is acknowledged,
  * or the channel would resend it for days.  From mark_failed, the caller's
  * own call, the same move is refused (PF020).
+ *
+ * A failure the channel reported is final there: the attempt's check is
+ * removed.  One the application reported (mark_failed) is its own word,
+ * which the channel may not share: the attempt could still be paid there
+ * (a WeChat order stays payable until closed), and a success whose
+ * callback is lost would then be found by nobody.  So its check stays,
+ * due now: the reconciler asks the channel once, applies a success as a
+ * late one (refund_needed if the order cannot take it), and closes an
+ * attempt that is still open; then the check goes.
  */
 int64
 pf_apply_payment_failure(const char *payment_no, const char *reason, bool from_channel)
@@ -573,7 +582,11 @@ pf_apply_payment_failure(const char *payment_no, const char *reason, bool from_c
 	payment_id = pf_int64(0, "id");
 	status = pf_text(0, "status");
 	if (strcmp(status, "failed") == 0)
+	{
+		if (from_channel)
+			pf_dequeue_payment_check(payment_id);	/* the closing check's answer */
 		return payment_id;
+	}
 	if (from_channel && !pf_transition_is_legal("payment", status, "failed"))
 	{
 		ereport(LOG,
@@ -593,7 +606,10 @@ pf_apply_payment_failure(const char *payment_no, const char *reason, bool from_c
 			nulls[2] = 'n';
 		pf_execute(&set_payment_status, values, nulls, 1);
 	}
-	pf_dequeue_payment_check(payment_id);
+	if (from_channel)
+		pf_dequeue_payment_check(payment_id);
+	else
+		pf_enqueue_payment_check(payment_id, GetCurrentTransactionStartTimestamp());
 	pf_emit_event("payment.failed", order_id, payment_id, 0, reason);
 	return payment_id;
 }

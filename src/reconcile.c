@@ -20,7 +20,8 @@
  *	   of the previous ones is in flight, so the queue never runs dry.
  *	2. network: up to payflow.concurrency queries (and refunds) in flight
  *	   at once; an unpaid attempt that must not be paid any more
- *	   (superseded, or its order expired or cancelled) then gets a close.
+ *	   (superseded, reported failed by mark_failed, or its order expired or
+ *	   cancelled) then gets a close.
  *	3. apply: answered rows, half a claim at a time (or whatever is left
  *	   when nothing else is in flight), each in its own subtransaction,
  *	   through the same C code as mark_paid / mark_failed, then commit.
@@ -82,7 +83,7 @@ typedef struct CheckItem
 	CheckAction action;
 	PaymentRef	payment;
 	RefundRef	refund;
-	bool		must_not_be_paid;	/* superseded, or order no longer payable */
+	bool		must_not_be_paid;	/* superseded, failed by mark_failed, or order not payable */
 	bool		channel_ref_found;	/* the query found the channel's id: record it */
 	HttpRequest request;
 	HttpResponse response;
@@ -147,7 +148,7 @@ static PreparedQuery lease_due_checks = {
 static PreparedQuery leased_checks = {
 	.sql = "SELECT cl.id AS check_id, cl.checks, cl.payment_id, cl.refund_id,"
 	"        o.id AS order_id,"
-	"        (p.status = 'superseded' OR o.status <> 'awaiting_payment'"
+	"        (p.status IN ('superseded', 'failed') OR o.status <> 'awaiting_payment'"
 	"         OR o.expires_at <= now()) AS must_not_be_paid,"
 	"        coalesce(p.payment_no, rp.payment_no) AS payment_no,"
 	"        coalesce(p.channel, rp.channel) AS channel,"

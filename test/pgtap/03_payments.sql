@@ -5,7 +5,7 @@
 -- pay its order (refund), merchant refunds (request_refund), and the small
 -- helpers attach_channel_ref, check_now and open_order.
 BEGIN;
-SELECT plan(66);
+SELECT plan(67);
 
 SELECT payflow.set_channel('wx', 'http_json', 'http://127.0.0.1:9/pay',
                            '{}', '{"hmac_secret":"tap-secret"}');
@@ -311,8 +311,12 @@ SELECT results_eq(
                     pf_pay.events(o.id, 'payment.failed')
              FROM payflow.mark_failed(%L, 'card declined') p JOIN payflow.orders o ON o.id = p.order_id$$,
            :'mia_p1'),
-    $$VALUES ('failed', 'card declined', 'awaiting_payment', false, 1)$$,
-    'a declined card: attempt failed, order still awaiting payment, check removed, one payment.failed');
+    $$VALUES ('failed', 'card declined', 'awaiting_payment', true, 1)$$,
+    'a declined card: attempt failed, order still awaiting payment, one payment.failed, check kept to close it at the channel');
+SELECT ok(
+    (SELECT c.due_at <= now() FROM payflow.pending_checks c
+     JOIN payflow.payments p ON p.id = c.payment_id WHERE p.payment_no = :'mia_p1'),
+    '... and that closing check is due at once');
 SELECT results_eq(
     format($$SELECT attempt, status FROM payflow.begin_payment(%s, 'wx')$$, :mia),
     $$VALUES (2, 'pending')$$,

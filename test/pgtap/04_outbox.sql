@@ -127,12 +127,14 @@ SELECT is_empty(
     'each payload names its order and shows the state after the change');
 
 -- ---------------------------------------------------------------------------
--- The queue holds exactly the open attempts and refunds
+-- The queue holds exactly the open attempts and refunds, and the attempts
+-- the application reported failed, until the channel has closed them
+-- (no reconciler runs here, so every one of today's failures still waits)
 -- ---------------------------------------------------------------------------
 SELECT set_eq(
     $$SELECT c.payment_id FROM payflow.pending_checks c JOIN day_payments p ON p.id = c.payment_id$$,
-    $$SELECT id FROM day_payments WHERE status IN ('pending', 'superseded')$$,
-    'pending_checks holds exactly the pending and superseded attempts');
+    $$SELECT id FROM day_payments WHERE status IN ('pending', 'superseded', 'failed')$$,
+    'pending_checks holds exactly the pending, superseded and app-failed attempts');
 SELECT results_eq(
     $$SELECT order_id, status, count(*)::int FROM day_payments
       WHERE status IN ('pending', 'superseded') GROUP BY order_id, status ORDER BY order_id, status$$,
