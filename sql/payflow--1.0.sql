@@ -241,7 +241,9 @@ CREATE INDEX events_by_payment ON payflow.events (payment_id) WHERE payment_id I
 
 -- ---------------------------------------------------------------------------
 -- The dropped-payment queue: one row per attempt or refund whose outcome is
--- still open.  Rows leave when the object is final, so its size follows the
+-- still open (an attempt failed by mark_failed keeps its row until the
+-- channel has confirmed or closed it).  Rows leave when the object is final
+-- and settled at the channel, so its size follows the
 -- number of open payments, never the number of historical orders.
 -- ---------------------------------------------------------------------------
 CREATE TABLE payflow.pending_checks (
