@@ -34,7 +34,7 @@ step() {
 }
 
 regress() {
-    if ! make -s installcheck PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config; then
+    if ! make -s installcheck PG_CONFIG="$PG_CONFIG"; then
         [ -f regression.diffs ] && head -n 200 regression.diffs
         return 1
     fi

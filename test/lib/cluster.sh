@@ -6,6 +6,11 @@
 # cluster is stopped and removed on exit, even on failure.
 
 PF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# The PostgreSQL 15 tree to build against and run: Debian's by default.  A
+# relocated copy (PF_PGBIN=/opt/x/usr/lib/postgresql/15/bin) lets two
+# checkouts test at once without installing over each other's payflow.so.
+PF_PGBIN=${PF_PGBIN:-/usr/lib/postgresql/15/bin}
+export PG_CONFIG=$PF_PGBIN/pg_config
 PF_PACKAGES="make gcc libc6-dev postgresql-15 postgresql-client-15 postgresql-server-dev-15
   libcurl4-openssl-dev libssl-dev postgresql-15-pgtap pgtap postgresql-15-cron
   libmicrohttpd-dev pkg-config graphviz curl openssl jq python3 python3-cryptography bc valgrind"
@@ -31,7 +36,6 @@ pf_install_deps() {
 
 # Build with warnings as errors and install into the PostgreSQL 15 tree.
 pf_build_install() {
-    export PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
     pf_log "building payflow"
     make -C "$PF_ROOT" -s clean >/dev/null
     make -C "$PF_ROOT" -s >/dev/null
@@ -52,7 +56,7 @@ pf_free_port() {
 # pf_cluster_start [extra postgresql.conf lines...]
 # Exports PGHOST, PGPORT, PGUSER, PF_CLUSTER_DIR for the caller.
 pf_cluster_start() {
-    local bindir=/usr/lib/postgresql/15/bin line
+    local bindir=$PF_PGBIN line
     PF_CLUSTER_DIR=$(mktemp -d /tmp/payflow-cluster.XXXXXX)
     chown postgres:postgres "$PF_CLUSTER_DIR"
     chmod 700 "$PF_CLUSTER_DIR"
@@ -85,7 +89,7 @@ pf_cluster_start() {
 pf_cluster_stop() {
     local rc=$?
     if [ -n "${PF_CLUSTER_DIR:-}" ] && [ -d "$PF_CLUSTER_DIR/data" ]; then
-        runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$PF_CLUSTER_DIR/data" \
+        runuser -u postgres -- "$PF_PGBIN/pg_ctl" -D "$PF_CLUSTER_DIR/data" \
             -m fast -w stop >/dev/null 2>&1 || true
         if [ $rc -ne 0 ] && [ -f "$PF_CLUSTER_DIR/server.log" ]; then
             pf_log "last lines of the server log:"
