@@ -23,6 +23,7 @@ int			payflow_max_attempts = 3;
 int			payflow_resume_window_s = 30 * 60;
 bool		payflow_auto_refund = true;
 bool		payflow_restore_cart_on_expiry = true;
+char	   *payflow_worker_role = NULL;
 
 #define DEFAULT_CHECK_SCHEDULE \
 	"2s,3s,5s,5s,10s,10s,10s,15s,30s,1min,2min,5min,10min,20min,30min,1h,3h,8h,24h"
@@ -222,6 +223,15 @@ payflow_define_gucs(void)
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("payflow.worker_role",
+							   gettext_noop("Role the payflow background worker and reconcile() run as."),
+							   gettext_noop("A login role that is not a superuser, holding payflow_worker's privileges."),
+							   &payflow_worker_role,
+							   "payflow_worker",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("payflow");
 }

@@ -36,6 +36,21 @@
 #define ERRCODE_PF_STALE_NOTIFICATION		MAKE_SQLSTATE('P','F','0','3','1')
 #define ERRCODE_PF_MALFORMED_NOTIFICATION	MAKE_SQLSTATE('P','F','0','3','2')
 #define ERRCODE_PF_CHANNEL_NOT_CONFIGURED	MAKE_SQLSTATE('P','F','0','4','0')
+#define ERRCODE_PF_NOT_SET_UP				MAKE_SQLSTATE('P','F','0','5','0')
+
+/*
+ * The version of payflow's SQL objects this library is built for: the
+ * reconciler and reconcile() do nothing in a database whose extension is at
+ * another version (ALTER EXTENSION payflow UPDATE brings it here).
+ */
+#define PAYFLOW_SQL_VERSION "1.1"
+
+/*
+ * The search_path every statement payflow runs is planned and executed
+ * under: names of other schemas can never shadow pg_catalog's functions,
+ * operators or casts there.  payflow's SQL qualifies its own objects.
+ */
+#define PF_PINNED_SEARCH_PATH "pg_catalog, pg_temp"
 
 /* guc.c: settings of spec section 6 */
 extern char *payflow_database;
@@ -50,6 +65,7 @@ extern int	payflow_max_attempts;
 extern int	payflow_resume_window_s;
 extern bool payflow_auto_refund;
 extern bool payflow_restore_cart_on_expiry;
+extern char *payflow_worker_role;
 
 /* A check schedule: the delay in seconds before check number i. */
 #define MAX_SCHEDULE_STEPS 64
@@ -78,6 +94,7 @@ typedef struct PreparedQuery
 
 extern uint64 pf_execute(PreparedQuery *query, Datum *values, const char *nulls,
 						 long max_rows);
+extern int	pf_pin_search_path(void);
 extern bool pf_isnull(int row, const char *column);
 extern Datum pf_datum(int row, const char *column);
 extern int64 pf_int64(int row, const char *column);

@@ -6,12 +6,17 @@
  *		composite return value.
  *
  * Values always travel as parameters; no SQL text is ever built from input.
+ * Every statement is planned and run with search_path pinned to
+ * PF_PINNED_SEARCH_PATH, whoever calls: a trigger fired by another role's
+ * UPDATE, reconcile() under its caller's path, or the worker.
  * This file knows nothing about orders or payments.
  */
 #include "payflow.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "funcapi.h"
+#include "utils/guc.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/typcache.h"
@@ -34,17 +39,45 @@ prepared_plan(PreparedQuery *query)
 	return query->plan;
 }
 
-/* Run a prepared query; returns the number of rows processed. */
+/*
+ * Pin search_path to PF_PINNED_SEARCH_PATH until AtEOXact_GUC(true, level)
+ * with the level returned (or the end of the transaction, whichever comes
+ * first), as a function's SET clause would.
+ */
+int
+pf_pin_search_path(void)
+{
+	int			level = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", PF_PINNED_SEARCH_PATH, PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+/*
+ * Run a prepared query; returns the number of rows processed.
+ *
+ * The API functions are pinned by their SET clause and the worker pins its
+ * session, so the path is almost always pinned already and this costs a
+ * string comparison.  Otherwise (a trigger under a caller's path,
+ * reconcile() between its commits) the statement is pinned for its run:
+ * the cached plan, made under the pinned path, is then reused as is.
+ */
 uint64
 pf_execute(PreparedQuery *query, Datum *values, const char *nulls, long max_rows)
 {
 	int			rc;
+	int			pinned_level = -1;
 
+	if (strcmp(namespace_search_path, PF_PINNED_SEARCH_PATH) != 0)
+		pinned_level = pf_pin_search_path();
 	rc = SPI_execute_plan(prepared_plan(query), values, nulls,
 						  query->read_only, max_rows);
 	if (rc < 0)
 		elog(ERROR, "payflow: SPI_execute_plan failed (%s) for: %s",
 			 SPI_result_code_string(rc), query->sql);
+	if (pinned_level >= 0)
+		AtEOXact_GUC(true, pinned_level);
 	return SPI_processed;
 }
 

@@ -1,21 +1,34 @@
 /*
  * worker.c
- *		The reconciler background worker, and payflow.reconcile() for
- *		pg_cron users: both run reconcile_pass().
+ *		The reconciler background worker, its launcher, and
+ *		payflow.reconcile() for pg_cron users: both run reconcile_pass().
  *
- * The worker connects to payflow.database and loops: run a pass (up to
- * WORKER_PASS_CLAIMS batches); if it used all of them, run another at once; otherwise sleep on its latch
- * until the earliest due check or order expiry (at most 10 s), or until a
- * committing transaction that queued a check wakes it (worker_state.c).
- * Each loop resets its memory context, checks for interrupts and reloads
- * the configuration after SIGHUP.  SIGTERM (die) ends it cleanly; it exits
- * with code 1 on error so the postmaster restarts it after a second.
+ * Privileges.  Neither the worker nor reconcile() runs payflow's SQL as a
+ * superuser.  The launcher, registered at startup, connects to no database
+ * and runs no SQL: it looks up payflow.worker_role in the shared catalog
+ * and, when that role may log in and is no superuser, starts the reconciler
+ * as a dynamic worker connected as that role, and starts it again whenever
+ * it exits.  reconcile() runs each of its transactions as the same role.
+ * Every statement runs with search_path pinned (spi_util.c); the worker
+ * pins its whole session.
+ *
+ * The reconciler connects to payflow.database and loops: run a pass (up
+ * to WORKER_PASS_CLAIMS batches); if it used all of them, run another at
+ * once; otherwise sleep on its latch until the earliest due check or order
+ * expiry (at most 10 s), or until a committing transaction that queued a
+ * check wakes it (worker_state.c).  It does nothing while payflow is not
+ * installed in that database or is installed at another version than this
+ * library's (PAYFLOW_SQL_VERSION).  Each loop resets its memory context,
+ * checks for interrupts and reloads the configuration after SIGHUP.
+ * SIGTERM (die) ends it cleanly; it exits with code 1 on error and the
+ * launcher starts it again after a second.
  */
 #include "payflow.h"
 #include "reconcile.h"
 #include "worker_state.h"
 
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -25,9 +38,12 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
+PGDLLEXPORT void payflow_launcher_main(Datum main_arg);
 PGDLLEXPORT void payflow_worker_main(Datum main_arg);
 
 PG_FUNCTION_INFO_V1(payflow_reconcile);
@@ -41,8 +57,12 @@ PG_FUNCTION_INFO_V1(payflow_reconcile);
  */
 #define WORKER_PASS_CLAIMS 8
 
-static PreparedQuery extension_installed = {
-	.sql = "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'payflow'",
+/* How long the launcher waits before starting a reconciler that exited. */
+#define RESTART_MS 1000
+#define MAX_RESTART_MS 30000
+
+static PreparedQuery installed_version = {
+	.sql = "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'payflow'",
 	.nargs = 0,
 	.read_only = true,
 };
@@ -84,32 +104,66 @@ worker_commit(void)
 
 static const ReconcileTransactions worker_transactions = {worker_begin, worker_commit};
 
-/* --- transactions of reconcile(): the procedure commits through SPI --- */
+/*
+ * --- transactions of reconcile(): the procedure commits through SPI ---
+ *
+ * Each transaction runs as the worker role with search_path pinned, as a
+ * SECURITY DEFINER function would, and both are undone before the commit
+ * (or by the abort, on error): the caller's session gets back its own
+ * user and path between steps and at the end.
+ */
+static Oid	procedure_role = InvalidOid;
+static Oid	procedure_saved_user = InvalidOid;
+static int	procedure_saved_context = 0;
+static int	procedure_guc_level = -1;
 
 static void
 procedure_begin(const char *activity)
 {
 	pgstat_report_activity(STATE_RUNNING, activity);
+	GetUserIdAndSecContext(&procedure_saved_user, &procedure_saved_context);
+	SetUserIdAndSecContext(procedure_role,
+						   procedure_saved_context | SECURITY_LOCAL_USERID_CHANGE);
+	procedure_guc_level = pf_pin_search_path();
 }
 
 static void
 procedure_commit(void)
 {
+	AtEOXact_GUC(true, procedure_guc_level);
+	SetUserIdAndSecContext(procedure_saved_user, procedure_saved_context);
 	SPI_commit();
 }
 
 static const ReconcileTransactions procedure_transactions = {procedure_begin, procedure_commit};
 
-/* Is payflow installed in this database?  (It may be dropped any time.) */
+/*
+ * Is payflow installed in this database at this library's version?  (It
+ * may be created, updated or dropped any time.)  An older version is
+ * logged once per version seen, and waited out.
+ */
 static bool
 payflow_installed(void)
 {
-	bool		installed;
+	static char last_reported[NAMEDATALEN] = "";
+	char	   *version = NULL;
+	bool		usable;
 
 	worker_begin("payflow: looking for the extension");
-	installed = pf_execute(&extension_installed, NULL, NULL, 1) == 1;
+	if (pf_execute(&installed_version, NULL, NULL, 1) == 1)
+		version = pf_text(0, "extversion");
+	usable = version != NULL && strcmp(version, PAYFLOW_SQL_VERSION) == 0;
+	if (version != NULL && !usable && strcmp(version, last_reported) != 0)
+	{
+		ereport(LOG,
+				(errmsg("payflow reconciler waits: database \"%s\" has payflow %s, this library needs %s",
+						payflow_database, version, PAYFLOW_SQL_VERSION),
+				 errhint("Run ALTER EXTENSION payflow UPDATE in database \"%s\".",
+						 payflow_database)));
+		strlcpy(last_reported, version, sizeof(last_reported));
+	}
 	worker_commit();
-	return installed;
+	return usable;
 }
 
 /*
@@ -155,6 +209,37 @@ worker_shutdown(int code, Datum arg)
 	SpinLockRelease(&pf_worker_state->mutex);
 }
 
+/*
+ * Why payflow.worker_role cannot be the reconciler's role, or NULL when it
+ * can: it must exist, may log in (PostgreSQL 15 requires it of a worker's
+ * connection) and must not be a superuser.  *role_oid is set when it can.
+ * Reads the shared catalog only, inside the caller's transaction.
+ */
+static const char *
+worker_role_problem(Oid *role_oid)
+{
+	HeapTuple	tuple;
+	Form_pg_authid role;
+	const char *problem = NULL;
+
+	*role_oid = InvalidOid;
+	if (payflow_worker_role == NULL || payflow_worker_role[0] == '\0')
+		return "payflow.worker_role is empty";
+	tuple = SearchSysCache1(AUTHNAME, CStringGetDatum(payflow_worker_role));
+	if (!HeapTupleIsValid(tuple))
+		return "the role does not exist (CREATE EXTENSION payflow creates payflow_worker)";
+	role = (Form_pg_authid) GETSTRUCT(tuple);
+	if (role->rolsuper)
+		problem = "the role is a superuser, and payflow runs nothing as a superuser";
+	else if (!role->rolcanlogin)
+		problem = "the role may not log in (ALTER ROLE ... LOGIN; it needs no password)";
+	else
+		*role_oid = role->oid;
+	ReleaseSysCache(tuple);
+	return problem;
+}
+
+/* The reconciler's main: connected as payflow.worker_role. */
 void
 payflow_worker_main(Datum main_arg)
 {
@@ -164,9 +249,18 @@ payflow_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(payflow_database, NULL, 0);
+	BackgroundWorkerInitializeConnection(payflow_database, payflow_worker_role, 0);
 	pgstat_report_appname("payflow reconciler");
 
+	/* The launcher checked; a role made superuser since is refused here. */
+	if (superuser())
+		ereport(FATAL,
+				(errcode(ERRCODE_PF_NOT_SET_UP),
+				 errmsg("payflow reconciler refuses to run as superuser \"%s\"",
+						payflow_worker_role),
+				 errhint("Set payflow.worker_role to a login role that is not a superuser, such as payflow_worker.")));
+	/* Nothing this session runs may resolve a name outside pg_catalog. */
+	SetConfigOption("search_path", PF_PINNED_SEARCH_PATH, PGC_USERSET, PGC_S_OVERRIDE);
 	SpinLockAcquire(&pf_worker_state->mutex);
 	pf_worker_state->latch = MyLatch;
 	pf_worker_state->pid = MyProcPid;
@@ -189,6 +283,9 @@ payflow_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* another role named: the launcher starts us again as that one */
+			if (strcmp(payflow_worker_role, GetUserNameFromId(GetSessionUserId(), false)) != 0)
+				proc_exit(0);
 		}
 
 		old = MemoryContextSwitchTo(loop_context);
@@ -213,27 +310,142 @@ payflow_worker_main(Datum main_arg)
 	}
 }
 
-/* Register the worker; called from _PG_init when preloaded. */
+/* Fill in a worker of this library: the launcher or the reconciler. */
+static void
+describe_worker(BackgroundWorker *worker, const char *function, const char *name, int flags)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = flags;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "payflow");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker->bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "%s", name);
+}
+
+static BackgroundWorkerHandle *launched_reconciler = NULL;
+
+static void
+launcher_shutdown(int code, Datum arg)
+{
+	if (launched_reconciler != NULL)
+		TerminateBackgroundWorker(launched_reconciler);
+}
+
+static void
+launcher_sleep(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/*
+ * The launcher's main: no database, no SQL.  It starts the reconciler as
+ * payflow.worker_role when that role is fit, waits for it to exit, and
+ * starts it again (after RESTART_MS, doubling up to MAX_RESTART_MS while
+ * it keeps exiting within a few seconds of its start).
+ */
+void
+payflow_launcher_main(Datum main_arg)
+{
+	long		restart_ms = RESTART_MS;
+	const char *last_problem = NULL;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("payflow launcher");
+	before_shmem_exit(launcher_shutdown, (Datum) 0);
+
+	for (;;)
+	{
+		BackgroundWorker worker;
+		const char *problem;
+		Oid			role_oid;
+		pid_t		pid;
+		TimestampTz started;
+
+		StartTransactionCommand();
+		problem = worker_role_problem(&role_oid);
+		CommitTransactionCommand();
+		if (problem != NULL)
+		{
+			if (last_problem == NULL || strcmp(problem, last_problem) != 0)
+				ereport(LOG,
+						(errmsg("payflow reconciler not started: role \"%s\": %s",
+								payflow_worker_role, problem),
+						 errhint("See the worker's role in doc/security.md.")));
+			last_problem = problem;
+			launcher_sleep(MAX_SLEEP_MS);
+			continue;
+		}
+		last_problem = NULL;
+
+		describe_worker(&worker, "payflow_worker_main", "payflow reconciler",
+						BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION);
+		worker.bgw_restart_time = BGW_NEVER_RESTART;
+		worker.bgw_notify_pid = MyProcPid;
+		if (!RegisterDynamicBackgroundWorker(&worker, &launched_reconciler))
+		{
+			ereport(LOG,
+					(errmsg("payflow launcher could not start the reconciler: no background worker slot is free"),
+					 errhint("Raise max_worker_processes.")));
+			launcher_sleep(MAX_SLEEP_MS);
+			continue;
+		}
+		started = GetCurrentTimestamp();
+		if (WaitForBackgroundWorkerStartup(launched_reconciler, &pid) == BGWH_STARTED)
+			(void) WaitForBackgroundWorkerShutdown(launched_reconciler);
+		pfree(launched_reconciler);
+		launched_reconciler = NULL;
+
+		/* A reconciler that keeps failing at once is started less often. */
+		if (TimestampDifferenceExceeds(started, GetCurrentTimestamp(), 10 * 1000))
+			restart_ms = RESTART_MS;
+		else
+			restart_ms = Min(restart_ms * 2, MAX_RESTART_MS);
+		launcher_sleep(restart_ms);
+	}
+}
+
+/* Register the launcher; called from _PG_init when preloaded. */
 void
 pf_register_worker(void)
 {
 	BackgroundWorker worker;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	describe_worker(&worker, "payflow_launcher_main", "payflow launcher",
+					BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION);
 	worker.bgw_restart_time = 1;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "payflow");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "payflow_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "payflow reconciler");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "payflow reconciler");
 	RegisterBackgroundWorker(&worker);
+}
+
+/* reconcile(): is the extension at this library's version? */
+static bool
+reconcile_version_matches(void)
+{
+	int			level = pf_pin_search_path();
+	bool		matches;
+
+	matches = pf_execute(&installed_version, NULL, NULL, 1) == 1 &&
+		strcmp(pf_text(0, "extversion"), PAYFLOW_SQL_VERSION) == 0;
+	AtEOXact_GUC(true, level);
+	return matches;
 }
 
 /*
  * CALL payflow.reconcile(max_checks): one pass from SQL, committing between
  * its steps like the worker does; so it must be called outside a
- * transaction block.  Returns the number of checks made.
+ * transaction block.  Whoever calls (payflow_admin, a pg_cron job), the
+ * pass runs as payflow.worker_role.  Returns the number of checks made.
  */
 Datum
 payflow_reconcile(PG_FUNCTION_ARGS)
@@ -257,7 +469,26 @@ payflow_reconcile(PG_FUNCTION_ARGS)
 				 errdetail("reconcile() was called with max_checks %d.", max_checks),
 				 errhint("Pass the number of due checks to make in this pass, e.g. 500.")));
 
+	/* Each transaction of the pass runs as the worker role (see above). */
+	{
+		const char *problem = worker_role_problem(&procedure_role);
+
+		if (problem != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_PF_NOT_SET_UP),
+					 errmsg("payflow.reconcile() cannot run as role \"%s\"", payflow_worker_role),
+					 errdetail("payflow.worker_role: %s.", problem),
+					 errhint("See the worker's role in doc/security.md.")));
+	}
+
 	SPI_connect_ext(SPI_OPT_NONATOMIC);
+	if (!reconcile_version_matches())
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_NOT_SET_UP),
+				 errmsg("payflow in this database is not at version %s", PAYFLOW_SQL_VERSION),
+				 errdetail("The payflow library is version %s; the database's SQL objects are older.",
+						   PAYFLOW_SQL_VERSION),
+				 errhint("Run ALTER EXTENSION payflow UPDATE.")));
 	made = reconcile_pass(max_checks, &procedure_transactions);
 	SPI_finish();
 
