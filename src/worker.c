@@ -244,12 +244,14 @@ void
 payflow_worker_main(Datum main_arg)
 {
 	MemoryContext loop_context;
+	char		connected_as[NAMEDATALEN];
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(payflow_database, payflow_worker_role, 0);
+	strlcpy(connected_as, payflow_worker_role, sizeof(connected_as));
+	BackgroundWorkerInitializeConnection(payflow_database, connected_as, 0);
 	pgstat_report_appname("payflow reconciler");
 
 	/* The launcher checked; a role made superuser since is refused here. */
@@ -284,7 +286,7 @@ payflow_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			/* another role named: the launcher starts us again as that one */
-			if (strcmp(payflow_worker_role, GetUserNameFromId(GetSessionUserId(), false)) != 0)
+			if (strcmp(payflow_worker_role, connected_as) != 0)
 				proc_exit(0);
 		}
 
