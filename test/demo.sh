@@ -27,11 +27,30 @@ test/channel_server/payflow-test-channel --port "$CHANNEL_PORT" --keys "$KEYS" >
 CHANNEL_PID=$!
 trap 'kill $CHANNEL_PID 2>/dev/null; pf_cluster_stop' EXIT
 CHANNEL=http://127.0.0.1:$CHANNEL_PORT
-until curl -sf "$CHANNEL/admin/health" >/dev/null; do sleep 0.1; done
+
+# wait_until SECONDS WHAT COMMAND...: run COMMAND every 0.1 s until it
+# succeeds; after SECONDS, stop the demo saying what did not happen.
+wait_until() {
+    local seconds=$1 what=$2 deadline
+    shift 2
+    deadline=$(( $(date +%s) + seconds ))
+    until "$@"; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "demo failed: $what did not happen within $seconds s" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+wait_until 10 "the test channel server answering on $CHANNEL" curl -sf "$CHANNEL/admin/health" -o /dev/null
 
 sql() { psql -X -q -v ON_ERROR_STOP=1 -d postgres "$@"; }
 val() { psql -X -q -At -v ON_ERROR_STOP=1 -d postgres -c "$1"; }
-say() { printf '\n\033[1m>>> %s\033[0m\n' "$*"; }
+is() { [ "$(val "$1")" = "$2" ]; }  # is QUERY VALUE: does QUERY return VALUE?
+# Headings in bold on a terminal, plain in a log.
+if [ -t 1 ]; then say() { printf '\n\033[1m>>> %s\033[0m\n' "$*"; }
+else say() { printf '\n>>> %s\n' "$*"; }; fi
+stock() { sql -P title="Stock $1" -c "SELECT sku, available FROM payflow.stock ORDER BY sku"; }
 channel() { curl -s -X POST "$CHANNEL/admin/$1" -d "$2"; }
 field() { psql -X -q -At -d postgres -v doc="$1" -v path="$2" <<<"SELECT :'doc'::jsonb #>> string_to_array(:'path', '.')"; }
 deliver() {  # deliver ANSWER_OF_/admin/pay_OR_fail: hand its signed callback to handle_notification
@@ -59,7 +78,8 @@ say "Alice puts two items in her cart and checks out"
 sql -o /dev/null -c "SELECT payflow.cart_put('alice', 'TEA-250G', 2, 4500, 'CNY', 'Green tea 250 g')" \
     -c "SELECT payflow.cart_put('alice', 'BOOK-42', 1, 9900, 'CNY', 'A book')"
 sql -c "SELECT id, order_no, status, total_amount, expires_at FROM payflow.create_order_from_cart('alice', 'checkout-7f3a')" \
-    -c "SELECT sku, available FROM payflow.stock"
+
+stock "after Alice's checkout (2 of 10 reserved)"
 show alice
 
 say "Her app retries the checkout with the same key: the same order comes back, not 'cart is empty'"
@@ -76,25 +96,30 @@ second=$(val "SELECT payment_no FROM payflow.begin_payment(1, 'inhouse')")
 channel payments "{\"channel\":\"http_json\",\"payment_no\":\"$second\",\"amount\":18900}" >/dev/null
 channel pay "{\"channel\":\"http_json\",\"payment_no\":\"$second\",\"callback\":\"drop\"}" >/dev/null
 start=$(date +%s%N)
-until [ "$(val "SELECT status FROM payflow.orders WHERE id = 1")" = paid ]; do sleep 0.1; done
+wait_until 30 "the worker paying Alice's order (recovering the dropped payment)" \
+    is "SELECT status FROM payflow.orders WHERE id = 1" paid
 printf 'The worker found the payment at the channel and paid the order %.1f s after the user paid.\n' \
     "$(awk -v ns=$(( $(date +%s%N) - start )) 'BEGIN { print ns / 1e9 }')"
 show alice
 
 say "The declined first attempt is charged after all (a late success): the money goes back"
 deliver "$(channel pay "{\"channel\":\"http_json\",\"payment_no\":\"$first\",\"callback\":\"drop\"}")" >/dev/null
-until [ "$(val "SELECT status FROM payflow.refunds LIMIT 1")" = succeeded ]; do sleep 0.1; done
+wait_until 30 "the worker refunding the late success at the channel" \
+    is "SELECT status FROM payflow.refunds LIMIT 1" succeeded
 sql -c "SELECT refund_no, amount, reason, status FROM payflow.refunds"
+echo "The order's refunded_amount stays 0: that refund returned a second payment (the surplus),"
+echo "not the order's own money, which the order keeps (refunded_amount counts only refunds of it)."
 echo "The channel executed that refund $(curl -s "$CHANNEL/admin/payments/$first" | grep -o '"executions_by_refund_no":{[^}]*}')"
 show alice
 
 say "Bob checks out (orders live 3 s in this demo) and never pays"
 sql -o /dev/null -c "SELECT payflow.cart_put('bob', 'TEA-250G', 3, 4500)"
-sql -c "SET payflow.order_ttl = '3s'" -c "SELECT id, order_no, status FROM payflow.create_order_from_cart('bob')" \
-    -c "SELECT sku, available FROM payflow.stock"
-until [ "$(val "SELECT status FROM payflow.orders WHERE customer_id = 'bob'")" = expired ]; do sleep 0.2; done
-sql -c "SELECT sku, available FROM payflow.stock" \
-    -c "SELECT customer_id, sku, quantity FROM payflow.cart_items"
+sql -c "SET payflow.order_ttl = '3s'" -c "SELECT id, order_no, status FROM payflow.create_order_from_cart('bob')"
+stock "after Bob's checkout (3 more reserved)"
+wait_until 30 "the worker expiring Bob's unpaid order" \
+    is "SELECT status FROM payflow.orders WHERE customer_id = 'bob'" expired
+stock "after Bob's order expired (his 3 came back)"
+sql -P title="Bob's cart, restored" -c "SELECT customer_id, sku, quantity FROM payflow.cart_items"
 show bob
 
 say "Statistics and health"
