@@ -6,6 +6,8 @@
  *
  * Layers (a file uses only those above it in this list):
  *	foundations: guc.c, spi_util.c, state.c, events.c, checks.c
+ *	             (guc.c checks payflow.allowed_hosts with channel_hosts.c's
+ *	             libcurl parser, the one channel_open uses)
  *	domain:      cart.c, order.c, payment.c
  *	entry:       payflow.c (_PG_init)
  */
