@@ -22,7 +22,7 @@ DURATION=${BENCH_DURATION:-4}
 pf_install_deps
 [ -f /usr/lib/postgresql/15/lib/payflow.so ] || pf_build_install
 pf_cluster_start "shared_buffers = 256MB" "shared_preload_libraries = 'payflow'" \
-    "payflow.worker_enabled = off"
+    "payflow.worker_enabled = off" "payflow.allowed_hosts = '127.0.0.1'"
 TMP=$PF_CLUSTER_DIR/cart_put
 mkdir -p "$TMP"
 

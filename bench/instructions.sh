@@ -57,6 +57,7 @@ runuser -u postgres -- "$bindir/initdb" -D "$work/data" -U postgres -A trust --n
     -E UTF8 --locale=C.UTF-8 >/dev/null
 cat >> "$work/data/postgresql.conf" <<EOF
 shared_preload_libraries = 'payflow'
+payflow.allowed_hosts = '127.0.0.1'
 listen_addresses = ''
 unix_socket_directories = '$work'
 fsync = off

@@ -92,6 +92,7 @@ pf_cluster_start \
     "checkpoint_timeout = 30min" \
     "shared_preload_libraries = '$preload'" \
     "payflow.database = '$DB'" \
+    "payflow.allowed_hosts = '127.0.0.1'" \
     "payflow.worker_enabled = off" \
     "pg_stat_statements.track = all" \
     "pg_stat_statements.max = 1000" \

@@ -27,8 +27,17 @@ static const ChannelDriver *const drivers[] = {
 	&stripe_driver,
 };
 
+/*
+ * Secrets are bound to the driver and base_url they were given for: secrets
+ * set for another driver or URL are not used (a row written directly, or a
+ * base_url changed by hand, never carries a key to a new host).
+ */
 static PreparedQuery channel_with_secrets = {
-	.sql = "SELECT c.driver, c.base_url, c.settings, coalesce(s.secrets, '{}') AS secrets"
+	.sql = "SELECT c.driver, c.base_url, c.settings,"
+	" CASE WHEN s.driver = c.driver AND s.base_url = c.base_url THEN s.secrets"
+	"      ELSE '{}' END AS secrets,"
+	" s.channel IS NOT NULL AND (s.driver IS DISTINCT FROM c.driver"
+	"      OR s.base_url IS DISTINCT FROM c.base_url) AS secrets_unbound"
 	" FROM payflow.channels c LEFT JOIN payflow.channel_secrets s ON s.channel = c.name"
 	" WHERE c.name = $1",
 	.nargs = 1,
@@ -76,7 +85,15 @@ channel_open(const char *name, MemoryContext context)
 						name, driver_name),
 				 errdetail("Channel %s was configured with driver %s.", name, driver_name),
 				 errhint("Configure the channel with one of the drivers payflow has: http_json, wechatpay_v3, stripe.")));
-	channel->base_url = pf_text(0, "base_url");
+	/* the host check comes first: nothing of the channel is used before it */
+	channel->base_url = channel_check_base_url(name, channel->driver, pf_text(0, "base_url"));
+	if (DatumGetBool(pf_datum(0, "secrets_unbound")))
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+				 errmsg("channel \"%s\" has no secrets for its driver and base_url", name),
+				 errdetail("Its stored secrets were given for another driver or base_url, so they are not sent to %s.",
+						   channel->base_url),
+				 errhint("Give the secrets again with payflow.set_channel(), in the same call that sets the driver and base_url.")));
 	{
 		size_t		len = strlen(channel->base_url);
 

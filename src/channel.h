@@ -10,7 +10,8 @@
  *
  * Adding a driver: write channel_<name>.c defining a ChannelDriver, and add
  * one line to the table in channel.c (and the name to the CHECK constraint
- * of payflow.channels.driver).
+ * of payflow.channels.driver).  Its production_hosts are the hosts it may
+ * reach over https without payflow.allowed_hosts (channel_hosts.c).
  */
 #ifndef PAYFLOW_CHANNEL_H
 #define PAYFLOW_CHANNEL_H
@@ -103,6 +104,12 @@ typedef struct Channel Channel;
 typedef struct ChannelDriver
 {
 	const char *name;
+	/*
+	 * The channel's own API hosts, NULL-terminated (NULL: none, every
+	 * base_url must be in payflow.allowed_hosts).  One line per driver:
+	 *	.production_hosts = (const char *const[]) {"api.example.com", NULL},
+	 */
+	const char *const *production_hosts;
 	/* parse settings and secrets into driver state; ereport on bad config */
 	void		(*open) (Channel *channel);
 	void		(*build_query) (Channel *channel, const PaymentRef *payment, HttpRequest *request);
@@ -139,6 +146,10 @@ struct Channel
 	void	   *driver_state;
 	CheckSchedule *schedule;	/* settings.check_schedule, or NULL for the GUC */
 };
+
+/* channel_hosts.c */
+extern char *channel_check_base_url(const char *channel_name, const ChannelDriver *driver,
+									const char *base_url);
 
 /* channel.c */
 extern const ChannelDriver *channel_driver_by_name(const char *name);

@@ -52,6 +52,12 @@ http_json_open(Channel *channel)
 	char	   *window = channel_setting(channel->settings, "signature_window", false, channel->name);
 
 	state->secret = channel_setting(channel->secrets, "hmac_secret", true, channel->name);
+	if (state->secret[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+				 errmsg("channel \"%s\" has an empty hmac_secret", channel->name),
+				 errdetail("Requests signed with an empty HMAC key prove nothing."),
+				 errhint("Set the secret shared with the payment service with payflow.set_channel().")));
 	state->base_path = url_path(channel->base_url);
 	state->signature_window = window ? atoi(window) : DEFAULT_SIGNATURE_WINDOW;
 	if (state->signature_window <= 0)
@@ -461,6 +467,7 @@ http_json_decode_notification(Channel *channel, Jsonb *headers, const char *body
 
 const ChannelDriver http_json_driver = {
 	.name = "http_json",
+	.production_hosts = NULL,	/* the shop's own service: payflow.allowed_hosts */
 	.open = http_json_open,
 	.build_query = http_json_build_query,
 	.parse_query = http_json_parse_query,

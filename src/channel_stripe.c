@@ -57,6 +57,20 @@ stripe_open(Channel *channel)
 
 	state->secret_key = channel_setting(channel->secrets, "secret_key", true, channel->name);
 	state->webhook_secret = channel_setting(channel->secrets, "webhook_secret", true, channel->name);
+	/* a secret (sk_) or restricted (rk_) key; a publishable pk_ key or a typo is refused */
+	if ((strncmp(state->secret_key, "sk_", 3) != 0 && strncmp(state->secret_key, "rk_", 3) != 0) ||
+		strlen(state->secret_key) <= 3)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+				 errmsg("channel \"%s\" has an unusable secret_key", channel->name),
+				 errdetail("A Stripe secret key starts with sk_ (or rk_ for a restricted key) and has more after it."),
+				 errhint("Set the secret key from the Stripe dashboard (sk_live_... or sk_test_...) with payflow.set_channel().")));
+	if (state->webhook_secret[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+				 errmsg("channel \"%s\" has an empty webhook_secret", channel->name),
+				 errdetail("Webhooks cannot be verified with an empty secret."),
+				 errhint("Set the endpoint's signing secret (whsec_...) with payflow.set_channel().")));
 	state->api_version = channel_setting(channel->settings, "api_version", false, channel->name);
 	state->base_path = pstrdup(path ? path : "");
 	channel->driver_state = state;
@@ -451,6 +465,7 @@ stripe_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 
 const ChannelDriver stripe_driver = {
 	.name = "stripe",
+	.production_hosts = (const char *const[]) {"api.stripe.com", NULL},
 	.open = stripe_open,
 	.build_query = stripe_build_query,
 	.parse_query = stripe_parse_query,

@@ -549,6 +549,7 @@ wechat_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 
 const ChannelDriver wechatpay_v3_driver = {
 	.name = "wechatpay_v3",
+	.production_hosts = (const char *const[]) {"api.mch.weixin.qq.com", "api2.mch.weixin.qq.com", NULL},
 	.open = wechat_open,
 	.build_query = wechat_build_query,
 	.parse_query = wechat_parse_query,

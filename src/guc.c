@@ -24,6 +24,7 @@ int			payflow_resume_window_s = 30 * 60;
 bool		payflow_auto_refund = true;
 bool		payflow_restore_cart_on_expiry = true;
 char	   *payflow_worker_role = NULL;
+char	   *payflow_allowed_hosts = NULL;
 
 #define DEFAULT_CHECK_SCHEDULE \
 	"2s,3s,5s,5s,10s,10s,10s,15s,30s,1min,2min,5min,10min,20min,30min,1h,3h,8h,24h"
@@ -111,6 +112,20 @@ pf_schedule_step_seconds(const CheckSchedule *schedule, int checks_made)
 	if (schedule == NULL || checks_made < 0 || checks_made >= schedule->nsteps)
 		return -1;
 	return schedule->step_seconds[checks_made];
+}
+
+static bool
+check_allowed_hosts(char **newval, void **extra, GucSource source)
+{
+	const char *error = NULL;
+
+	if (*newval != NULL && !pf_allowed_hosts_valid(*newval, &error))
+	{
+		GUC_check_errdetail("payflow.allowed_hosts: %s.", error);
+		GUC_check_errhint("List hosts or host:port, separated by commas, such as '127.0.0.1, pay.internal:8443'.");
+		return false;
+	}
+	return true;
 }
 
 void
@@ -232,6 +247,14 @@ payflow_define_gucs(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+	DefineCustomStringVariable("payflow.allowed_hosts",
+							   gettext_noop("Hosts (host or host:port, comma-separated) channels may send to besides their drivers' production hosts."),
+							   gettext_noop("Every http_json channel's host, test servers and proxies must be listed; production hosts need https."),
+							   &payflow_allowed_hosts,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   check_allowed_hosts, NULL, NULL);
 
 	MarkGUCPrefixReserved("payflow");
 }

@@ -6,6 +6,8 @@
  *
  * Layers (a file uses only those above it in this list):
  *	foundations: guc.c, spi_util.c, state.c, events.c, checks.c
+ *	             (guc.c checks payflow.allowed_hosts with channel_hosts.c's
+ *	             libcurl parser, the one channel_open uses)
  *	domain:      cart.c, order.c, payment.c
  *	entry:       payflow.c (_PG_init)
  */
@@ -66,6 +68,7 @@ extern int	payflow_resume_window_s;
 extern bool payflow_auto_refund;
 extern bool payflow_restore_cart_on_expiry;
 extern char *payflow_worker_role;
+extern char *payflow_allowed_hosts;
 
 /* A check schedule: the delay in seconds before check number i. */
 #define MAX_SCHEDULE_STEPS 64
@@ -78,6 +81,8 @@ typedef struct CheckSchedule
 extern void payflow_define_gucs(void);
 extern bool pf_parse_check_schedule(const char *text, CheckSchedule *schedule, const char **error);
 extern int	pf_schedule_step_seconds(const CheckSchedule *schedule, int checks_made);
+/* channel_hosts.c: payflow.allowed_hosts lists only hosts (host or host:port) */
+extern bool pf_allowed_hosts_valid(const char *list, const char **error);
 
 /* worker.c */
 extern void pf_register_worker(void);

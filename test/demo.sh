@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 
 pf_install_deps
 pf_build_install
-pf_cluster_start "shared_preload_libraries = 'payflow'" "payflow.check_schedule = '2s,3s,5s,5s,10s'"
+pf_cluster_start "shared_preload_libraries = 'payflow'" "payflow.check_schedule = '2s,3s,5s,5s,10s'" \
+    "payflow.allowed_hosts = '127.0.0.1'"
 
 # The test channel server, with fresh keys, on a free port.
 make -s -C test/channel_server >/dev/null

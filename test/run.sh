@@ -20,8 +20,10 @@ cd "$(dirname "$0")/.."
 
 pf_install_deps
 pf_build_install
+# The test channel servers listen on 127.0.0.1: channels may send there.
 pf_cluster_start "fsync = off" "shared_preload_libraries = 'payflow,pg_cron'" \
-    "cron.database_name = 'postgres'" "cron.host = '127.0.0.1'"
+    "cron.database_name = 'postgres'" "cron.host = '127.0.0.1'" \
+    "payflow.allowed_hosts = '127.0.0.1'"
 
 failed=0
 passed=0
