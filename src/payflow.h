@@ -50,6 +50,8 @@ extern int	payflow_max_attempts;
 extern int	payflow_resume_window_s;
 extern bool payflow_auto_refund;
 extern bool payflow_restore_cart_on_expiry;
+extern int	payflow_clock_skew_s;
+extern int	payflow_max_cart_lines;
 
 /* A check schedule: the delay in seconds before check number i. */
 #define MAX_SCHEDULE_STEPS 64
@@ -87,6 +89,24 @@ extern Datum pf_row_as_result(FunctionCallInfo fcinfo, MemoryContext caller_cont
 extern char *pf_arg_text(FunctionCallInfo fcinfo, int argno, const char *argname,
 						 bool required);
 extern Datum pf_arg_text_datum(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern Datum pf_arg_text_datum_max(FunctionCallInfo fcinfo, int argno, const char *argname,
+								   bool required, int max_bytes);
+extern char *pf_arg_text_max(FunctionCallInfo fcinfo, int argno, const char *argname,
+							 bool required, int max_bytes);
+extern void pf_check_app_timestamp(const char *argname, TimestampTz value,
+								   TimestampTz not_before, const char *object);
+
+/*
+ * Length limits of the application's text arguments, in bytes (doc/api.md).
+ * An identifier is a key of a unique index, alone or beside another one
+ * (customer_id with sku or idempotency_key): two of them stay far below a
+ * btree entry's limit (2704 bytes).  A channel name is what
+ * payflow.channels allows; free text (titles, reasons) is stored, not
+ * indexed.
+ */
+#define PF_MAX_ID_BYTES				255
+#define PF_MAX_CHANNEL_NAME_BYTES	63
+#define PF_MAX_TEXT_BYTES			1000
 extern TimestampTz pf_now_plus_seconds(int64 seconds);
 
 /* cart.c */

@@ -1,0 +1,116 @@
+-- Application input (issue 11, sections 4, 6 and 7): every text argument of
+-- the API has a length limit (PF005, never PostgreSQL's 54000 from an
+-- index), a cart has at most payflow.max_cart_lines lines, a paid_at from
+-- the application is a plausible time (PF005), and the views never fail
+-- on stored times.  Runs last (after settings.sql): channel wx exists.
+\set SHOW_CONTEXT never
+\set VERBOSITY terse
+
+-- Identifiers: 255 bytes fit, even two in one unique index (customer and key).
+SELECT payflow.cart_put(repeat('c', 255), repeat('s', 255), 1, 100, 'CNY', repeat('t', 1000));
+SELECT length(customer_id), length(idempotency_key)
+FROM payflow.create_order_from_cart(repeat('c', 255), repeat('k', 255));
+
+-- One byte more, or the 10,000 characters that reached the indexes before.
+SELECT payflow.cart_put(repeat('c', 256), 'VAL-SKU', 1, 100);
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.cart_put(repeat('c', 10000), 'VAL-SKU', 1, 100);
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.cart_put('val-a', repeat('s', 10000), 1, 100);
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.cart_put('val-a', 'VAL-SKU', 1, 100, 'CNY', repeat('t', 1001));
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.cart_put('val-a', 'VAL-SKU', 1, 100, repeat('C', 10000));
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.create_order_from_cart(repeat('c', 10000));
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.create_order_from_cart('val-a', repeat('k', 10000));
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.open_order(repeat('c', 10000));
+\echo :LAST_ERROR_SQLSTATE
+-- Nothing was written by the refused calls.
+SELECT count(*) AS refused_lines_written FROM payflow.cart_items
+WHERE customer_id = 'val-a' OR length(customer_id) > 255;
+
+-- An order to pay, and the limits of the payment functions.
+SELECT payflow.cart_put('val-a', 'VAL-SKU', 2, 2500);
+SELECT id AS val_order, order_no AS val_order_no FROM payflow.create_order_from_cart('val-a') \gset
+SELECT payflow.begin_payment(:val_order, repeat('w', 64));
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.begin_payment(:val_order, 'wx', repeat('k', 10000));
+\echo :LAST_ERROR_SQLSTATE
+SELECT payment_no AS val_payment FROM payflow.begin_payment(:val_order, 'wx', repeat('k', 255)) \gset
+SELECT payflow.attach_channel_ref(repeat('p', 10000), 'ref');
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.attach_channel_ref(:'val_payment', repeat('r', 10000));
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.check_now(repeat('p', 10000));
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.mark_failed(:'val_payment', repeat('r', 10000));
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.mark_paid(:'val_payment', repeat('t', 10000), 5000);
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.mark_paid(:'val_payment', 'val-txn', 5000, now(), 'cny');
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.cancel_order(:val_order, repeat('r', 10000));
+\echo :LAST_ERROR_SQLSTATE
+SELECT status, channel_ref, status_reason FROM payflow.payments WHERE payment_no = :'val_payment';
+
+-- paid_at: infinite, out of PostgreSQL's range ends, in the future, or
+-- before the attempt existed (beyond payflow.clock_skew) is refused.
+SELECT payflow.mark_paid(:'val_payment', 'val-txn', 5000, '-infinity');
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.mark_paid(:'val_payment', 'val-txn', 5000, 'infinity');
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.mark_paid(:'val_payment', 'val-txn', 5000, '4714-11-24 00:00:00+00 BC');
+\echo :LAST_ERROR_SQLSTATE
+SELECT payflow.mark_paid(:'val_payment', 'val-txn', 5000, '294276-12-31 23:59:59+00');
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY sqlstate
+SELECT payflow.mark_paid(:'val_payment', 'val-txn', 5000, now() + interval '1 hour') IS NULL;
+SELECT payflow.mark_paid(:'val_payment', 'val-txn', 5000, now() - interval '1 day') IS NULL;
+\set VERBOSITY terse
+SELECT status, paid_at FROM payflow.payments WHERE payment_no = :'val_payment';
+-- Within the skew on either side is the application's clock: accepted.
+SELECT status, paid_at < now() AS paid_before_now
+FROM payflow.mark_paid(:'val_payment', 'val-txn', 5000, now() - interval '1 minute');
+SET payflow.clock_skew = '1h';
+SHOW payflow.clock_skew;
+RESET payflow.clock_skew;
+
+-- Refund reasons have a limit too (and a list).
+SELECT payflow.request_refund(:val_order, NULL, repeat('m', 10000));
+\echo :LAST_ERROR_SQLSTATE
+
+-- The views never fail on stored data, whoever wrote it (here the
+-- extension owner, going around the API; 1.0 stored such times itself).
+UPDATE payflow.payments SET paid_at = '-infinity' WHERE payment_no = :'val_payment';
+SELECT orders_by_status IS NOT NULL AS stats_work FROM payflow.stats;
+UPDATE payflow.payments SET paid_at = '4714-11-24 00:00:00+00 BC',
+                            resolved_at = '294276-12-31 23:59:59+00'
+WHERE payment_no = :'val_payment';
+SELECT orders_by_status IS NOT NULL AS stats_work FROM payflow.stats;
+UPDATE payflow.payments SET paid_at = 'infinity', resolved_at = '-infinity'
+WHERE payment_no = :'val_payment';
+UPDATE payflow.pending_checks SET due_at = '-infinity', lease_until = 'infinity';
+SELECT orders_by_status IS NOT NULL AS stats_work FROM payflow.stats;
+SELECT payments_in_review >= 0 AS health_works FROM payflow.health;
+-- The same columns as in 1.0, in the same order.
+SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute
+WHERE attrelid = 'payflow.stats'::regclass AND attnum > 0;
+
+-- A cart holds at most payflow.max_cart_lines lines; changing a line of a
+-- full cart, or removing one, still works.
+SET payflow.max_cart_lines = 3;
+SELECT payflow.cart_put('val-b', 'VAL-' || i, 1, 100) FROM generate_series(1, 3) i;
+SELECT payflow.cart_put('val-b', 'VAL-4', 1, 100);
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+SELECT payflow.cart_put('val-b', 'VAL-4', 1, 100);
+\set VERBOSITY terse
+SELECT payflow.cart_put('val-b', 'VAL-3', 5, 100);
+SELECT payflow.cart_put('val-b', 'VAL-1', 0, 100);
+SELECT payflow.cart_put('val-b', 'VAL-4', 1, 100);
+SELECT sku, quantity FROM payflow.cart_items WHERE customer_id = 'val-b' ORDER BY sku;
+RESET payflow.max_cart_lines;
+SHOW payflow.max_cart_lines;
