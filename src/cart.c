@@ -4,16 +4,18 @@
  *
  * The cart is a scratch area: it is only validated line by line here; the
  * whole-cart rules (one currency, stock) are checked at checkout (order.c).
+ * Its one whole-cart rule is its size (payflow.max_cart_lines), which
+ * bounds what a checkout has to do.
  */
 #include "payflow.h"
 
 #include "access/genam.h"
 #include "access/relscan.h"
-#include "access/tableam.h"
-#include "executor/tuptable.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/namespace.h"
+#include "executor/tuptable.h"
 #include "funcapi.h"
 #include "storage/proc.h"
 #include "utils/fmgroids.h"
