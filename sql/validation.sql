@@ -121,3 +121,17 @@ SELECT payflow.cart_put('val-b', 'VAL-4', 1, 100);
 SELECT sku, quantity FROM payflow.cart_items WHERE customer_id = 'val-b' ORDER BY sku;
 RESET payflow.max_cart_lines;
 SHOW payflow.max_cart_lines;
+
+-- The application cannot raise its own limits; operators (payflow_admin) can.
+SET ROLE payflow_app;
+SET payflow.max_cart_lines = 100000;
+\echo :LAST_ERROR_SQLSTATE
+SET payflow.clock_skew = '1d';
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE payflow_admin;
+SET payflow.max_cart_lines = 2000;
+SET payflow.clock_skew = '10min';
+SHOW payflow.max_cart_lines;
+RESET ROLE;
+RESET payflow.max_cart_lines;
+RESET payflow.clock_skew;
