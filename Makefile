@@ -8,6 +8,7 @@ MODULE_big = payflow
 OBJS = \
 	src/payflow.o \
 	src/guc.o \
+	src/version.o \
 	src/spi_util.o \
 	src/state.o \
 	src/events.o \

@@ -39,9 +39,10 @@ N1=${BENCH_N1:-40}
 N2=${BENCH_N2:-240}
 UNPINNED=${BENCH_UNPINNED:-0}
 SPLIT=${BENCH_SPLIT:-0}
-bindir=/usr/lib/postgresql/15/bin
+bindir=$PF_PGBIN    # test/lib/cluster.sh: PF_PGBIN selects the PostgreSQL tree
+pkglibdir=$("$PG_CONFIG" --pkglibdir)
 PF_PACKAGES="$PF_PACKAGES valgrind" pf_install_deps
-if [ "${BENCH_BUILD:-}" = 1 ] || [ ! -f /usr/lib/postgresql/15/lib/payflow.so ]; then
+if [ "${BENCH_BUILD:-}" = 1 ] || [ ! -f "$pkglibdir/payflow.so" ]; then
     pf_build_install
 fi
 
@@ -139,7 +140,7 @@ per_checkout() { # DATABASE PREPARE-STATEMENTS
 payflow=$(per_checkout bench "$prepare_payflow")
 floor=$(per_checkout bench "$prepare_floor")
 printf 'instructions per checkout (callgrind, single-user backend, %d - %d checkouts)\n' "$N2" "$N1"
-printf 'payflow.so md5 %s\n' "$(md5sum /usr/lib/postgresql/15/lib/payflow.so | cut -c1-12)"
+printf 'payflow.so md5 %s\n' "$(md5sum "$pkglibdir/payflow.so" | cut -c1-12)"
 printf '  %-18s %10d\n' payflow "$payflow" floor "$floor"
 if [ "$UNPINNED" = 1 ]; then
     unpinned=$(per_checkout bench_unpinned "$prepare_payflow")

@@ -59,8 +59,10 @@ STOCK=${BENCH_STOCK:-0}
 UNPINNED=${BENCH_UNPINNED:-0}
 STATEMENTS=${BENCH_STATEMENTS:-0}
 SEED_CARTS=${BENCH_SEED_CARTS:-20000}
+# The PostgreSQL tree test/lib/cluster.sh runs (PF_PGBIN) and its payflow.so.
+pkglibdir=$("$PG_CONFIG" --pkglibdir)
 if [ -z "${BENCH_BUILD:-}" ]; then
-    if [ -f /usr/lib/postgresql/15/lib/payflow.so ]; then BENCH_BUILD=0; else BENCH_BUILD=1; fi
+    if [ -f "$pkglibdir/payflow.so" ]; then BENCH_BUILD=0; else BENCH_BUILD=1; fi
 fi
 
 DB=payflow_bench
@@ -215,8 +217,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", a / b }'; }
     echo "pgbench -M prepared -c $CLIENTS -j $THREADS -T $DURATION, $ROUNDS rounds," \
          "tpcb-like scale $SCALE; fsync on, synchronous_commit on, shared_buffers 256MB"
     echo "cart tables seeded with $SEED_CARTS abandoned lines;" \
-         "payflow.so md5 $(md5sum /usr/lib/postgresql/15/lib/payflow.so | cut -c1-12)" \
-         "($(date -u -r /usr/lib/postgresql/15/lib/payflow.so '+%Y-%m-%d %H:%M UTC'))"
+         "payflow.so md5 $(md5sum "$pkglibdir/payflow.so" | cut -c1-12)" \
+         "($(date -u -r "$pkglibdir/payflow.so" '+%Y-%m-%d %H:%M UTC'))"
     echo
     printf '%-6s' round
     for name in "${names[@]}"; do printf ' %14s' "$name"; done

@@ -61,10 +61,14 @@ SELECT payflow.begin_payment(2, 'wx');
 RESET payflow.payment_lock_window;
 
 -- Paid: the order is paid once, however often the success is reported.
+-- paid_at is the channel's time: a little before the call (within
+-- payflow.clock_skew of the attempt's creation, see validation.sql).
+SELECT date_trunc('second', now()) - interval '30 seconds' AS channel_paid_at \gset
 SELECT payment_no, status, channel_txn_id, refund_needed
-FROM payflow.mark_paid('PF000000000002-3', 'wx-4200003', 19800, '2026-01-01 12:00:00+00');
+FROM payflow.mark_paid('PF000000000002-3', 'wx-4200003', 19800, :'channel_paid_at');
 SELECT payment_no, status FROM payflow.mark_paid('PF000000000002-3', 'wx-4200003', 19800);
-SELECT status, paid_amount, paid_at FROM payflow.orders WHERE id = 2;
+SELECT status, paid_amount, paid_at = :'channel_paid_at' AS paid_at_is_the_channels
+FROM payflow.orders WHERE id = 2;
 SELECT payflow.check_now('PF000000000002-3') IS NULL AS final_attempt_has_no_check;
 SELECT payflow.mark_paid('nope', 'x', 1);
 \echo :LAST_ERROR_SQLSTATE

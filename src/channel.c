@@ -385,6 +385,7 @@ payflow_check_channel(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
+	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
 	(void) channel_open(name, CurrentMemoryContext);
 	SPI_finish();

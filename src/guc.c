@@ -25,6 +25,8 @@ bool		payflow_auto_refund = true;
 bool		payflow_restore_cart_on_expiry = true;
 char	   *payflow_worker_role = NULL;
 char	   *payflow_allowed_hosts = NULL;
+int			payflow_clock_skew_s = 5 * 60;
+int			payflow_max_cart_lines = 1000;
 
 #define DEFAULT_CHECK_SCHEDULE \
 	"2s,3s,5s,5s,10s,10s,10s,15s,30s,1min,2min,5min,10min,20min,30min,1h,3h,8h,24h"
@@ -255,6 +257,23 @@ payflow_define_gucs(void)
 							   PGC_SUSET,
 							   0,
 							   check_allowed_hosts, NULL, NULL);
+	DefineCustomIntVariable("payflow.clock_skew",
+							gettext_noop("How far a time the application passes (mark_paid's paid_at) may lie before its attempt was created or after now."),
+							NULL,
+							&payflow_clock_skew_s,
+							5 * 60, 0, 24 * 60 * 60,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("payflow.max_cart_lines",
+							gettext_noop("Lines a customer's cart may hold; cart_put refuses a new line beyond it."),
+							NULL,
+							&payflow_max_cart_lines,
+							1000, 1, 1000000,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("payflow");
 }

@@ -135,6 +135,7 @@ payflow_handle_notification(PG_FUNCTION_ARGS)
 	bool		replay;
 	Datum		ack;
 
+	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
 	channel = channel_open(channel_name, CurrentMemoryContext);
 	channel->driver->decode_notification(channel, headers, body, &notification);

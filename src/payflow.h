@@ -69,6 +69,8 @@ extern bool payflow_auto_refund;
 extern bool payflow_restore_cart_on_expiry;
 extern char *payflow_worker_role;
 extern char *payflow_allowed_hosts;
+extern int	payflow_clock_skew_s;
+extern int	payflow_max_cart_lines;
 
 /* A check schedule: the delay in seconds before check number i. */
 #define MAX_SCHEDULE_STEPS 64
@@ -86,6 +88,13 @@ extern bool pf_allowed_hosts_valid(const char *list, const char **error);
 
 /* worker.c */
 extern void pf_register_worker(void);
+
+/* version.c: refuse to run against another version's SQL objects */
+extern bool pf_sql_version_ok;
+extern char *pf_installed_sql_version(void);
+extern void pf_check_sql_version(void);
+#define PF_REQUIRE_SQL_VERSION() \
+	do { if (unlikely(!pf_sql_version_ok)) pf_check_sql_version(); } while (0)
 
 /* spi_util.c: prepared plans kept for the life of the backend */
 typedef struct PreparedQuery
@@ -109,6 +118,24 @@ extern Datum pf_row_as_result(FunctionCallInfo fcinfo, MemoryContext caller_cont
 extern char *pf_arg_text(FunctionCallInfo fcinfo, int argno, const char *argname,
 						 bool required);
 extern Datum pf_arg_text_datum(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern Datum pf_arg_text_datum_max(FunctionCallInfo fcinfo, int argno, const char *argname,
+								   bool required, int max_bytes);
+extern char *pf_arg_text_max(FunctionCallInfo fcinfo, int argno, const char *argname,
+							 bool required, int max_bytes);
+extern void pf_check_app_timestamp(const char *argname, TimestampTz value,
+								   TimestampTz not_before, const char *object);
+
+/*
+ * Length limits of the application's text arguments, in bytes (doc/api.md).
+ * An identifier is a key of a unique index, alone or beside another one
+ * (customer_id with sku or idempotency_key): two of them stay far below a
+ * btree entry's limit (2704 bytes).  A channel name is what
+ * payflow.channels allows; free text (titles, reasons) is stored, not
+ * indexed.
+ */
+#define PF_MAX_ID_BYTES				255
+#define PF_MAX_CHANNEL_NAME_BYTES	63
+#define PF_MAX_TEXT_BYTES			1000
 extern TimestampTz pf_now_plus_seconds(int64 seconds);
 
 /* cart.c */

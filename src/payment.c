@@ -33,6 +33,25 @@ static PreparedQuery lock_order = {
 	.argtypes = {INT8OID},
 };
 
+/*
+ * request_refund's lock of the order: the row is written, not only locked
+ * (an update that changes no value), so that a concurrent refund request
+ * that committed after this transaction's snapshot was taken makes this
+ * one fail under REPEATABLE READ and SERIALIZABLE with a serialization
+ * failure (40001) instead of computing what is refundable from that stale
+ * snapshot: a lock alone leaves no trace a later snapshot check sees, and
+ * the two requests then collided on refund_no (23505), the unique index
+ * being the only thing between them and a double refund.  Under READ
+ * COMMITTED the waiter reads the committed refund and is refused (PF014).
+ */
+static PreparedQuery lock_order_for_refund = {
+	.sql = "UPDATE payflow.orders SET refunded_amount = refunded_amount WHERE id = $1"
+	" RETURNING id, order_no, status, currency::text AS currency, total_amount,"
+	"           paid_amount, refunded_amount",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
 static PreparedQuery payment_order_id = {
 	.sql = "SELECT order_id FROM payflow.payments WHERE payment_no = $1",
 	.nargs = 1,
@@ -280,8 +299,9 @@ payflow_begin_payment(PG_FUNCTION_ARGS)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
 	int64		order_id;
-	char	   *channel = pf_arg_text(fcinfo, 1, "channel", true);
-	char	   *idempotency_key = pf_arg_text(fcinfo, 2, "idempotency_key", false);
+	char	   *channel = pf_arg_text_max(fcinfo, 1, "channel", true, PF_MAX_CHANNEL_NAME_BYTES);
+	char	   *idempotency_key = pf_arg_text_max(fcinfo, 2, "idempotency_key", false,
+												  PF_MAX_ID_BYTES);
 	char	   *order_no;
 	char	   *order_status;
 	char	   *currency;
@@ -292,6 +312,7 @@ payflow_begin_payment(PG_FUNCTION_ARGS)
 	CheckSchedule *schedule;
 	Datum		result;
 
+	PF_REQUIRE_SQL_VERSION();
 	require_not_null(fcinfo, 0, "order_id");
 	order_id = PG_GETARG_INT64(0);
 
@@ -409,11 +430,12 @@ Datum
 payflow_attach_channel_ref(PG_FUNCTION_ARGS)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
-	char	   *payment_no = pf_arg_text(fcinfo, 0, "payment_no", true);
-	char	   *channel_ref = pf_arg_text(fcinfo, 1, "channel_ref", true);
+	char	   *payment_no = pf_arg_text_max(fcinfo, 0, "payment_no", true, PF_MAX_ID_BYTES);
+	char	   *channel_ref = pf_arg_text_max(fcinfo, 1, "channel_ref", true, PF_MAX_ID_BYTES);
 	Datum		values[2] = {CStringGetTextDatum(payment_no), CStringGetTextDatum(channel_ref)};
 	Datum		result;
 
+	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
 	if (pf_execute(&set_channel_ref, values, NULL, 1) == 0)
 	{
@@ -459,6 +481,15 @@ pf_apply_payment_success(const char *payment_no, const char *channel_txn_id,
 	payment_status = pf_text(0, "status");
 	expected_amount = pf_int64(0, "amount");
 	expected_currency = pf_text(0, "currency");
+
+	/*
+	 * A paid_at from the application (mark_paid) must be a plausible time
+	 * of this attempt; the drivers hold the times the channels report.
+	 */
+	if (strcmp(confirmed_via, "api") == 0)
+		pf_check_app_timestamp("paid_at", paid_at,
+							   DatumGetTimestampTz(pf_datum(0, "created_at")),
+							   psprintf("payment %s", payment_no));
 
 	/* Already applied: no second effect. */
 	if (strcmp(payment_status, "succeeded") == 0)
@@ -629,14 +660,24 @@ Datum
 payflow_mark_paid(PG_FUNCTION_ARGS)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
-	char	   *payment_no = pf_arg_text(fcinfo, 0, "payment_no", true);
-	char	   *channel_txn_id = pf_arg_text(fcinfo, 1, "channel_txn_id", true);
-	char	   *currency = pf_arg_text(fcinfo, 4, "currency", false);
+	char	   *payment_no = pf_arg_text_max(fcinfo, 0, "payment_no", true, PF_MAX_ID_BYTES);
+	char	   *channel_txn_id = pf_arg_text_max(fcinfo, 1, "channel_txn_id", true,
+												 PF_MAX_ID_BYTES);
+	char	   *currency = pf_arg_text_max(fcinfo, 4, "currency", false, PF_MAX_ID_BYTES);
 	TimestampTz paid_at;
 	int64		payment_id;
 	Datum		result;
 
+	PF_REQUIRE_SQL_VERSION();
 	require_not_null(fcinfo, 2, "amount");
+	if (currency != NULL && !pf_is_currency_code(currency, strlen(currency)))
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+				 errmsg("invalid currency code \"%s\"", currency),
+				 errdetail("mark_paid of payment %s must name an ISO 4217 currency or none.",
+						   payment_no),
+				 errhint("Use three upper-case letters, such as CNY or USD, or NULL for the attempt's own.")));
+	/* Checked against the attempt by pf_apply_payment_success (confirmed_via "api"). */
 	paid_at = PG_ARGISNULL(3) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(3);
 
 	SPI_connect();
@@ -652,11 +693,12 @@ Datum
 payflow_mark_failed(PG_FUNCTION_ARGS)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
-	char	   *payment_no = pf_arg_text(fcinfo, 0, "payment_no", true);
-	char	   *reason = pf_arg_text(fcinfo, 1, "reason", false);
+	char	   *payment_no = pf_arg_text_max(fcinfo, 0, "payment_no", true, PF_MAX_ID_BYTES);
+	char	   *reason = pf_arg_text_max(fcinfo, 1, "reason", false, PF_MAX_TEXT_BYTES);
 	int64		payment_id;
 	Datum		result;
 
+	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
 	payment_id = pf_apply_payment_failure(payment_no, reason, false);
 	result = payment_result(fcinfo, caller_context, payment_id);
@@ -674,7 +716,7 @@ payflow_request_refund(PG_FUNCTION_ARGS)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
 	int64		order_id;
-	char	   *reason = pf_arg_text(fcinfo, 2, "reason", true);
+	char	   *reason = pf_arg_text_max(fcinfo, 2, "reason", true, PF_MAX_ID_BYTES);
 	char	   *order_no;
 	char	   *order_status;
 	int64		refundable;
@@ -682,6 +724,7 @@ payflow_request_refund(PG_FUNCTION_ARGS)
 	int64		payment_id;
 	Datum		result;
 
+	PF_REQUIRE_SQL_VERSION();
 	require_not_null(fcinfo, 0, "order_id");
 	order_id = PG_GETARG_INT64(0);
 	if (strcmp(reason, "merchant") != 0 && strcmp(reason, "duplicate_payment") != 0 &&
@@ -693,7 +736,12 @@ payflow_request_refund(PG_FUNCTION_ARGS)
 				 errhint("Use merchant, duplicate_payment or late_payment.")));
 
 	SPI_connect();
-	lock_order_or_report(order_id);
+	{
+		Datum		value = Int64GetDatum(order_id);
+
+		if (pf_execute(&lock_order_for_refund, &value, NULL, 1) == 0)
+			report_unknown_order(order_id);
+	}
 	order_no = pf_text(0, "order_no");
 	order_status = pf_text(0, "status");
 	if (strcmp(order_status, "paid") != 0 && strcmp(order_status, "partially_refunded") != 0)
@@ -738,10 +786,11 @@ payflow_request_refund(PG_FUNCTION_ARGS)
 Datum
 payflow_check_now(PG_FUNCTION_ARGS)
 {
-	char	   *payment_no = pf_arg_text(fcinfo, 0, "payment_no", true);
+	char	   *payment_no = pf_arg_text_max(fcinfo, 0, "payment_no", true, PF_MAX_ID_BYTES);
 	Datum		value = CStringGetTextDatum(payment_no);
 	Datum		due_at;
 
+	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
 	if (pf_execute(&make_check_due_now, &value, NULL, 1) == 0)
 	{

@@ -205,34 +205,112 @@ pf_row_as_result(FunctionCallInfo fcinfo, MemoryContext caller_context, int row)
 }
 
 /*
- * A text argument as a C string.  A required argument that is NULL or empty
- * is refused with PF005 naming the argument.
- */
-char *
-pf_arg_text(FunctionCallInfo fcinfo, int argno, const char *argname, bool required)
-{
-	if (required)
-		return TextDatumGetCString(pf_arg_text_datum(fcinfo, argno, argname));
-	return PG_ARGISNULL(argno) ? NULL : TextDatumGetCString(PG_GETARG_DATUM(argno));
-}
-
-/*
- * A required text argument as its datum, detoasted, for a hot path that
- * passes it on as it came: NULL or empty is refused with PF005 naming it.
+ * A text argument as its datum, detoasted, checked once for every function
+ * of the API: a required argument that is NULL or empty is refused with
+ * PF005 naming it, and so is one longer than max_bytes (0: no limit, for an
+ * argument its caller bounds itself).  Without the limit, a long value
+ * reached a unique index and failed there with PostgreSQL's own 54000
+ * ("index row requires ... bytes"), or filled a table with it.  Bytes, not
+ * characters: the length is in the varlena header, so the check costs a
+ * comparison, and bytes are what an index entry is limited by.  An absent
+ * optional argument is (Datum) 0.
  */
 Datum
-pf_arg_text_datum(FunctionCallInfo fcinfo, int argno, const char *argname)
+pf_arg_text_datum_max(FunctionCallInfo fcinfo, int argno, const char *argname,
+					  bool required, int max_bytes)
 {
-	text	   *value = PG_ARGISNULL(argno) ? NULL : PG_GETARG_TEXT_PP(argno);
+	text	   *value;
+	Size		len;
 
-	if (value == NULL || VARSIZE_ANY_EXHDR(value) == 0)
+	if (PG_ARGISNULL(argno))
+	{
+		if (!required)
+			return (Datum) 0;
+		value = NULL;
+		len = 0;
+	}
+	else
+	{
+		value = PG_GETARG_TEXT_PP(argno);
+		len = VARSIZE_ANY_EXHDR(value);
+	}
+	if (required && len == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
 				 errmsg("argument \"%s\" must not be null or empty", argname),
 				 errdetail("The call passed %s for \"%s\".",
 						   value == NULL ? "NULL" : "an empty string", argname),
 				 errhint("Pass a non-empty value for \"%s\".", argname)));
+	if (max_bytes > 0 && len > (Size) max_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+				 errmsg("argument \"%s\" is too long", argname),
+				 errdetail("The call passed %zu bytes for \"%s\"; payflow takes at most %d.",
+						   len, argname, max_bytes),
+				 errhint("Pass at most %d bytes for \"%s\" (doc/api.md lists the limit of every argument); "
+						 "a longer identifier can be hashed first.", max_bytes, argname)));
 	return PointerGetDatum(value);
+}
+
+/* The same argument as a C string, or NULL when an optional one is absent. */
+char *
+pf_arg_text_max(FunctionCallInfo fcinfo, int argno, const char *argname, bool required,
+				int max_bytes)
+{
+	Datum		value = pf_arg_text_datum_max(fcinfo, argno, argname, required, max_bytes);
+
+	return value == (Datum) 0 ? NULL : TextDatumGetCString(value);
+}
+
+/* Without a length limit: for arguments the caller bounds itself. */
+char *
+pf_arg_text(FunctionCallInfo fcinfo, int argno, const char *argname, bool required)
+{
+	return pf_arg_text_max(fcinfo, argno, argname, required, 0);
+}
+
+Datum
+pf_arg_text_datum(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	return pf_arg_text_datum_max(fcinfo, argno, argname, true, 0);
+}
+
+/*
+ * A time the application passed (mark_paid's paid_at) must be finite and
+ * plausible: no earlier than not_before (when the object it dates was
+ * created; DT_NOBEGIN: no such bound) less payflow.clock_skew, and no later
+ * than the clock plus payflow.clock_skew.  Otherwise PF005: an infinite or
+ * absurd time, once stored, broke every view and report that subtracts it.
+ */
+void
+pf_check_app_timestamp(const char *argname, TimestampTz value, TimestampTz not_before,
+					   const char *object)
+{
+	int64		skew = (int64) payflow_clock_skew_s * USECS_PER_SEC;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz earliest = DT_NOBEGIN;
+	TimestampTz latest = now + skew;
+	bool		plausible;
+
+	if (!TIMESTAMP_NOT_FINITE(not_before) && not_before >= MIN_TIMESTAMP + skew)
+		earliest = not_before - skew;
+	plausible = !TIMESTAMP_NOT_FINITE(value) && value >= earliest && value <= latest;
+	if (!plausible)
+	{
+		char	   *given = pstrdup(timestamptz_to_str(value));
+		char	   *from = TIMESTAMP_NOT_FINITE(earliest) ? "any time" :
+			pstrdup(timestamptz_to_str(earliest));
+		char	   *to = pstrdup(timestamptz_to_str(latest));
+
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+				 errmsg("%s %s is not a plausible time for %s", argname, given, object),
+				 errdetail("%s must be a finite time from %s (when %s was created, less payflow.clock_skew) "
+						   "to %s (now plus payflow.clock_skew, %d s).",
+						   argname, from, object, to, payflow_clock_skew_s),
+				 errhint("Pass the time the channel reported, or NULL for now(); "
+						 "the clocks of the application and the database may differ by at most payflow.clock_skew.")));
+	}
 }
 
 /* now() (the transaction's start) plus a number of seconds. */

@@ -430,19 +430,6 @@ pf_register_worker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* reconcile(): is the extension at this library's version? */
-static bool
-reconcile_version_matches(void)
-{
-	int			level = pf_pin_search_path();
-	bool		matches;
-
-	matches = pf_execute(&installed_version, NULL, NULL, 1) == 1 &&
-		strcmp(pf_text(0, "extversion"), PAYFLOW_SQL_VERSION) == 0;
-	AtEOXact_GUC(true, level);
-	return matches;
-}
-
 /*
  * CALL payflow.reconcile(max_checks): one pass from SQL, committing between
  * its steps like the worker does; so it must be called outside a
@@ -483,14 +470,8 @@ payflow_reconcile(PG_FUNCTION_ARGS)
 					 errhint("See the worker's role in doc/security.md.")));
 	}
 
+	PF_REQUIRE_SQL_VERSION();
 	SPI_connect_ext(SPI_OPT_NONATOMIC);
-	if (!reconcile_version_matches())
-		ereport(ERROR,
-				(errcode(ERRCODE_PF_NOT_SET_UP),
-				 errmsg("payflow in this database is not at version %s", PAYFLOW_SQL_VERSION),
-				 errdetail("The payflow library is version %s; the database's SQL objects are older.",
-						   PAYFLOW_SQL_VERSION),
-				 errhint("Run ALTER EXTENSION payflow UPDATE.")));
 	made = reconcile_pass(max_checks, &procedure_transactions);
 	SPI_finish();
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # 18_upgrade.sh -- a shop on payflow 1.0 updates in place to 1.1 while its
 # worker runs.  payflow is installed at 1.0 from the frozen script in the
-# worker's database and filled through the API (served by this 1.1
-# library) with rows in every state: orders paid, expired and awaiting
+# worker's database, where this 1.1 library refuses API calls (PF050,
+# naming ALTER EXTENSION payflow UPDATE), and filled as 1.0's API leaves
+# rows, in every state: orders paid, expired and awaiting
 # payment; attempts pending, unknown, superseded and succeeded late; a
 # refund processing; due and leased checks; their events.  Meanwhile the
 # worker waits and says why.  ALTER EXTENSION payflow UPDATE then brings it
@@ -12,7 +13,7 @@
 # triggers, functions and grants (any difference is printed).  Leaves
 # payflow 1.1 installed.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 12
+tap_plan 14
 it_start_channel
 sql "CREATE EXTENSION IF NOT EXISTS pgtap" >/dev/null
 
@@ -20,51 +21,83 @@ sql "DROP EXTENSION IF EXISTS payflow CASCADE" >/dev/null
 sql "CREATE EXTENSION payflow VERSION '1.0'" >/dev/null
 tap_is "$(sql "SELECT extversion FROM pg_extension WHERE extname = 'payflow'")" "1.0" \
     "payflow 1.0 is installed from its frozen script"
-it_http_json_channel it_upg
+secret=$(cat "$IT_TMP/keys/http_json_secret.txt")
 
-# --- 1.0, filled through the API --------------------------------------------
-paid_no=$(new_attempt "it-upg-paid-$$" 1000 it_upg)
-channel_payment "$paid_no" 1000
-sql "SELECT payflow.mark_paid('$paid_no', 'txn-upg-paid', 1000)" >/dev/null
-sql "SELECT payflow.request_refund((SELECT order_id FROM payflow.payments WHERE payment_no = '$paid_no'), 400)" >/dev/null
-sql "UPDATE payflow.refunds SET status = 'processing', channel_refund_id = 'rf-upg'
-     WHERE order_id = (SELECT order_id FROM payflow.payments WHERE payment_no = '$paid_no')" >/dev/null
+# --- 1.0, filled as 1.0's API left it (this library refuses to serve 1.0) ---
+tap_is "$(sqlstate "SELECT payflow.cart_put('it-upg-x', 'IT-SKU', 1, 100)")" "PF050" \
+    "on a 1.0 database the 1.1 library refuses API calls with PF050 (run ALTER EXTENSION payflow UPDATE)"
+# order CUSTOMER AMOUNT: an awaiting order and its order.created event; prints its id.
+order() {
+    sql "WITH o AS (INSERT INTO payflow.orders (order_no, customer_id, status, currency, total_amount, expires_at)
+                    VALUES ('PFU-' || '$1', '$1', 'awaiting_payment', 'CNY', $2, now() + interval '30 minutes')
+                    RETURNING id)
+         INSERT INTO payflow.events (type, order_id, payload)
+         SELECT 'order.created', id, '{}' FROM o RETURNING order_id"
+}
+# attempt ORDER NO AMOUNT: a pending attempt, its event and its due check.
+attempt() {
+    sql "WITH p AS (INSERT INTO payflow.payments (payment_no, order_id, attempt, channel, amount, currency, status)
+                    VALUES ('$2', $1, (SELECT count(*) + 1 FROM payflow.payments WHERE order_id = $1),
+                            'it_upg', $3, 'CNY', 'pending') RETURNING id, order_id),
+              e AS (INSERT INTO payflow.events (type, order_id, payment_id, payload)
+                    SELECT 'payment.started', order_id, id, '{}' FROM p)
+         INSERT INTO payflow.pending_checks (payment_id, due_at) SELECT id, now() FROM p" >/dev/null
+}
+sql "INSERT INTO payflow.channels (name, driver, base_url) VALUES ('it_upg', 'http_json', '$IT_CHANNEL_URL/http_json');
+     INSERT INTO payflow.channel_secrets (channel, secrets) VALUES ('it_upg', jsonb_build_object('hmac_secret', '$secret'))" >/dev/null
 
-# An order whose first attempt was superseded and whose second is pending:
-# the channel took the second (its callback was lost).
-sup_no=$(new_attempt "it-upg-sup-$$" 2000 it_upg)
-sup_order=$(sql "SELECT order_id FROM payflow.payments WHERE payment_no = '$sup_no'")
-sql "UPDATE payflow.payments SET created_at = now() - interval '1 hour' WHERE payment_no = '$sup_no'" >/dev/null
-second_no=$(sql "SELECT payment_no FROM payflow.begin_payment($sup_order, 'it_upg')")
+# Paid, with a refund processing whose check is leased.
+paid_order=$(order "it-upg-paid-$$" 1000)
+attempt "$paid_order" "PFU-$$-paid" 1000
+sql "UPDATE payflow.payments SET status = 'succeeded', channel_txn_id = 'txn-upg', paid_at = now(),
+            resolved_at = now(), confirmed_via = 'api' WHERE payment_no = 'PFU-$$-paid';
+     DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = 'PFU-$$-paid');
+     UPDATE payflow.orders SET status = 'paid', paid_amount = 1000, paid_at = now() WHERE id = $paid_order;
+     WITH r AS (INSERT INTO payflow.refunds (refund_no, payment_id, order_id, amount, currency, reason, status)
+                SELECT 'PFU-$$-paid-R1', id, order_id, 400, 'CNY', 'merchant', 'requested'
+                FROM payflow.payments WHERE payment_no = 'PFU-$$-paid' RETURNING id)
+     INSERT INTO payflow.pending_checks (refund_id, due_at, lease_until) SELECT id, now(), now() + interval '1 hour' FROM r;
+     UPDATE payflow.refunds SET status = 'processing', channel_refund_id = 'rf-upg' WHERE refund_no = 'PFU-$$-paid-R1'" >/dev/null
+
+# A superseded first attempt and a pending second one, which the channel
+# took (its callback was lost): the worker must find it after the update.
+sup_order=$(order "it-upg-sup-$$" 2000)
+attempt "$sup_order" "PFU-$$-sup-1" 2000
+sql "UPDATE payflow.payments SET status = 'superseded' WHERE payment_no = 'PFU-$$-sup-1'" >/dev/null
+attempt "$sup_order" "PFU-$$-sup-2" 2000
+second_no="PFU-$$-sup-2"
+channel_payment "PFU-$$-sup-1" 2000
 channel_payment "$second_no" 2000
 channel_pays "$second_no" >/dev/null
 
-unknown_no=$(new_attempt "it-upg-unknown-$$" 3000 it_upg)
-sql "UPDATE payflow.payments SET status = 'unknown' WHERE payment_no = '$unknown_no'" >/dev/null
+# In review (unknown), with no check.
+unknown_order=$(order "it-upg-unknown-$$" 3000)
+attempt "$unknown_order" "PFU-$$-unknown" 3000
+sql "UPDATE payflow.payments SET status = 'unknown' WHERE payment_no = 'PFU-$$-unknown';
+     DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = 'PFU-$$-unknown')" >/dev/null
 
-# A failed attempt that succeeded late, on an order that expired.
-late_no=$(new_attempt "it-upg-late-$$" 500 it_upg)
-sql "SELECT payflow.mark_failed('$late_no', 'declined')" >/dev/null
-sql "SELECT payflow.mark_paid('$late_no', 'txn-upg-late', 500)" >/dev/null
-
-failed_no=$(new_attempt "it-upg-failed-$$" 600 it_upg)
-sql "SELECT payflow.mark_failed('$failed_no', 'declined')" >/dev/null
-
-sql "SELECT payflow.cart_put('it-upg-exp-$$', 'IT-SKU', 1, 700)" >/dev/null
-exp_order=$(sql "SELECT id FROM payflow.create_order_from_cart('it-upg-exp-$$')")
-sql "UPDATE payflow.orders SET status = 'expired', closed_at = now(), close_reason = 'expired' WHERE id = $exp_order" >/dev/null
-
-sql "SELECT payflow.cart_put('it-upg-await-$$', 'IT-SKU', 1, 800)" >/dev/null
-sql "SELECT payflow.create_order_from_cart('it-upg-await-$$')" >/dev/null
-sql "UPDATE payflow.pending_checks SET lease_until = now() + interval '2 seconds'
-     WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = '$unknown_no')" >/dev/null
-sql "UPDATE payflow.pending_checks SET due_at = now()" >/dev/null
+# Expired, with an attempt that failed and then succeeded late (refund_needed).
+exp_order=$(order "it-upg-exp-$$" 500)
+attempt "$exp_order" "PFU-$$-late" 500
+sql "UPDATE payflow.payments SET status = 'failed' WHERE payment_no = 'PFU-$$-late';
+     UPDATE payflow.orders SET status = 'expired', closed_at = now(), close_reason = 'expired' WHERE id = $exp_order;
+     UPDATE payflow.payments SET status = 'succeeded', refund_needed = true, channel_txn_id = 'txn-late',
+            paid_at = now(), resolved_at = now() WHERE payment_no = 'PFU-$$-late';
+     DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = 'PFU-$$-late')" >/dev/null
+failed_order=$(order "it-upg-failed-$$" 600)
+attempt "$failed_order" "PFU-$$-failed" 600
+sql "UPDATE payflow.payments SET status = 'failed' WHERE payment_no = 'PFU-$$-failed';
+     DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = 'PFU-$$-failed')" >/dev/null
+order "it-upg-await-$$" 800 >/dev/null
 
 tap_is "$(sql "SELECT string_agg(DISTINCT status, ',' ORDER BY status) FROM payflow.payments")" \
     "failed,pending,succeeded,superseded,unknown" "1.0 holds attempts in every state"
 tap_is "$(sql "SELECT (SELECT string_agg(DISTINCT status, ',' ORDER BY status) FROM payflow.orders) || ' / ' ||
-                      (SELECT string_agg(status, ',') FROM payflow.refunds)")" \
-    "awaiting_payment,expired,paid / processing" "orders paid, expired and awaiting; a refund processing"
+                      (SELECT string_agg(status, ',') FROM payflow.refunds) || ' / ' ||
+                      (SELECT count(*) FILTER (WHERE lease_until > now()) || ' leased, ' ||
+                              count(*) FILTER (WHERE lease_until IS NULL) || ' due' FROM payflow.pending_checks)")" \
+    "awaiting_payment,expired,paid / processing / 1 leased, 2 due" \
+    "orders paid, expired and awaiting; a refund processing; checks leased and due"
 
 # The worker waits for the update and says so.
 sleep 3
@@ -84,6 +117,7 @@ tap_is "$(sql "SELECT o.status || ' ' || count(e.*) FILTER (WHERE e.type = 'orde
     "the order that waited is paid once, with one order.paid event"
 tap_is "$(sql "SELECT count(*) FROM payflow.events WHERE order_id = $exp_order AND type = 'order.created'")" "1" \
     "the 1.0 events are kept"
+tap_is "$(sqlstate "SELECT payflow.cart_put('it-upg-x', 'IT-SKU', 1, 100)")" "ok" "and the API serves it again"
 
 # --- the contract tests on the updated database ---------------------------
 if PGOPTIONS="-c client_min_messages=error" pg_prove -q -d "$PGDATABASE" \
