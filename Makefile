@@ -11,6 +11,7 @@ OBJS = \
 	src/version.o \
 	src/spi_util.o \
 	src/state.o \
+	src/statuses.o \
 	src/events.o \
 	src/checks.o \
 	src/cart.o \

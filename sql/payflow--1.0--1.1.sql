@@ -341,3 +341,64 @@ GRANT SET, ALTER SYSTEM ON PARAMETER payflow.clock_skew, payflow.max_cart_lines
     TO payflow_admin;
 
 -- (part 4 ends here)
+
+-- ===========================================================================
+-- Part 5. What each status means: payflow.statuses
+-- ===========================================================================
+-- payflow.transitions says which moves are legal; payflow.statuses says what
+-- a status is.  payflow's C code never lists statuses for a property: its
+-- SQL names a set ({{payment:open}}) that is expanded from this table once
+-- per backend (src/statuses.c), and the index of open attempts is created
+-- from it here.  Only an update script changes it, together with that index.
+CREATE TABLE payflow.statuses (
+    entity      text NOT NULL CHECK (entity IN ('order', 'payment', 'refund')),
+    status      text NOT NULL,
+    open        boolean NOT NULL,
+    in_review   boolean NOT NULL DEFAULT false,
+    must_close  boolean NOT NULL DEFAULT false,
+    description text NOT NULL,
+    PRIMARY KEY (entity, status)
+);
+COMMENT ON TABLE payflow.statuses IS
+    'What each status means: open (outcome still to be learned or work left), in review (a person decides), must be closed at the channel (must not be paid any more).';
+COMMENT ON COLUMN payflow.statuses.open IS
+    'Not final: an order still payable; an attempt whose money the channel may still take; a refund whose outcome is not known.';
+COMMENT ON COLUMN payflow.statuses.in_review IS
+    'Left to a person: the reconciler stops asking the channel.';
+COMMENT ON COLUMN payflow.statuses.must_close IS
+    'An attempt that must not be paid any more: the reconciler closes it at the channel, and refunds money that arrives for it.';
+
+INSERT INTO payflow.statuses (entity, status, open, in_review, must_close, description) VALUES
+    ('order',   'awaiting_payment',   true,  false, false, 'created, payable until expires_at'),
+    ('order',   'paid',               false, false, false, 'one attempt''s money applied'),
+    ('order',   'partially_refunded', false, false, false, 'part of the money refunded'),
+    ('order',   'refunded',           false, false, false, 'all of the money refunded'),
+    ('order',   'cancelled',          false, false, false, 'cancelled before payment'),
+    ('order',   'expired',            false, false, false, 'not paid in time'),
+    ('payment', 'pending',            true,  false, false, 'handed to the channel, outcome not known'),
+    ('payment', 'superseded',         true,  false, true,  'replaced by a newer attempt or a cancellation; to be closed'),
+    ('payment', 'unknown',            true,  true,  false, 'no final answer from the channel: in review'),
+    ('payment', 'succeeded',          false, false, false, 'the channel took the money'),
+    ('payment', 'failed',             false, false, true,  'failed; closed at the channel if it is still open there'),
+    ('payment', 'closed',             false, false, false, 'closed at the channel, unpaid'),
+    ('refund',  'requested',          true,  false, false, 'owed, not yet accepted by the channel'),
+    ('refund',  'processing',         true,  false, false, 'accepted by the channel, outcome pending'),
+    ('refund',  'succeeded',          false, false, false, 'the channel refunded the money'),
+    ('refund',  'failed',             false, false, false, 'the channel refused; may be retried after review');
+
+REVOKE ALL ON payflow.statuses FROM PUBLIC;
+GRANT SELECT ON payflow.statuses TO payflow_app, payflow_worker;
+
+-- The open attempts' index, from the table (the same list the C code's
+-- {{payment:open}} expands to, so the planner matches it).
+DROP INDEX payflow.payments_open_by_order;
+DO $index$
+BEGIN
+    EXECUTE pg_catalog.format(
+        'CREATE INDEX payments_open_by_order ON payflow.payments (order_id) WHERE status IN (%s)',
+        (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(status), ', ' ORDER BY status)
+         FROM payflow.statuses WHERE entity = 'payment' AND open));
+END
+$index$;
+
+-- (part 5 ends here)

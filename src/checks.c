@@ -25,7 +25,7 @@ static PreparedQuery upsert_payment_check = {
 static PreparedQuery last_checks_of_order = {
 	.sql = "INSERT INTO payflow.pending_checks (payment_id, due_at)"
 	" SELECT p.id, $2 FROM payflow.payments p"
-	" WHERE p.order_id = $1 AND p.status IN ('pending', 'superseded') ORDER BY p.id"
+	" WHERE p.order_id = $1 AND p.status IN ({{payment:open,!in_review}}) ORDER BY p.id"
 	" ON CONFLICT (payment_id) DO UPDATE SET due_at = excluded.due_at"
 	" WHERE payflow.pending_checks.due_at > excluded.due_at"
 	"   AND (payflow.pending_checks.last_checked_at IS NULL"

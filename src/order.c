@@ -609,7 +609,7 @@ payflow_cancel_order(PG_FUNCTION_ARGS)
 
 static PreparedQuery order_has_open_attempt = {
 	.sql = "SELECT 1 FROM payflow.payments"
-	" WHERE order_id = $1 AND status IN ('pending', 'superseded', 'unknown') LIMIT 1",
+	" WHERE order_id = $1 AND status IN ({{payment:open}}) LIMIT 1",
 	.nargs = 1,
 	.argtypes = {INT8OID},
 };

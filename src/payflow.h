@@ -89,6 +89,9 @@ extern bool pf_allowed_hosts_valid(const char *list, const char **error);
 /* worker.c */
 extern void pf_register_worker(void);
 
+/* statuses.c: status sets named in SQL, read from payflow.statuses */
+extern char *pf_expand_status_sets(const char *sql);
+
 /* version.c: refuse to run against another version's SQL objects */
 extern bool pf_sql_version_ok;
 extern char *pf_installed_sql_version(void);

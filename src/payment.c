@@ -169,7 +169,7 @@ static PreparedQuery insert_refund = {
 static PreparedQuery refundable_payment = {
 	.sql = "SELECT p.id, p.amount, o.paid_amount - o.refunded_amount"
 	"       - coalesce((SELECT sum(r.amount) FROM payflow.refunds r"
-	"                   WHERE r.payment_id = p.id AND r.status IN ('requested', 'processing')), 0)::bigint"
+	"                   WHERE r.payment_id = p.id AND r.status IN ({{refund:open}})), 0)::bigint"
 	"       AS refundable"
 	" FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id"
 	" WHERE p.order_id = $1 AND p.status = 'succeeded' AND NOT p.refund_needed"

@@ -122,8 +122,8 @@ static PreparedQuery expired_orders = {
 	"   AND NOT EXISTS (SELECT 1 FROM payflow.payments p"
 	"                   LEFT JOIN payflow.pending_checks c ON c.payment_id = p.id"
 	"                   WHERE p.order_id = o.id"
-	"                     AND p.status IN ('pending', 'superseded', 'unknown')"
-	"                     AND (p.status = 'unknown' OR c.last_checked_at >= o.expires_at))"
+	"                     AND p.status IN ({{payment:open}})"
+	"                     AND (p.status IN ({{payment:in_review}}) OR c.last_checked_at >= o.expires_at))"
 	" ORDER BY o.expires_at LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
 	.nargs = 1,
 	.argtypes = {INT4OID},
@@ -148,7 +148,7 @@ static PreparedQuery lease_due_checks = {
 static PreparedQuery leased_checks = {
 	.sql = "SELECT cl.id AS check_id, cl.checks, cl.payment_id, cl.refund_id,"
 	"        o.id AS order_id,"
-	"        (p.status IN ('superseded', 'failed') OR o.status <> 'awaiting_payment'"
+	"        (p.status IN ({{payment:must_close}}) OR o.status <> 'awaiting_payment'"
 	"         OR o.expires_at <= now()) AS must_not_be_paid,"
 	"        coalesce(p.payment_no, rp.payment_no) AS payment_no,"
 	"        coalesce(p.channel, rp.channel) AS channel,"

@@ -5,7 +5,9 @@
  *		of the result by name, and turn a result row into the function's
  *		composite return value.
  *
- * Values always travel as parameters; no SQL text is ever built from input.
+ * Values always travel as parameters; no SQL text is ever built from input
+ * (the only text built is a {{status set}} expanded from payflow.statuses,
+ * statuses.c).
  * Every statement is planned and run with search_path pinned to
  * PF_PINNED_SEARCH_PATH, whoever calls: a trigger fired by another role's
  * UPDATE, reconcile() under its caller's path, or the worker.
@@ -27,7 +29,8 @@ prepared_plan(PreparedQuery *query)
 {
 	if (query->plan == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(query->sql, query->nargs, query->argtypes);
+		const char *sql = strstr(query->sql, "{{") ? pf_expand_status_sets(query->sql) : query->sql;
+		SPIPlanPtr	plan = SPI_prepare(sql, query->nargs, query->argtypes);
 
 		if (plan == NULL)
 			elog(ERROR, "payflow: SPI_prepare failed (%s) for: %s",
