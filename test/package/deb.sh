@@ -123,7 +123,6 @@ system_snapshot() {
         -exec ls -ld --time-style=full-iso {} + 2>/dev/null | sort
 }
 
-
 echo "1..16"
 echo "# target tree: $MODE ($PGBIN)"
 [ "$(id -u)" = 0 ] || bail "run as root (apt-get, dpkg, clusters as postgres)"
@@ -306,5 +305,5 @@ else
     check "the system tree was left alone" restored
 fi
 
-echo "# deb: $((n - failed)) passed, $failed failed"
+echo "deb: $((n - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]
