@@ -11,6 +11,10 @@
 #    sessions racing on one customer, one order, one payment.
 # 4. The test channel server's self-test; 5. integration (worker, channels,
 #    pg_cron, dump/restore); 6. docs (the picture matches the table).
+# 7. META.json valid against the PGXN Meta Spec, its versions payflow's.
+# 8. The Debian package (test/package/deb.sh, TAP): built, installed on a
+#    tree without payflow, run, purged; last, since with Debian's tree it
+#    takes payflow out of it and make-installs it back at the end.
 #
 # PF_ONLY="integration" (function names below, space-separated) runs only
 # those steps, for development; CI runs everything.
@@ -81,6 +85,18 @@ channel_server() {
     make -s -C test/channel_server >/dev/null && bash test/channel_server/selftest.sh
 }
 
+meta() {
+    # META.json, then the checker against documents the spec forbids.
+    local out
+    python3 test/package/pgxn_meta.py META.json || return 1
+    out=$(python3 test/package/pgxn_meta.py --selftest META.json) ||
+        { grep -v '^ok' <<<"$out"; return 1; }
+}
+
+package() {
+    prove --exec bash test/package/deb.sh
+}
+
 step "crypto unit (valgrind)" crypto_unit
 step "pg_regress" regress
 step "pgTAP" pgtap
@@ -88,6 +104,8 @@ step "concurrency" concurrency
 step "test channel server" channel_server
 step "integration" integration
 step "docs" docs
+step "META.json" meta
+step "debian package" package
 
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
