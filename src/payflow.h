@@ -50,6 +50,7 @@ extern int	payflow_max_attempts;
 extern int	payflow_resume_window_s;
 extern bool payflow_auto_refund;
 extern bool payflow_restore_cart_on_expiry;
+extern int	payflow_max_notification_bytes;
 
 /* A check schedule: the delay in seconds before check number i. */
 #define MAX_SCHEDULE_STEPS 64
