@@ -232,13 +232,24 @@ channel_setting(Jsonb *object, const char *key, bool required, const char *chann
 
 /*
  * Parse JSON text into jsonb; NULL (no error) when the text is not a JSON
- * object, or nests deeper than PF_JSON_MAX_DEPTH, so a garbage answer from
- * a channel is just a bad outcome.
+ * object, nests deeper than PF_JSON_MAX_DEPTH, or holds what jsonb cannot
+ * store (a lone surrogate escape, \u0000, a number beyond numeric), so a
+ * garbage answer from a channel is just a bad outcome, never an exception.
  */
+/* pg_parse_json's scalar action: a number jsonb_in would raise on marks the text bad */
+static void
+check_number(void *state, char *token, JsonTokenType type)
+{
+	if (type == JSON_TOKEN_NUMBER && !pf_json_number_fits(token, strlen(token)))
+		*(bool *) state = true;
+}
+
 Jsonb *
 json_parse(const char *text)
 {
 	JsonLexContext *lex;
+	JsonSemAction sem = {0};
+	bool		bad_number = false;
 	Jsonb	   *result;
 
 	if (text == NULL)
@@ -246,8 +257,15 @@ json_parse(const char *text)
 	/* PostgreSQL's JSON parsers recurse: bound the depth before they run */
 	if (pf_json_depth(text, strlen(text), PF_JSON_MAX_DEPTH) > PF_JSON_MAX_DEPTH)
 		return NULL;
-	lex = makeJsonLexContextCstringLen(pstrdup(text), strlen(text), GetDatabaseEncoding(), false);
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+	/*
+	 * Everything jsonb_in raises on must be found here first, as a result:
+	 * with need_escapes the lexer checks \u escapes (lone surrogates), and
+	 * the scalar action numbers that overflow numeric.
+	 */
+	sem.semstate = &bad_number;
+	sem.scalar = check_number;
+	lex = makeJsonLexContextCstringLen(pstrdup(text), strlen(text), GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || bad_number)
 		return NULL;
 	if (strchr(text, '\\') != NULL && strstr(text, "\\u0000") != NULL)
 		return NULL;			/* valid JSON that jsonb refuses */

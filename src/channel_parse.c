@@ -218,6 +218,35 @@ pf_json_depth(const char *text, size_t len, int limit)
 	return deepest;
 }
 
+bool
+pf_json_number_fits(const char *text, size_t len)
+{
+	size_t		i = 0;
+	size_t		digits = 0;
+	long		exponent = 0;
+
+	if (text == NULL)
+		return false;
+	if (i < len && text[i] == '-')
+		i++;
+	for (; i < len && (IS_DIGIT(text[i]) || text[i] == '.'); i++)
+		if (IS_DIGIT(text[i]) && ++digits > 1000)
+			return false;
+	if (i < len && (text[i] == 'e' || text[i] == 'E'))
+	{
+		i++;
+		if (i < len && (text[i] == '+' || text[i] == '-'))
+			i++;
+		for (; i < len && IS_DIGIT(text[i]); i++)
+		{
+			exponent = exponent * 10 + (text[i] - '0');
+			if (exponent > 1000)
+				return false;
+		}
+	}
+	return i == len && digits > 0;
+}
+
 PfTimeCheck
 pf_check_channel_time(int64_t time, int64_t not_before, int64_t now, int64_t skew)
 {

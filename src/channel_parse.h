@@ -57,6 +57,14 @@ extern bool pf_rfc3339_shape(const char *text, size_t len);
 extern int	pf_json_depth(const char *text, size_t len, int limit);
 
 /*
+ * Does a JSON number (already valid JSON number syntax) fit PostgreSQL's
+ * numeric without an error?  At most 1000 significant digits and an
+ * exponent of at most 1000 either way: far inside numeric's limits, far
+ * beyond any amount, so "1e1000000" is refused before jsonb raises 22003.
+ */
+extern bool pf_json_number_fits(const char *text, size_t len);
+
+/*
  * Is a time a channel reported plausible?  All values are microseconds on
  * one scale (PostgreSQL's TimestampTz).  A time must be finite (neither
  * INT64_MIN nor INT64_MAX, PostgreSQL's -infinity / infinity), not before

@@ -8,10 +8,11 @@
 #  - paid_at implausible (future, before the attempt, no zone, infinity): PF032;
 #  - an exact replay is acknowledged (200, replay) with no second effect;
 #  - a 2,700-character event id, a large id-less body: recorded, replayable
-#    (no 54000); JSON nested 20,000 deep: PF032 (no 54001); a body over
+#    (no 54000); JSON nested 20,000 deep: PF032 (no 54001); a number beyond
+#    numeric or a lone surrogate escape: PF032 (no 22003/22P02); a body over
 #    payflow.max_notification_bytes: PF032 before parsing.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 48
+tap_plan 50
 it_start_channel
 it_http_json_channel it_in
 # The worker must not settle anything itself in this test.
@@ -129,6 +130,11 @@ tap_is "$(notify "$IT_TMP/h.json" "$IT_TMP/b.txt")" "200 replay" "and its redeli
 deep="$(head -c 20000 /dev/zero | tr '\0' '[')$(head -c 20000 /dev/zero | tr '\0' ']')"
 tap_is "$(deliver "{\"id\":\"evt_deep_$$\",\"event\":\"payment.succeeded\",\"payment_no\":\"$pno\",\"status\":\"succeeded\",\"amount\":700,\"currency\":\"CNY\",\"txn_id\":\"t\",\"paid_at\":\"$(now_z)\",\"x\":$deep}")" \
     "PF032" "a body nested 20,000 deep is refused (PF032, no 54001)"
+
+tap_is "$(deliver "{\"id\":\"evt_num_$$\",\"event\":\"payment.pending\",\"payment_no\":\"$pno\",\"status\":\"pending\",\"amount\":700,\"currency\":\"CNY\",\"x\":1e1000000}")" \
+    "PF032" "a number beyond numeric (1e1000000) is refused (PF032, no 22003)"
+tap_is "$(deliver "{\"id\":\"evt_esc_$$\",\"event\":\"payment.pending\",\"payment_no\":\"$pno\",\"status\":\"pending\",\"amount\":700,\"currency\":\"CNY\",\"x\":\"\\ud800\"}")" \
+    "PF032" "a lone surrogate escape (\\ud800) is refused (PF032, no 22P02)"
 
 printf '{"id":"evt_size_%s","event":"payment.pending","payment_no":"%s","status":"pending","amount":700,"currency":"CNY","pad":"%s"}' \
     "$$" "$pno" "${pad:0:5000}" >"$IT_TMP/b.txt"

@@ -7,7 +7,7 @@
 # the schedule (last_error says why) and nothing is paid.  The exact answer
 # then pays.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 15
+tap_plan 16
 it_start_channel
 it_fast_schedule
 it_http_json_channel it_ans
@@ -60,6 +60,8 @@ set_answer http_json "$pno" "$(hj 3000 ',"currency":"CNY"' "$(now_z '+1 hour')")
 expect_error "$pno" "in the future" "http_json paid_at an hour ahead: a channel error"
 set_answer http_json "$pno" "$(hj 3000 ',"currency":"CNY"' "$(now_z '-1 day')")"
 expect_error "$pno" "before the payment attempt was created" "http_json paid_at before the attempt: a channel error"
+set_answer http_json "$pno" "$(hj 1e1000000)"
+expect_error "$pno" "not a JSON object" "http_json amount 1e1000000: a channel error (no 22003 in the worker)"
 set_answer http_json "$pno" "$(hj 3000)"
 wait_for 20 "SELECT status = 'succeeded' FROM payflow.payments WHERE payment_no = '$pno'" >/dev/null
 tap_ok $? "the exact answer pays"

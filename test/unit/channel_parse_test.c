@@ -129,6 +129,14 @@ main(void)
 	check(pf_json_depth("{\"a\":[1,{\"b\":2}]}", 17, 64) == 3, "depth: {\"a\":[1,{\"b\":2}]} is 3");
 	check(pf_json_depth("{\"a\":\"[[[[\\\"[[\"}", 16, 2) == 1, "depth: brackets inside strings do not count");
 
+	check(pf_json_number_fits("3000", 4) && pf_json_number_fits("-1.5e-3", 7) &&
+		  pf_json_number_fits("1e1000", 6) && pf_json_number_fits("1E+1000", 7),
+		  "numbers numeric stores: 3000, -1.5e-3, 1e1000");
+	check(!pf_json_number_fits("1e1000000", 9) && !pf_json_number_fits("1e-1001", 7) &&
+		  !pf_json_number_fits("1e99999999999999999999", 22), "numbers beyond numeric refused");
+	memset(deep, '9', 1001);
+	check(!pf_json_number_fits(deep, 1001) && pf_json_number_fits(deep, 1000),
+		  "at most 1000 significant digits");
 	check(pf_check_channel_time(1000, 1000, 2000, 300) == PF_TIME_OK &&
 		  pf_check_channel_time(700, 1000, 2000, 300) == PF_TIME_OK &&
 		  pf_check_channel_time(2300, 1000, 2000, 300) == PF_TIME_OK, "times within the skew");
