@@ -16,3 +16,12 @@ SELECT payflow.handle_notification('no_such_channel', '{}', repeat('x', 2 * 1024
 \echo :LAST_ERROR_SQLSTATE
 SET payflow.max_notification_bytes = '100MB';
 SET payflow.max_notification_bytes = 100;
+-- the application cannot raise its own limit; an operator can
+SET ROLE payflow_app;
+SET payflow.max_notification_bytes = '64MB';
+RESET ROLE;
+SET ROLE payflow_admin;
+SET payflow.max_notification_bytes = '2MB';
+SHOW payflow.max_notification_bytes;
+RESET payflow.max_notification_bytes;
+RESET ROLE;
