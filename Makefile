@@ -20,6 +20,7 @@ OBJS = \
 	src/refund.o \
 	src/http.o \
 	src/channel.o \
+	src/channel_parse.o \
 	src/channel_http_json.o \
 	src/channel_wechatpay_v3.o \
 	src/channel_stripe.o \

@@ -290,6 +290,11 @@ $$;
 -- Part 3. Channel input: exact amounts, states, timestamps, callback limits
 -- ===========================================================================
 
+-- The largest callback body handle_notification reads (src/notification.c):
+-- operators tune it like payflow's other settings; the application, which
+-- calls handle_notification, cannot raise its own limit.
+GRANT SET, ALTER SYSTEM ON PARAMETER payflow.max_notification_bytes TO payflow_admin;
+
 -- (part 3 ends here)
 
 -- ===========================================================================

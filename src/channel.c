@@ -8,6 +8,7 @@
  * from a channel is an outcome, not an exception) and then read as jsonb.
  */
 #include "channel.h"
+#include "channel_parse.h"
 #include "payflow.h"
 
 #include "common/jsonapi.h"
@@ -131,49 +132,103 @@ channel_schedule(const char *text, const char *channel_name)
 }
 
 /*
- * A member of a jsonb object as text, following a dotted path ("amount.total").
- * Strings come back unquoted, numbers and booleans as written; NULL when
- * missing or JSON null.
+ * A member of a jsonb object, following a dotted path ("amount.total"):
+ * true with *value set (of any type, JSON null included) when it is there.
  */
-char *
-json_get_text(Jsonb *object, const char *path)
+bool
+json_get_value(Jsonb *object, const char *path, JsonbValue *value)
 {
 	JsonbContainer *container;
-	JsonbValue	value;
 	char	   *copy = pstrdup(path);
 	char	   *key;
 	char	   *saveptr = NULL;
 
 	if (object == NULL || !JB_ROOT_IS_OBJECT(object))
-		return NULL;
+		return false;
 	container = &object->root;
 	for (key = strtok_r(copy, ".", &saveptr); key != NULL; key = strtok_r(NULL, ".", &saveptr))
 	{
-		bool		last;
-
-		if (getKeyJsonValueFromContainer(container, key, strlen(key), &value) == NULL)
-			return NULL;
-		last = (saveptr == NULL || *saveptr == '\0');
-		if (!last)
-		{
-			if (value.type != jbvBinary || !JsonContainerIsObject(value.val.binary.data))
-				return NULL;
-			container = value.val.binary.data;
-			continue;
-		}
-		switch (value.type)
-		{
-			case jbvString:
-				return pnstrdup(value.val.string.val, value.val.string.len);
-			case jbvNumeric:
-				return DatumGetCString(DirectFunctionCall1(numeric_out,
-														   NumericGetDatum(value.val.numeric)));
-			case jbvBool:
-				return pstrdup(value.val.boolean ? "true" : "false");
-			default:
-				return NULL;
-		}
+		if (getKeyJsonValueFromContainer(container, key, strlen(key), value) == NULL)
+			return false;
+		if (saveptr == NULL || *saveptr == '\0')
+			return true;
+		if (value->type != jbvBinary || !JsonContainerIsObject(value->val.binary.data))
+			return false;
+		container = value->val.binary.data;
 	}
+	return false;
+}
+
+/*
+ * A member of a jsonb object as text (json_get_value's path).  Strings come
+ * back unquoted, numbers and booleans as written; NULL when missing or JSON
+ * null.  This loses the JSON type: money, states and times from a channel
+ * are read with json_get_string / json_get_int64, which keep it.
+ */
+char *
+json_get_text(Jsonb *object, const char *path)
+{
+	JsonbValue	value;
+
+	if (!json_get_value(object, path, &value))
+		return NULL;
+	switch (value.type)
+	{
+		case jbvString:
+			return pnstrdup(value.val.string.val, value.val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(value.val.numeric)));
+		case jbvBool:
+			return pstrdup(value.val.boolean ? "true" : "false");
+		default:
+			return NULL;
+	}
+}
+
+/* A member that must be a JSON string: NULL when missing, null or another type. */
+char *
+json_get_string(Jsonb *object, const char *path)
+{
+	JsonbValue	value;
+
+	if (!json_get_value(object, path, &value) || value.type != jbvString)
+		return NULL;
+	return pnstrdup(value.val.string.val, value.val.string.len);
+}
+
+/*
+ * A member that must be a JSON integer: a number (not a string) with no
+ * fraction digits, within int64.  NULL on success, else why it is not one
+ * ("is missing", "is a string", ...).  jsonb keeps a number's written
+ * scale, so 3000.0 and 3000.9 are refused alike; an exponent is read by its
+ * exact value (1e3 is 1000, 1.5e0 is refused).
+ */
+const char *
+json_get_int64(Jsonb *object, const char *path, int64 *out)
+{
+	JsonbValue	value;
+	char	   *text;
+	int64_t		parsed;
+
+	if (!json_get_value(object, path, &value))
+		return "is missing";
+	switch (value.type)
+	{
+		case jbvNumeric:
+			break;
+		case jbvNull:
+			return "is null";
+		case jbvString:
+			return "is a string, not a JSON number";
+		default:
+			return "is not a JSON number";
+	}
+	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(value.val.numeric)));
+	if (!pf_parse_int64_exact(text, strlen(text), &parsed))
+		return strspn(text, "-0123456789") == strlen(text) ?
+			"is out of range" : "is not an integer";
+	*out = parsed;
 	return NULL;
 }
 
@@ -194,18 +249,40 @@ channel_setting(Jsonb *object, const char *key, bool required, const char *chann
 
 /*
  * Parse JSON text into jsonb; NULL (no error) when the text is not a JSON
- * object, so a garbage answer from a channel is just a bad outcome.
+ * object, nests deeper than PF_JSON_MAX_DEPTH, or holds what jsonb cannot
+ * store (a lone surrogate escape, \u0000, a number beyond numeric), so a
+ * garbage answer from a channel is just a bad outcome, never an exception.
  */
+/* pg_parse_json's scalar action: a number jsonb_in would raise on marks the text bad */
+static void
+check_number(void *state, char *token, JsonTokenType type)
+{
+	if (type == JSON_TOKEN_NUMBER && !pf_json_number_fits(token, strlen(token)))
+		*(bool *) state = true;
+}
+
 Jsonb *
 json_parse(const char *text)
 {
 	JsonLexContext *lex;
+	JsonSemAction sem = {0};
+	bool		bad_number = false;
 	Jsonb	   *result;
 
 	if (text == NULL)
 		return NULL;
-	lex = makeJsonLexContextCstringLen(pstrdup(text), strlen(text), GetDatabaseEncoding(), false);
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+	/* PostgreSQL's JSON parsers recurse: bound the depth before they run */
+	if (pf_json_depth(text, strlen(text), PF_JSON_MAX_DEPTH) > PF_JSON_MAX_DEPTH)
+		return NULL;
+	/*
+	 * Everything jsonb_in raises on must be found here first, as a result:
+	 * with need_escapes the lexer checks \u escapes (lone surrogates), and
+	 * the scalar action numbers that overflow numeric.
+	 */
+	sem.semstate = &bad_number;
+	sem.scalar = check_number;
+	lex = makeJsonLexContextCstringLen(pstrdup(text), strlen(text), GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || bad_number)
 		return NULL;
 	if (strchr(text, '\\') != NULL && strstr(text, "\\u0000") != NULL)
 		return NULL;			/* valid JSON that jsonb refuses */
@@ -371,6 +448,137 @@ pf_parse_timestamp(const char *text)
 		tm2timestamp(&tm, fsec, &tz, &result) != 0)
 		return 0;
 	return result;
+}
+
+/*
+ * A time a channel sent, read exactly: an RFC 3339 date-time with an
+ * explicit offset (no zone-less time read in the session's TimeZone, no
+ * "infinity", no other PostgreSQL input form).  NULL on success.
+ */
+const char *
+channel_parse_time(const char *text, TimestampTz *out)
+{
+	TimestampTz value;
+
+	if (text == NULL)
+		return "is missing";
+	if (!pf_rfc3339_shape(text, strlen(text)))
+		return "is not an RFC 3339 time with an offset";
+	value = pf_parse_timestamp(text);
+	if (value == 0)
+		return "is not a valid date and time";
+	*out = value;
+	return NULL;
+}
+
+/*
+ * Is a time from a channel plausible?  Not before not_before (when the
+ * attempt existed; 0 when unknown) less PF_CHANNEL_CLOCK_SKEW_SECONDS, not
+ * after now plus the same skew, and finite.  NULL when it is, else why not.
+ * The same rule as pf_check_channel_time (channel_parse.c), which is what
+ * code outside the drivers calls.
+ */
+const char *
+channel_time_error(TimestampTz time, TimestampTz not_before)
+{
+	switch (pf_check_channel_time(time, not_before ? not_before : PG_INT64_MIN,
+								  GetCurrentTimestamp(),
+								  (int64) PF_CHANNEL_CLOCK_SKEW_SECONDS * USECS_PER_SEC))
+	{
+		case PF_TIME_OK:
+			return NULL;
+		case PF_TIME_NOT_FINITE:
+			return "is not a finite time";
+		case PF_TIME_TOO_EARLY:
+			return psprintf("is more than %d seconds before the payment attempt was created",
+							PF_CHANNEL_CLOCK_SKEW_SECONDS);
+		case PF_TIME_TOO_LATE:
+			return psprintf("is more than %d seconds in the future", PF_CHANNEL_CLOCK_SKEW_SECONDS);
+	}
+	return "is not a plausible time";
+}
+
+/*
+ * The fields of a succeeded payment, each read in the exact form its
+ * protocol defines, once for every driver:
+ *	- the amount taken: a JSON integer (not a string, no fraction), from 0
+ *	  to fields->max_amount;
+ *	- the currency: three letters, upper case, or lower case for a protocol
+ *	  that sends it so (Stripe); always required; returned upper case;
+ *	- the time the money was taken (fields->paid_at; NULL when the protocol
+ *	  has none): an RFC 3339 time, required when fields->paid_at_required,
+ *	  at most PF_CHANNEL_CLOCK_SKEW_SECONDS in the future (the lower bound,
+ *	  the attempt's creation, is checked by channel_check_payment).
+ * false, with result a CHANNEL_PAYMENT_ERROR saying which field is wrong,
+ * when any is not exactly so.
+ */
+bool
+channel_paid_fields(Channel *channel, const char *payment_no, Jsonb *object,
+					const ChannelPaidFields *fields, ChannelPayment *result)
+{
+	const char *why;
+	char	   *currency;
+
+	why = json_get_int64(object, fields->amount, &result->amount);
+	if (why == NULL && (result->amount < 0 || result->amount > fields->max_amount))
+		why = "is out of range";
+	if (why != NULL)
+	{
+		channel_payment_error(result, "%s reported payment %s paid, but %s %s",
+							  channel->name, payment_no, fields->amount, why);
+		return false;
+	}
+	currency = json_get_string(object, fields->currency);
+	if (currency == NULL || !pf_valid_currency(currency, strlen(currency), fields->currency_lower))
+	{
+		channel_payment_error(result, "%s reported payment %s paid without a valid %s (%s)",
+							  channel->name, payment_no, fields->currency,
+							  fields->currency_lower ? "three lower-case letters" :
+							  "three upper-case letters");
+		return false;
+	}
+	for (char *c = currency; *c; c++)
+		*c = pg_toupper((unsigned char) *c);
+	result->currency = currency;
+	result->paid_at = 0;
+	if (fields->paid_at != NULL)
+	{
+		char	   *text = json_get_string(object, fields->paid_at);
+
+		if (text != NULL || fields->paid_at_required)
+		{
+			why = channel_parse_time(text, &result->paid_at);
+			if (why == NULL)
+				why = channel_time_error(result->paid_at, 0);
+			if (why != NULL)
+			{
+				channel_payment_error(result, "%s reported payment %s paid, but %s %s",
+									  channel->name, payment_no, fields->paid_at, why);
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+/*
+ * The checks of a channel's answer that need the attempt: the time the
+ * money was taken must not be before the attempt existed (less the skew).
+ * A failed check turns the answer into CHANNEL_PAYMENT_ERROR (a reconciler
+ * retries; handle_notification refuses with PF032).  created_at 0: unknown.
+ */
+void
+channel_check_payment(Channel *channel, const char *payment_no, TimestampTz created_at,
+					  ChannelPayment *result)
+{
+	const char *why;
+
+	if (result->state != CHANNEL_PAYMENT_PAID || result->paid_at == 0)
+		return;
+	why = channel_time_error(result->paid_at, created_at);
+	if (why != NULL)
+		channel_payment_error(result, "%s reported payment %s paid at %s, which %s",
+							  channel->name, payment_no, timestamptz_to_str(result->paid_at), why);
 }
 
 PG_FUNCTION_INFO_V1(payflow_check_channel);

@@ -69,6 +69,7 @@ typedef struct PaymentRef
 	char	   *channel_txn_id;
 	int64		amount;
 	char	   *currency;
+	TimestampTz created_at;		/* when the attempt was created; 0 when unknown */
 } PaymentRef;
 
 typedef struct RefundRef
@@ -156,7 +157,10 @@ extern const ChannelDriver *channel_driver_by_name(const char *name);
 extern Channel *channel_open(const char *name, MemoryContext context);
 extern CheckSchedule *channel_schedule(const char *text, const char *channel_name);
 extern char *channel_setting(Jsonb *object, const char *key, bool required, const char *channel_name);
+extern bool json_get_value(Jsonb *object, const char *path, JsonbValue *value);
 extern char *json_get_text(Jsonb *object, const char *path);
+extern char *json_get_string(Jsonb *object, const char *path);
+extern const char *json_get_int64(Jsonb *object, const char *path, int64 *out);
 extern Jsonb *json_parse(const char *text);
 /*
  * A member of a JSON object to build: a string, a number (is_number), or a
@@ -178,5 +182,23 @@ extern char *channel_transport_error(Channel *channel, HttpResponse *response);
 extern char *channel_signature_error(Channel *channel, HttpResponse *response, const char *verdict);
 extern Jsonb *channel_body_json(Channel *channel, HttpResponse *response, char **error);
 extern void channel_payment_error(ChannelPayment *result, const char *format,...) pg_attribute_printf(2, 3);
+
+/* Where a succeeded payment's fields are in a channel's object, and their rules. */
+typedef struct ChannelPaidFields
+{
+	const char *amount;			/* path of the amount taken */
+	int64		max_amount;
+	const char *currency;		/* path of the currency */
+	bool		currency_lower; /* the protocol sends it in lower case */
+	const char *paid_at;		/* path of the time paid, NULL when none */
+	bool		paid_at_required;
+} ChannelPaidFields;
+
+extern const char *channel_parse_time(const char *text, TimestampTz *out);
+extern const char *channel_time_error(TimestampTz time, TimestampTz not_before);
+extern bool channel_paid_fields(Channel *channel, const char *payment_no, Jsonb *object,
+								const ChannelPaidFields *fields, ChannelPayment *result);
+extern void channel_check_payment(Channel *channel, const char *payment_no,
+								  TimestampTz created_at, ChannelPayment *result);
 
 #endif							/* PAYFLOW_CHANNEL_H */

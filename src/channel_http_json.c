@@ -15,12 +15,15 @@
  */
 #include "payflow.h"
 #include "channel.h"
+#include "channel_parse.h"
 #include "crypto.h"
 
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 
 #define DEFAULT_SIGNATURE_WINDOW 300
+#define HTTP_JSON_NONCE_MIN 16
+#define HTTP_JSON_NONCE_MAX 64
 
 typedef struct HttpJsonState
 {
@@ -111,24 +114,30 @@ typedef enum SignatureCheck
 	SIGNATURE_BAD
 } SignatureCheck;
 
+/*
+ * Section 2.2: the three headers, a timestamp of plain decimal digits, a
+ * nonce of 16 to 64 [A-Za-z0-9_-], a matching v1= entry, and the time
+ * within the window on either side.  A replayed nonce is not refused here:
+ * a callback is deduplicated by its event id (handle_notification) and
+ * acknowledged again, and a response is tied to its request by PATH.
+ */
 static SignatureCheck
 check_signature(HttpJsonState *state, const char *kind, const char *path,
 				const char *timestamp, const char *nonce, const char *signature,
 				const char *body, size_t body_len)
 {
-	char	   *end;
-	long long	ts;
+	int64_t		ts;
 	long long	skew;
 
 	if (timestamp == NULL || nonce == NULL || signature == NULL)
 		return SIGNATURE_MISSING;
-	ts = strtoll(timestamp, &end, 10);
-	if (end == timestamp || *end != '\0')
+	if (!pf_parse_unix_seconds(timestamp, strlen(timestamp), &ts) ||
+		!pf_valid_nonce(nonce, strlen(nonce), HTTP_JSON_NONCE_MIN, HTTP_JSON_NONCE_MAX))
 		return SIGNATURE_BAD;
 	if (!signature_header_matches(signature,
 								  signature_of(state, kind, path, timestamp, nonce, body, body_len)))
 		return SIGNATURE_BAD;
-	skew = (long long) time(NULL) - ts;
+	skew = (long long) time(NULL) - (long long) ts;
 	if (skew > state->signature_window || skew < -state->signature_window)
 		return SIGNATURE_STALE;
 	return SIGNATURE_OK;
@@ -189,19 +198,30 @@ verified_response(Channel *channel, HttpRequest *request, HttpResponse *response
 static char *
 error_code(Jsonb *body)
 {
-	char	   *code = body ? json_get_text(body, "error.code") : NULL;
+	char	   *code = body ? json_get_string(body, "error.code") : NULL;
 
 	return code ? code : "";
 }
+
+/* The protocol's money: a JSON integer from 1 to 2^53 - 1 (section 1). */
+#define HTTP_JSON_MAX_AMOUNT INT64CONST(9007199254740991)
+
+static const ChannelPaidFields http_json_paid_fields = {
+	.amount = "amount",
+	.max_amount = HTTP_JSON_MAX_AMOUNT,
+	.currency = "currency",
+	.currency_lower = false,
+	.paid_at = "paid_at",
+	.paid_at_required = true,
+};
 
 /* Map the protocol's payment object to payflow's outcome. */
 static void
 payment_from_json(Channel *channel, const char *payment_no, Jsonb *object,
 				  ChannelPayment *result)
 {
-	char	   *status = json_get_text(object, "status");
-	char	   *reported_no = json_get_text(object, "payment_no");
-	char	   *amount = json_get_text(object, "amount");
+	char	   *status = json_get_string(object, "status");
+	char	   *reported_no = json_get_string(object, "payment_no");
 
 	memset(result, 0, sizeof(ChannelPayment));
 	if (status == NULL || reported_no == NULL || strcmp(reported_no, payment_no) != 0)
@@ -210,22 +230,24 @@ payment_from_json(Channel *channel, const char *payment_no, Jsonb *object,
 							  channel->name, reported_no ? reported_no : "nothing", payment_no);
 		return;
 	}
-	result->detail = status;
 	if (strcmp(status, "succeeded") == 0)
 	{
-		char	   *paid_at = json_get_text(object, "paid_at");
-
-		result->state = CHANNEL_PAYMENT_PAID;
-		result->channel_txn_id = json_get_text(object, "txn_id");
-		result->currency = json_get_text(object, "currency");
-		if (amount == NULL || result->channel_txn_id == NULL)
+		if (!channel_paid_fields(channel, payment_no, object, &http_json_paid_fields, result))
+			return;
+		if (result->amount < 1)
 		{
-			channel_payment_error(result, "%s reported payment %s paid without amount or txn_id",
+			channel_payment_error(result, "%s reported payment %s paid, but amount is out of range",
 								  channel->name, payment_no);
 			return;
 		}
-		result->amount = strtoll(amount, NULL, 10);
-		result->paid_at = paid_at ? pf_parse_timestamp(paid_at) : 0;
+		result->state = CHANNEL_PAYMENT_PAID;
+		result->channel_txn_id = json_get_string(object, "txn_id");
+		if (result->channel_txn_id == NULL)
+		{
+			channel_payment_error(result, "%s reported payment %s paid without txn_id",
+								  channel->name, payment_no);
+			return;
+		}
 	}
 	else if (strcmp(status, "pending") == 0)
 		result->state = CHANNEL_PAYMENT_PENDING;
@@ -235,12 +257,17 @@ payment_from_json(Channel *channel, const char *payment_no, Jsonb *object,
 
 		result->state = CHANNEL_PAYMENT_FAILED;
 		result->detail = reason ? reason : status;
+		return;
 	}
 	else if (strcmp(status, "closed") == 0)
 		result->state = CHANNEL_PAYMENT_CLOSED;
 	else
+	{
 		channel_payment_error(result, "%s reported unknown status \"%s\" for payment %s",
 							  channel->name, status, payment_no);
+		return;
+	}
+	result->detail = status;
 }
 
 static void
@@ -289,7 +316,7 @@ http_json_parse_close(Channel *channel, const PaymentRef *payment, HttpRequest *
 {
 	char	   *error;
 	Jsonb	   *body = verified_response(channel, request, response, &error);
-	char	   *status = body ? json_get_text(body, "status") : NULL;
+	char	   *status = body ? json_get_string(body, "status") : NULL;
 
 	if (error != NULL)
 	{
@@ -343,34 +370,40 @@ refund_outcome(ChannelRefund *result, ChannelRefundState state, char *refund_id,
 	result->detail = detail;
 }
 
+/* The protocol's refund status (3.3) as an outcome; unknown is an error. */
+static void
+refund_from_status(Channel *channel, const char *status, char *refund_id, ChannelRefund *result)
+{
+	if (status == NULL)
+		refund_outcome(result, CHANNEL_REFUND_ERROR, NULL,
+					   psprintf("%s gave no refund status (a JSON string)", channel->name));
+	else if (strcmp(status, "succeeded") == 0)
+		refund_outcome(result, CHANNEL_REFUND_SUCCEEDED, refund_id, NULL);
+	else if (strcmp(status, "pending") == 0)
+		refund_outcome(result, CHANNEL_REFUND_PROCESSING, refund_id, NULL);
+	else if (strcmp(status, "failed") == 0)
+		refund_outcome(result, CHANNEL_REFUND_FAILED, refund_id,
+					   psprintf("%s reports the refund failed", channel->name));
+	else
+		refund_outcome(result, CHANNEL_REFUND_ERROR, NULL,
+					   psprintf("%s reported unknown refund status \"%s\"", channel->name, status));
+}
+
 static void
 http_json_parse_refund(Channel *channel, const RefundRef *refund, HttpRequest *request,
 					   HttpResponse *response, ChannelRefund *result)
 {
 	char	   *error;
 	Jsonb	   *body = verified_response(channel, request, response, &error);
-	char	   *status = body ? json_get_text(body, "status") : NULL;
-	char	   *refund_no = body ? json_get_text(body, "refund_no") : NULL;
+	char	   *status = body ? json_get_string(body, "status") : NULL;
+	char	   *refund_no = body ? json_get_string(body, "refund_no") : NULL;
 
 	memset(result, 0, sizeof(ChannelRefund));
 	if (error != NULL)
 		refund_outcome(result, CHANNEL_REFUND_ERROR, NULL, error);
-	else if (response->status == 200 && status != NULL && refund_no != NULL &&
+	else if (response->status == 200 && refund_no != NULL &&
 			 strcmp(refund_no, refund->refund_no) == 0)
-	{
-		char	   *refund_id = json_get_text(body, "refund_id");
-
-		if (strcmp(status, "succeeded") == 0)
-			refund_outcome(result, CHANNEL_REFUND_SUCCEEDED, refund_id, NULL);
-		else if (strcmp(status, "pending") == 0)
-			refund_outcome(result, CHANNEL_REFUND_PROCESSING, refund_id, NULL);
-		else if (strcmp(status, "failed") == 0)
-			refund_outcome(result, CHANNEL_REFUND_FAILED, refund_id,
-						   psprintf("%s reports the refund failed", channel->name));
-		else
-			refund_outcome(result, CHANNEL_REFUND_ERROR, NULL,
-						   psprintf("%s reported unknown refund status \"%s\"", channel->name, status));
-	}
+		refund_from_status(channel, status, json_get_string(body, "refund_id"), result);
 	else if (response->status == 400 || response->status == 404 || response->status == 409)
 		refund_outcome(result, CHANNEL_REFUND_FAILED, NULL,
 					   psprintf("%s refused the refund: HTTP %ld (%s)", channel->name,
@@ -405,7 +438,9 @@ http_json_decode_notification(Channel *channel, Jsonb *headers, const char *body
 				 errmsg("invalid notification signature for channel \"%s\"", channel->name),
 				 errdetail(check == SIGNATURE_MISSING ?
 						   "The callback lacks X-Payflow-Timestamp, X-Payflow-Nonce or X-Payflow-Signature." :
-						   "X-Payflow-Signature does not match the HMAC-SHA256 of the callback."),
+						   "X-Payflow-Timestamp is not decimal seconds, X-Payflow-Nonce is not 16 to 64 "
+						   "characters of [A-Za-z0-9_-], or X-Payflow-Signature does not match the "
+						   "HMAC-SHA256 of the callback."),
 				 errhint("Check that the channel's hmac_secret matches the payment service's.")));
 	if (check == SIGNATURE_STALE)
 		ereport(ERROR,
@@ -416,7 +451,7 @@ http_json_decode_notification(Channel *channel, Jsonb *headers, const char *body
 				 errhint("Check the clocks of the database server and of the payment service.")));
 
 	event = json_parse(body);
-	type = event ? json_get_text(event, "event") : NULL;
+	type = event ? json_get_string(event, "event") : NULL;
 	if (type == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_PF_MALFORMED_NOTIFICATION),
@@ -425,12 +460,12 @@ http_json_decode_notification(Channel *channel, Jsonb *headers, const char *body
 				 errhint("See doc/http_json_protocol.md for the callback format.")));
 
 	memset(result, 0, sizeof(ChannelNotification));
-	result->event_id = json_get_text(event, "id");
+	result->event_id = json_get_string(event, "id");
 	result->ack = "{\"ok\":true}";
 	if (strncmp(type, "payment.", 8) == 0)
 	{
 		result->kind = CHANNEL_NOTIFY_PAYMENT;
-		result->payment_no = json_get_text(event, "payment_no");
+		result->payment_no = json_get_string(event, "payment_no");
 		if (result->payment_no == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_PF_MALFORMED_NOTIFICATION),
@@ -447,19 +482,17 @@ http_json_decode_notification(Channel *channel, Jsonb *headers, const char *body
 	}
 	else if (strncmp(type, "refund.", 7) == 0)
 	{
-		char	   *status = json_get_text(event, "status");
-
 		result->kind = CHANNEL_NOTIFY_REFUND;
-		result->refund_no = json_get_text(event, "refund_no");
-		result->refund.channel_refund_id = json_get_text(event, "refund_id");
-		if (result->refund_no == NULL || status == NULL)
+		result->refund_no = json_get_string(event, "refund_no");
+		if (result->refund_no == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_PF_MALFORMED_NOTIFICATION),
 					 errmsg("malformed notification for channel \"%s\"", channel->name),
-					 errdetail("Event %s has no refund_no or status.", type),
+					 errdetail("Event %s has no refund_no.", type),
 					 errhint("See doc/http_json_protocol.md for the callback format.")));
-		result->refund.state = strcmp(status, "succeeded") == 0 ? CHANNEL_REFUND_SUCCEEDED :
-			strcmp(status, "failed") == 0 ? CHANNEL_REFUND_FAILED : CHANNEL_REFUND_PROCESSING;
+		/* an unknown status is refused (handle_notification: PF032), never guessed */
+		refund_from_status(channel, json_get_string(event, "status"),
+						   json_get_string(event, "refund_id"), &result->refund);
 	}
 	else
 		result->kind = CHANNEL_NOTIFY_IGNORED;

@@ -120,26 +120,37 @@ json_answer(Channel *channel, HttpResponse *response, char **error)
 static char *
 error_code(Jsonb *body)
 {
-	char	   *code = body ? json_get_text(body, "error.code") : NULL;
+	char	   *code = body ? json_get_string(body, "error.code") : NULL;
 
 	return code ? code : "";
 }
 
-static char *
-upper_case(char *text)
-{
-	for (char *c = text; c && *c; c++)
-		*c = pg_toupper((unsigned char) *c);
-	return text;
-}
+/*
+ * A succeeded PaymentIntent: amount_received is the only truth for what was
+ * taken (never amount, which is what was asked); currency is sent in lower
+ * case.  Stripe gives no separate time of payment here.
+ */
+static const ChannelPaidFields stripe_paid_fields = {
+	.amount = "amount_received",
+	.max_amount = PG_INT64_MAX,
+	.currency = "currency",
+	.currency_lower = true,
+	.paid_at = NULL,
+};
+
+/* PaymentIntent statuses in which the customer may still pay. */
+static const char *const open_statuses[] = {
+	"requires_payment_method", "requires_confirmation", "requires_action",
+	"requires_capture", "processing",
+};
 
 /* A PaymentIntent as an outcome. */
 static void
 payment_from_intent(Channel *channel, const char *payment_no, Jsonb *intent,
 					ChannelPayment *result)
 {
-	char	   *status = json_get_text(intent, "status");
-	char	   *reported_no = json_get_text(intent, "metadata.payment_no");
+	char	   *status = json_get_string(intent, "status");
+	char	   *reported_no = json_get_string(intent, "metadata.payment_no");
 
 	memset(result, 0, sizeof(ChannelPayment));
 	if (status == NULL)
@@ -153,31 +164,38 @@ payment_from_intent(Channel *channel, const char *payment_no, Jsonb *intent,
 							  channel->name, reported_no, payment_no);
 		return;
 	}
-	result->detail = status;
-	result->channel_ref = json_get_text(intent, "id");
 	if (strcmp(status, "succeeded") == 0)
 	{
-		char	   *amount = json_get_text(intent, "amount_received");
-		char	   *charge = json_get_text(intent, "latest_charge");
+		char	   *charge = json_get_string(intent, "latest_charge");
 
+		if (!channel_paid_fields(channel, payment_no, intent, &stripe_paid_fields, result))
+			return;
 		result->state = CHANNEL_PAYMENT_PAID;
-		result->channel_txn_id = charge ? charge : json_get_text(intent, "id");
-		result->currency = upper_case(json_get_text(intent, "currency"));
-		if (amount == NULL || strcmp(amount, "0") == 0)
-			amount = json_get_text(intent, "amount");
-		if (amount == NULL)
-			channel_payment_error(result, "%s reported %s succeeded without an amount",
+		result->channel_txn_id = charge ? charge : json_get_string(intent, "id");
+		if (result->channel_txn_id == NULL)
+		{
+			channel_payment_error(result, "%s reported %s succeeded without an id",
 								  channel->name, payment_no);
-		else
-			result->amount = strtoll(amount, NULL, 10);
+			return;
+		}
 	}
 	else if (strcmp(status, "canceled") == 0)
 		result->state = CHANNEL_PAYMENT_CLOSED;
-	else if (strncmp(status, "requires_", 9) == 0 || strcmp(status, "processing") == 0)
-		result->state = CHANNEL_PAYMENT_PENDING;
 	else
-		channel_payment_error(result, "%s reported unknown PaymentIntent status \"%s\" for %s",
-							  channel->name, status, payment_no);
+	{
+		result->state = CHANNEL_PAYMENT_ERROR;
+		for (size_t i = 0; i < lengthof(open_statuses); i++)
+			if (strcmp(status, open_statuses[i]) == 0)
+				result->state = CHANNEL_PAYMENT_PENDING;
+		if (result->state == CHANNEL_PAYMENT_ERROR)
+		{
+			channel_payment_error(result, "%s reported unknown PaymentIntent status \"%s\" for %s",
+								  channel->name, status, payment_no);
+			return;
+		}
+	}
+	result->detail = status;
+	result->channel_ref = json_get_string(intent, "id");
 }
 
 static void
@@ -264,7 +282,7 @@ stripe_parse_close(Channel *channel, const PaymentRef *payment, HttpRequest *req
 {
 	char	   *error;
 	Jsonb	   *body = json_answer(channel, response, &error);
-	char	   *status = body ? json_get_text(body, "status") : NULL;
+	char	   *status = body ? json_get_string(body, "status") : NULL;
 
 	if (error != NULL)
 	{
@@ -277,7 +295,7 @@ stripe_parse_close(Channel *channel, const PaymentRef *payment, HttpRequest *req
 		return true;
 	}
 	/* 400 payment_intent_unexpected_state carries the PaymentIntent */
-	status = body ? json_get_text(body, "error.payment_intent.status") : NULL;
+	status = body ? json_get_string(body, "error.payment_intent.status") : NULL;
 	if (response->status == 400 && status != NULL &&
 		strcmp(error_code(body), "payment_intent_unexpected_state") == 0)
 	{
@@ -335,10 +353,10 @@ stripe_build_refund_query(Channel *channel, const RefundRef *refund, HttpRequest
 static void
 refund_from_object(Channel *channel, Jsonb *object, ChannelRefund *result)
 {
-	char	   *status = json_get_text(object, "status");
+	char	   *status = json_get_string(object, "status");
 
 	memset(result, 0, sizeof(ChannelRefund));
-	result->channel_refund_id = json_get_text(object, "id");
+	result->channel_refund_id = json_get_string(object, "id");
 	if (status == NULL)
 	{
 		result->state = CHANNEL_REFUND_ERROR;
@@ -412,12 +430,12 @@ stripe_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 		ereport(ERROR,
 				(errcode(ERRCODE_PF_STALE_NOTIFICATION),
 				 errmsg("stale notification for channel \"%s\"", channel->name),
-				 errdetail("Stripe-Signature's timestamp is more than %d seconds old.",
+				 errdetail("Stripe-Signature's timestamp is more than %d seconds away from now.",
 						   STRIPE_WEBHOOK_TOLERANCE),
 				 errhint("Check the database server's clock.")));
 
 	event = json_parse(body);
-	type = event ? json_get_text(event, "type") : NULL;
+	type = event ? json_get_string(event, "type") : NULL;
 	if (type == NULL ||
 		getKeyJsonValueFromContainer(&event->root, "data", 4, &value) == NULL ||
 		value.type != jbvBinary ||
@@ -431,11 +449,11 @@ stripe_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 	object = JsonbValueToJsonb(&value);
 
 	memset(result, 0, sizeof(ChannelNotification));
-	result->event_id = json_get_text(event, "id");
+	result->event_id = json_get_string(event, "id");
 	result->ack = "{\"received\":true}";
 	if (strncmp(type, "payment_intent.", 15) == 0)
 	{
-		result->payment_no = json_get_text(object, "metadata.payment_no");
+		result->payment_no = json_get_string(object, "metadata.payment_no");
 		/*
 		 * Not one of payflow's: the endpoint gets every PaymentIntent of the
 		 * account, and refusing (PF032) would make Stripe resend it for days.
@@ -450,7 +468,7 @@ stripe_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 	}
 	else if (strncmp(type, "refund.", 7) == 0 || strcmp(type, "charge.refund.updated") == 0)
 	{
-		result->refund_no = json_get_text(object, "metadata.refund_no");
+		result->refund_no = json_get_string(object, "metadata.refund_no");
 		if (result->refund_no == NULL)
 		{
 			result->kind = CHANNEL_NOTIFY_IGNORED;

@@ -20,12 +20,14 @@
  */
 #include "payflow.h"
 #include "channel.h"
+#include "channel_parse.h"
 #include "crypto.h"
 
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
 #define WECHAT_SIGNATURE_WINDOW 300
+#define WECHAT_NONCE_MAX 64
 #define WECHAT_AUTH_SCHEME "WECHATPAY2-SHA256-RSA2048"
 
 typedef struct WechatState
@@ -190,9 +192,8 @@ check_platform_signature(WechatState *state, const char *timestamp, const char *
 						 const char *body, size_t body_len)
 {
 	StringInfoData message;
-	long long	ts;
+	int64_t		ts;
 	long long	skew;
-	char	   *end;
 	bool		valid;
 
 	if (timestamp == NULL || nonce == NULL || signature == NULL || serial == NULL)
@@ -200,8 +201,8 @@ check_platform_signature(WechatState *state, const char *timestamp, const char *
 	/* serials are hex: WeChat sends them upper-case, a PEM tool may not */
 	if (pg_strcasecmp(serial, state->platform_serial) != 0)
 		return WECHAT_BAD;
-	ts = strtoll(timestamp, &end, 10);
-	if (end == timestamp || *end != '\0')
+	if (!pf_parse_unix_seconds(timestamp, strlen(timestamp), &ts) ||
+		!pf_valid_nonce(nonce, strlen(nonce), 1, WECHAT_NONCE_MAX))
 		return WECHAT_BAD;
 	initStringInfo(&message);
 	appendStringInfo(&message, "%s\n%s\n", timestamp, nonce);
@@ -211,7 +212,7 @@ check_platform_signature(WechatState *state, const char *timestamp, const char *
 	pfree(message.data);
 	if (!valid)
 		return WECHAT_BAD;
-	skew = (long long) time(NULL) - ts;
+	skew = (long long) time(NULL) - (long long) ts;
 	if (skew >= WECHAT_SIGNATURE_WINDOW || skew <= -WECHAT_SIGNATURE_WINDOW)
 		return WECHAT_STALE;
 	return WECHAT_OK;
@@ -245,18 +246,27 @@ verified_response(Channel *channel, HttpResponse *response, char **error)
 static char *
 error_code(Jsonb *body)
 {
-	char	   *code = body ? json_get_text(body, "code") : NULL;
+	char	   *code = body ? json_get_string(body, "code") : NULL;
 
 	return code ? code : "";
 }
+
+static const ChannelPaidFields wechat_paid_fields = {
+	.amount = "amount.total",
+	.max_amount = PG_INT64_MAX,
+	.currency = "amount.currency",
+	.currency_lower = false,
+	.paid_at = "success_time",
+	.paid_at_required = true,
+};
 
 /* A Transaction object (query answer or decrypted callback) as an outcome. */
 static void
 payment_from_transaction(Channel *channel, const char *payment_no, Jsonb *transaction,
 						 ChannelPayment *result)
 {
-	char	   *state = json_get_text(transaction, "trade_state");
-	char	   *out_trade_no = json_get_text(transaction, "out_trade_no");
+	char	   *state = json_get_string(transaction, "trade_state");
+	char	   *out_trade_no = json_get_string(transaction, "out_trade_no");
 
 	memset(result, 0, sizeof(ChannelPayment));
 	if (state == NULL || out_trade_no == NULL || strcmp(out_trade_no, payment_no) != 0)
@@ -265,21 +275,19 @@ payment_from_transaction(Channel *channel, const char *payment_no, Jsonb *transa
 							  channel->name, out_trade_no ? out_trade_no : "nothing", payment_no);
 		return;
 	}
-	result->detail = state;
 	/* REFUND: paid, then (partly) refunded at WeChat: the money was taken. */
 	if (strcmp(state, "SUCCESS") == 0 || strcmp(state, "REFUND") == 0)
 	{
-		char	   *total = json_get_text(transaction, "amount.total");
-
+		if (!channel_paid_fields(channel, payment_no, transaction, &wechat_paid_fields, result))
+			return;
 		result->state = CHANNEL_PAYMENT_PAID;
-		result->channel_txn_id = json_get_text(transaction, "transaction_id");
-		result->currency = json_get_text(transaction, "amount.currency");
-		result->paid_at = pf_parse_timestamp(json_get_text(transaction, "success_time"));
-		if (total == NULL || result->channel_txn_id == NULL)
-			channel_payment_error(result, "%s reported %s paid without amount.total or transaction_id",
+		result->channel_txn_id = json_get_string(transaction, "transaction_id");
+		if (result->channel_txn_id == NULL)
+		{
+			channel_payment_error(result, "%s reported %s paid without transaction_id",
 								  channel->name, payment_no);
-		else
-			result->amount = strtoll(total, NULL, 10);
+			return;
+		}
 	}
 	else if (strcmp(state, "NOTPAY") == 0 || strcmp(state, "USERPAYING") == 0 ||
 			 strcmp(state, "ACCEPT") == 0)
@@ -292,10 +300,15 @@ payment_from_transaction(Channel *channel, const char *payment_no, Jsonb *transa
 
 		result->state = CHANNEL_PAYMENT_FAILED;
 		result->detail = desc ? desc : state;
+		return;
 	}
 	else
+	{
 		channel_payment_error(result, "%s reported unknown trade_state \"%s\" for %s",
 							  channel->name, state, payment_no);
+		return;
+	}
+	result->detail = state;
 }
 
 static void
@@ -440,8 +453,8 @@ wechat_parse_refund(Channel *channel, const RefundRef *refund, HttpRequest *requ
 		result->detail = error;
 	}
 	else if (response->status == 200 && body != NULL)
-		refund_from_status(channel, json_get_text(body, "status"),
-						   json_get_text(body, "refund_id"), result);
+		refund_from_status(channel, json_get_string(body, "status"),
+						   json_get_string(body, "refund_id"), result);
 	else
 	{
 		memset(result, 0, sizeof(ChannelRefund));
@@ -502,8 +515,8 @@ wechat_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 				 errhint("Check the database server's clock.")));
 
 	envelope = json_parse(body);
-	event_type = envelope ? json_get_text(envelope, "event_type") : NULL;
-	algorithm = envelope ? json_get_text(envelope, "resource.algorithm") : NULL;
+	event_type = envelope ? json_get_string(envelope, "event_type") : NULL;
+	algorithm = envelope ? json_get_string(envelope, "resource.algorithm") : NULL;
 	if (event_type == NULL || algorithm == NULL)
 		malformed(channel, "The body is not a JSON envelope with event_type and resource.");
 	if (strcmp(algorithm, "AEAD_AES_256_GCM") != 0)
@@ -522,12 +535,12 @@ wechat_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 		malformed(channel, "The resource does not decrypt with the APIv3 key to a JSON object.");
 
 	memset(result, 0, sizeof(ChannelNotification));
-	result->event_id = json_get_text(envelope, "id");
+	result->event_id = json_get_string(envelope, "id");
 	result->ack = "";
 	if (strncmp(event_type, "TRANSACTION.", 12) == 0)
 	{
 		result->kind = CHANNEL_NOTIFY_PAYMENT;
-		result->payment_no = json_get_text(resource, "out_trade_no");
+		result->payment_no = json_get_string(resource, "out_trade_no");
 		if (result->payment_no == NULL)
 			malformed(channel, "The transaction has no out_trade_no.");
 		payment_from_transaction(channel, result->payment_no, resource, &result->payment);
@@ -537,11 +550,11 @@ wechat_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 	else if (strncmp(event_type, "REFUND.", 7) == 0)
 	{
 		result->kind = CHANNEL_NOTIFY_REFUND;
-		result->refund_no = json_get_text(resource, "out_refund_no");
+		result->refund_no = json_get_string(resource, "out_refund_no");
 		if (result->refund_no == NULL)
 			malformed(channel, "The refund has no out_refund_no.");
-		refund_from_status(channel, json_get_text(resource, "refund_status"),
-						   json_get_text(resource, "refund_id"), &result->refund);
+		refund_from_status(channel, json_get_string(resource, "refund_status"),
+						   json_get_string(resource, "refund_id"), &result->refund);
 	}
 	else
 		result->kind = CHANNEL_NOTIFY_IGNORED;

@@ -483,7 +483,25 @@ pf_stripe_verify_signature(const char *header, const char *payload, size_t paylo
 	pfree(copy);
 	if (!matched)
 		return STRIPE_SIG_NO_MATCH;
-	if (tolerance_seconds > 0 && t < now_unix - tolerance_seconds)
+	/* outside the tolerance in either direction: a future t is no fresher */
+	if (tolerance_seconds > 0 &&
+		(t < now_unix - tolerance_seconds || t > now_unix + tolerance_seconds))
 		return STRIPE_SIG_STALE;
 	return STRIPE_SIG_OK;
+}
+
+/* SHA-256 of data as 64 lower-case hex digits */
+char *
+pf_sha256_hex(const char *data, size_t len)
+{
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int digest_len = 0;
+
+	if (EVP_Digest(data, len, digest, &digest_len, EVP_sha256(), NULL) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute a SHA-256 digest"),
+				 errdetail("OpenSSL's EVP_Digest failed."),
+				 errhint("Check the OpenSSL library payflow is linked with.")));
+	return pf_hex_encode(digest, digest_len);
 }

@@ -20,6 +20,8 @@ extern char *pf_hex_encode(const unsigned char *data, size_t len);
 extern void pf_hmac_sha256(const char *key, size_t key_len, const char *msg, size_t msg_len,
 						   unsigned char out[32]);
 extern char *pf_hmac_sha256_hex(const char *key, size_t key_len, const char *msg, size_t msg_len);
+/* SHA-256 as 64 lower-case hex digits */
+extern char *pf_sha256_hex(const char *data, size_t len);
 /* constant-time equality; different lengths are unequal */
 extern bool pf_secure_equals(const char *a, size_t a_len, const char *b, size_t b_len);
 /* n random characters of [A-Za-z0-9] */

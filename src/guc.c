@@ -27,6 +27,7 @@ char	   *payflow_worker_role = NULL;
 char	   *payflow_allowed_hosts = NULL;
 int			payflow_clock_skew_s = 5 * 60;
 int			payflow_max_cart_lines = 1000;
+int			payflow_max_notification_bytes = 1024 * 1024;
 
 #define DEFAULT_CHECK_SCHEDULE \
 	"2s,3s,5s,5s,10s,10s,10s,15s,30s,1min,2min,5min,10min,20min,30min,1h,3h,8h,24h"
@@ -273,6 +274,15 @@ payflow_define_gucs(void)
 							1000, 1, 1000000,
 							PGC_SUSET,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("payflow.max_notification_bytes",
+							gettext_noop("Largest callback body handle_notification reads; a larger one is refused (PF032) before any parsing."),
+							NULL,
+							&payflow_max_notification_bytes,
+							1024 * 1024, 1024, 64 * 1024 * 1024,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("payflow");

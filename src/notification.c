@@ -10,9 +10,22 @@
  * anything is written.  Every verified callback is recorded once in
  * payflow.notifications by its event id; a replay (channels resend until
  * acknowledged) is acknowledged again and has no second effect.
+ *
+ * Limits (doc/api.md): a body over payflow.max_notification_bytes is
+ * refused (PF032) before anything reads it; JSON nested deeper than
+ * PF_JSON_MAX_DEPTH is refused (PF032) before PostgreSQL's recursive
+ * parsers see it (channel.c); an event id longer than EVENT_KEY_MAX, or a
+ * callback without one, is recorded under a SHA-256 digest, so the unique
+ * index never meets a key too large for it and a replay still finds its
+ * first delivery.  A callback whose decoded state is not one payflow knows
+ * (an unknown status, a loosely written amount, an implausible time) is
+ * refused with PF032: it changes nothing, and the channel delivers it again.
  */
 #include "payflow.h"
 #include "channel.h"
+#include "crypto.h"
+
+#include "access/detoast.h"
 
 #include "funcapi.h"
 #include "utils/jsonb.h"
@@ -20,7 +33,7 @@
 PG_FUNCTION_INFO_V1(payflow_handle_notification);
 
 static PreparedQuery payment_of_channel = {
-	.sql = "SELECT id, channel FROM payflow.payments WHERE payment_no = $1",
+	.sql = "SELECT id, channel, created_at FROM payflow.payments WHERE payment_no = $1",
 	.nargs = 1,
 	.argtypes = {TEXTOID},
 };
@@ -70,12 +83,46 @@ object_of_channel(PreparedQuery *query, const char *what, const char *number,
 	return pf_int64(0, "id");
 }
 
+/* Event ids up to this many bytes are recorded as they are. */
+#define EVENT_KEY_MAX 200
+
 static void
-apply_payment_notification(ChannelNotification *n, const char *channel_name)
+malformed(const char *channel_name, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PF_MALFORMED_NOTIFICATION),
+			 errmsg("malformed notification for channel \"%s\"", channel_name),
+			 errdetail("%s", detail),
+			 errhint("Nothing was changed; see doc/channels.md for what each channel must send.")));
+}
+
+/*
+ * The key a delivery is recorded under: the channel's event id, or, when it
+ * has none or one too long for the index, a digest that is the same on
+ * every redelivery (of the id, or of the whole body).
+ */
+static char *
+event_key(const char *event_id, const char *body)
+{
+	if (event_id == NULL)
+		return psprintf("body-sha256:%s", pf_sha256_hex(body, strlen(body)));
+	if (strlen(event_id) > EVENT_KEY_MAX)
+		return psprintf("id-sha256:%s", pf_sha256_hex(event_id, strlen(event_id)));
+	return pstrdup(event_id);
+}
+
+static void
+apply_payment_notification(Channel *channel, ChannelNotification *n, const char *channel_name)
 {
 	ChannelPayment *payment = &n->payment;
 	int64		payment_id = object_of_channel(&payment_of_channel, "payment", n->payment_no,
 											   channel_name);
+
+	/* the time paid must not be before the attempt existed */
+	channel_check_payment(channel, n->payment_no,
+						  DatumGetTimestampTz(pf_datum(0, "created_at")), payment);
+	if (payment->state == CHANNEL_PAYMENT_ERROR)
+		malformed(channel_name, payment->detail);
 
 	/* A Stripe webhook names its PaymentIntent: refunds and closes then name it too. */
 	if (payment->channel_ref != NULL && payment->state != CHANNEL_PAYMENT_ERROR)
@@ -127,18 +174,38 @@ Datum
 payflow_handle_notification(PG_FUNCTION_ARGS)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
-	char	   *channel_name = pf_arg_text(fcinfo, 0, "channel", true);
+	char	   *channel_name = pf_arg_text_max(fcinfo, 0, "channel", true, PF_MAX_CHANNEL_NAME_BYTES);
 	Jsonb	   *headers = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	char	   *body = pf_arg_text(fcinfo, 2, "body", true);
+	char	   *body;
 	Channel    *channel;
 	ChannelNotification notification;
 	bool		replay;
 	Datum		ack;
 
 	PF_REQUIRE_SQL_VERSION();
+	/* the size is known without detoasting: refuse before reading the body */
+	if (!PG_ARGISNULL(2) &&
+		toast_raw_datum_size(PG_GETARG_DATUM(2)) - VARHDRSZ > (Size) payflow_max_notification_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_MALFORMED_NOTIFICATION),
+				 errmsg("notification for channel \"%s\" is too large", channel_name),
+				 errdetail("The body has %zu bytes; payflow.max_notification_bytes is %d.",
+						   (size_t) (toast_raw_datum_size(PG_GETARG_DATUM(2)) - VARHDRSZ),
+						   payflow_max_notification_bytes),
+				 errhint("Nothing was changed. Raise payflow.max_notification_bytes only if the "
+						 "channel really sends larger callbacks.")));
+	body = pf_arg_text(fcinfo, 2, "body", true);
+
 	SPI_connect();
 	channel = channel_open(channel_name, CurrentMemoryContext);
 	channel->driver->decode_notification(channel, headers, body, &notification);
+	/* a state payflow does not know is the channel's error, never a guess */
+	if (notification.kind == CHANNEL_NOTIFY_PAYMENT &&
+		notification.payment.state == CHANNEL_PAYMENT_ERROR)
+		malformed(channel_name, notification.payment.detail);
+	if (notification.kind == CHANNEL_NOTIFY_REFUND &&
+		notification.refund.state == CHANNEL_REFUND_ERROR)
+		malformed(channel_name, notification.refund.detail);
 
 	{
 		Datum		values[6];
@@ -147,8 +214,7 @@ payflow_handle_notification(PG_FUNCTION_ARGS)
 			notification.kind == CHANNEL_NOTIFY_REFUND ? "refund" : "ignored";
 
 		values[0] = CStringGetTextDatum(channel_name);
-		values[1] = CStringGetTextDatum(notification.event_id ? notification.event_id :
-										psprintf("body:%s", body));
+		values[1] = CStringGetTextDatum(event_key(notification.event_id, body));
 		values[2] = CStringGetTextDatum(kind);
 		values[3] = notification.payment_no ? CStringGetTextDatum(notification.payment_no) : (Datum) 0;
 		values[4] = notification.refund_no ? CStringGetTextDatum(notification.refund_no) : (Datum) 0;
@@ -163,7 +229,7 @@ payflow_handle_notification(PG_FUNCTION_ARGS)
 
 	/* Applying is idempotent, so a replay is applied again to no effect. */
 	if (notification.kind == CHANNEL_NOTIFY_PAYMENT)
-		apply_payment_notification(&notification, channel_name);
+		apply_payment_notification(channel, &notification, channel_name);
 	else if (notification.kind == CHANNEL_NOTIFY_REFUND)
 		apply_refund_notification(&notification, channel_name);
 

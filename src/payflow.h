@@ -71,6 +71,7 @@ extern char *payflow_worker_role;
 extern char *payflow_allowed_hosts;
 extern int	payflow_clock_skew_s;
 extern int	payflow_max_cart_lines;
+extern int	payflow_max_notification_bytes;
 
 /* A check schedule: the delay in seconds before check number i. */
 #define MAX_SCHEDULE_STEPS 64

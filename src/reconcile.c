@@ -156,6 +156,7 @@ static PreparedQuery leased_checks = {
 	"        coalesce(p.channel_txn_id, rp.channel_txn_id) AS channel_txn_id,"
 	"        coalesce(p.amount, rp.amount) AS payment_amount,"
 	"        coalesce(p.currency, rp.currency)::text AS currency,"
+	"        coalesce(p.created_at, rp.created_at) AS payment_created_at,"
 	"        r.refund_no, r.amount AS refund_amount, r.reason AS refund_reason,"
 	"        r.status AS refund_status, r.channel_refund_id"
 	" FROM unnest($1::bigint[]) AS leased(id)"
@@ -323,6 +324,7 @@ claim(Pass *pass, CheckItem **items_out, int max_checks)
 		item->payment.channel_txn_id = pf_text(i, "channel_txn_id");
 		item->payment.amount = pf_int64(i, "payment_amount");
 		item->payment.currency = pf_text(i, "currency");
+		item->payment.created_at = DatumGetTimestampTz(pf_datum(i, "payment_created_at"));
 		if (item->refund_id == 0)
 			item->action = ACTION_QUERY_PAYMENT;
 		else
@@ -428,6 +430,9 @@ answer_came(Pass *pass, CheckItem *item)
 	{
 		driver->parse_query(item->channel, &item->payment, &item->request,
 							&item->response, &item->answer);
+		/* a time paid before the attempt existed is the channel's error: retry */
+		channel_check_payment(item->channel, item->payment.payment_no,
+							  item->payment.created_at, &item->answer);
 		item->close_wanted = item->must_not_be_paid &&
 			item->answer.state == CHANNEL_PAYMENT_PENDING;
 		/* A PaymentIntent found by search is the one to close. */

@@ -175,6 +175,7 @@ admin_create_payment(const http_request *req, http_reply *rep)
 			   *stripe_id = NULL,
 			   *status = NULL,
 			   *callback_url = NULL,
+			   *answer = NULL,
 			   *mchid = NULL;
 	int64_t		amount = -1;
 	bool		has_amount;
@@ -198,6 +199,7 @@ admin_create_payment(const http_request *req, http_reply *rep)
 	json_get_string(req->body, req->body_len, "status", &status);
 	json_get_string(req->body, req->body_len, "callback_url", &callback_url);
 	json_get_string(req->body, req->body_len, "mchid", &mchid);
+	json_get_string(req->body, req->body_len, "answer", &answer);
 
 	strbuf_init(&body);
 	store_lock();
@@ -237,6 +239,8 @@ admin_create_payment(const http_request *req, http_reply *rep)
 			store_set_text(&p->callback_url, callback_url);
 		if (mchid)
 			store_set_text(&p->mchid, mchid);
+		if (answer)
+			store_set_text(&p->answer, answer[0] ? answer : NULL);
 		if (status && (strcmp(status, "paid") == 0 || strcmp(status, "succeeded") == 0))
 			store_mark_paid(p, p->amount);
 		else if (status && strcmp(status, "failed") == 0)
@@ -255,6 +259,7 @@ admin_create_payment(const http_request *req, http_reply *rep)
 	free(stripe_id);
 	free(status);
 	free(callback_url);
+	free(answer);
 	free(mchid);
 }
 

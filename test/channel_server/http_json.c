@@ -82,6 +82,11 @@ payment_json(const payment *p, strbuf *out)
 {
 	bool		paid = p->state == PAYMENT_SUCCEEDED;
 
+	if (p->answer)
+	{
+		strbuf_puts(out, p->answer);	/* POST /admin/payments {"answer"} */
+		return;
+	}
 	strbuf_puts(out, "{");
 	strbuf_json_kv_str(out, "payment_no", p->payment_no);
 	strbuf_puts(out, ",");

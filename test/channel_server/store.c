@@ -247,6 +247,7 @@ free_payment(void *value)
 	free(p->mchid);
 	free(p->fail_reason);
 	free(p->callback_url);
+	free(p->answer);
 	free(p);
 }
 

@@ -72,6 +72,9 @@ typedef struct payment
 	char	   *mchid;			/* WeChat merchant id as last seen */
 	char	   *fail_reason;
 	char	   *callback_url;	/* per-payment override of --callback-url */
+	char	   *answer;			/* raw JSON text served as the payment object
+								 * (query answers, WeChat/Stripe notifications)
+								 * instead of the real one: odd-answer tests */
 	refund	   *refunds;		/* in creation order */
 	int			queries;
 	int			closes;

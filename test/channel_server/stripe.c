@@ -85,6 +85,11 @@ intent_json(const payment *p, strbuf *out)
 {
 	char		currency[4];
 
+	if (p->answer)
+	{
+		strbuf_puts(out, p->answer);	/* POST /admin/payments {"answer"} */
+		return;
+	}
 	lowercase_currency(p->currency, currency);
 	strbuf_puts(out, "{");
 	strbuf_json_kv_str(out, "id", p->stripe_id);

@@ -89,6 +89,11 @@ transaction_json(const payment *p, strbuf *out)
 {
 	char		when[40];
 
+	if (p->answer)
+	{
+		strbuf_puts(out, p->answer);	/* POST /admin/payments {"answer"} */
+		return;
+	}
 	strbuf_puts(out, "{");
 	strbuf_json_kv_str(out, "appid", WECHAT_APPID);
 	strbuf_puts(out, ",");

@@ -61,8 +61,8 @@ sign() {  # sign TIMESTAMP BODY_FILE > headers.json
            openssl dgst -sha256 -hmac "$secret" -hex | sed 's/.*= //')
     printf '{"X-Payflow-Timestamp":"%s","X-Payflow-Nonce":"%s","X-Payflow-Signature":"v1=%s"}' "$1" "$nonce" "$mac"
 }
-printf '{"id":"evt_openssl_%s","event":"payment.succeeded","payment_no":"%s","status":"succeeded","amount":500,"currency":"CNY","txn_id":"txn-openssl","paid_at":"2026-01-01T00:00:00Z"}' \
-    "$$" "$second" >"$IT_TMP/openssl_body.txt"
+printf '{"id":"evt_openssl_%s","event":"payment.succeeded","payment_no":"%s","status":"succeeded","amount":500,"currency":"CNY","txn_id":"txn-openssl","paid_at":"%s"}' \
+    "$$" "$second" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$IT_TMP/openssl_body.txt"
 sign $(( $(date +%s) - 1000 )) "$IT_TMP/openssl_body.txt" >"$IT_TMP/old_headers.json"
 tap_is "$(notify "$IT_TMP/old_headers.json" "$IT_TMP/openssl_body.txt")" "PF031" \
     "a callback signed 1000 s ago is refused as stale (PF031)"

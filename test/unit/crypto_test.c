@@ -80,6 +80,16 @@ chomp(char *text)
 }
 
 static void
+test_sha256(void)
+{
+	char	   *hex = pf_sha256_hex("abc", 3);
+
+	check(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0,
+		  "SHA-256(\"abc\") (FIPS 180-2 vector), the digest of long notification keys");
+	pfree(hex);
+}
+
+static void
 test_stripe(void)
 {
 	const char *secret = "whsec_test_secret";
@@ -121,8 +131,13 @@ test_stripe(void)
 	snprintf(header, sizeof(header), "t=1700000000,v1=%s", expected);
 	check(pf_stripe_verify_signature(header, payload, strlen(payload), "whsec_other_secret", 1700000000, 300, NULL) == STRIPE_SIG_NO_MATCH,
 		  "Stripe-Signature made with another endpoint's secret is refused");
-	check(pf_stripe_verify_signature(header, payload, strlen(payload), secret, 1699999000, 300, NULL) == STRIPE_SIG_OK,
-		  "Stripe-Signature from the future is accepted, as the SDK does");
+	check(pf_stripe_verify_signature(header, payload, strlen(payload), secret, 1699999800, 300, NULL) == STRIPE_SIG_OK,
+		  "Stripe-Signature 200 s in the future is accepted (clock skew)");
+	/* the SDK accepts any future t; a t 10^9 s ahead is no fresher than one 10^9 s old */
+	check(pf_stripe_verify_signature(header, payload, strlen(payload), secret, 1699999699, 300, NULL) == STRIPE_SIG_STALE,
+		  "Stripe-Signature 301 s in the future is stale (300 s tolerance, both ways)");
+	check(pf_stripe_verify_signature(header, payload, strlen(payload), secret, 700000000, 300, NULL) == STRIPE_SIG_STALE,
+		  "Stripe-Signature 10^9 s in the future is stale");
 	check(pf_stripe_verify_signature(header, payload, strlen(payload), secret, 1800000000, 0, NULL) == STRIPE_SIG_OK,
 		  "Stripe-Signature: a tolerance of 0 skips the age check");
 }
@@ -335,6 +350,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	test_stripe();
+	test_sha256();
 	test_aes_gcm();
 	test_base64();
 	test_rsa(argv[1]);

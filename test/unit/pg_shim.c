@@ -171,6 +171,18 @@ errdetail(const char *fmt,...)
 	return 0;
 }
 
+int
+errhint(const char *fmt,...)
+{
+	va_list		args;
+
+	va_start(args, fmt);
+	vfprintf(stderr, fmt, args);
+	va_end(args);
+	fputc('\n', stderr);
+	return 0;
+}
+
 void
 errfinish(const char *filename, int lineno, const char *funcname)
 {

@@ -7,7 +7,7 @@
 # "N passed, M failed"; the exit status is non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")"
-make -s crypto_test
+make -s crypto_test channel_parse_test
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
@@ -35,6 +35,17 @@ passed=$(grep -c '^ok ' "$dir/out" || true)
 failed=$(grep -c '^not ok ' "$dir/out" || true)
 if [ "$status" != 0 ] && [ "$failed" = 0 ]; then
     echo "not ok - crypto_test exited with status $status${runner:+ (valgrind found errors or leaks)}"
+    failed=$((failed + 1))
+fi
+
+# src/channel_parse.c: exact amounts, yuan, seconds, nonces, times, depth.
+status=0
+"${runner[@]}" ./channel_parse_test >"$dir/parse_out" || status=$?
+cat "$dir/parse_out"
+passed=$((passed + $(grep -c '^ok ' "$dir/parse_out" || true)))
+failed=$((failed + $(grep -c '^not ok ' "$dir/parse_out" || true)))
+if [ "$status" != 0 ] && ! grep -q '^not ok ' "$dir/parse_out"; then
+    echo "not ok - channel_parse_test exited with status $status"
     failed=$((failed + 1))
 fi
 
