@@ -25,3 +25,12 @@ SET payflow.max_notification_bytes = '2MB';
 SHOW payflow.max_notification_bytes;
 RESET payflow.max_notification_bytes;
 RESET ROLE;
+
+-- A channel's signature_window is a whole number of seconds, 1 to 3600.
+SET payflow.allowed_hosts = '127.0.0.1';
+SELECT payflow.set_channel('win', 'http_json', 'http://127.0.0.1:9', '{"signature_window": "5min"}',
+                           '{"hmac_secret": "0123456789abcdef0123456789abcdef"}');
+SELECT payflow.set_channel('win', 'http_json', 'http://127.0.0.1:9', '{"signature_window": 0}',
+                           '{"hmac_secret": "0123456789abcdef0123456789abcdef"}');
+SELECT name FROM payflow.set_channel('win', 'http_json', 'http://127.0.0.1:9', '{"signature_window": 120}',
+                                     '{"hmac_secret": "0123456789abcdef0123456789abcdef"}');

@@ -1,5 +1,7 @@
 -- Settings, the transition table and the guard, roles.
 \set SHOW_CONTEXT never
+-- This file's channels talk to 127.0.0.1, which a superuser allows.
+SET payflow.allowed_hosts = '127.0.0.1';
 
 SELECT name, setting, unit, context FROM pg_settings
 WHERE name LIKE 'payflow.%' ORDER BY name;

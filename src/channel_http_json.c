@@ -22,6 +22,7 @@
 #include "utils/datetime.h"
 
 #define DEFAULT_SIGNATURE_WINDOW 300
+#define MAX_SIGNATURE_WINDOW 3600
 #define HTTP_JSON_NONCE_MIN 16
 #define HTTP_JSON_NONCE_MAX 64
 
@@ -62,9 +63,21 @@ http_json_open(Channel *channel)
 				 errdetail("Requests signed with an empty HMAC key prove nothing."),
 				 errhint("Set the secret shared with the payment service with payflow.set_channel().")));
 	state->base_path = url_path(channel->base_url);
-	state->signature_window = window ? atoi(window) : DEFAULT_SIGNATURE_WINDOW;
-	if (state->signature_window <= 0)
-		state->signature_window = DEFAULT_SIGNATURE_WINDOW;
+	state->signature_window = DEFAULT_SIGNATURE_WINDOW;
+	if (window != NULL)
+	{
+		int64_t		seconds;
+
+		if (!pf_parse_int64_exact(window, strlen(window), &seconds) ||
+			seconds < 1 || seconds > MAX_SIGNATURE_WINDOW)
+			ereport(ERROR,
+					(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+					 errmsg("channel \"%s\" has an invalid signature_window", channel->name),
+					 errdetail("signature_window must be a whole number of seconds from 1 to %d; got \"%s\".",
+							   MAX_SIGNATURE_WINDOW, window),
+					 errhint("Leave it out for the default of %d seconds.", DEFAULT_SIGNATURE_WINDOW)));
+		state->signature_window = (int) seconds;
+	}
 	channel->driver_state = state;
 }
 
