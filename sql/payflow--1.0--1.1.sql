@@ -407,3 +407,15 @@ END
 $index$;
 
 -- (part 5 ends here)
+
+-- ===========================================================================
+-- Part 6. Privileges of what 1.1 added
+-- ===========================================================================
+-- The 1.0 script revoked PUBLIC's default rights on the objects it made;
+-- objects made since get PUBLIC's defaults (EXECUTE on functions), so take
+-- them away again.  Rights granted to payflow's roles above stay.
+REVOKE ALL ON ALL TABLES IN SCHEMA payflow FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA payflow FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA payflow FROM PUBLIC;
+
+-- (part 6 ends here)
