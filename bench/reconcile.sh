@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/reconcile.sh -- the reconciler benchmark: how fast and how timely
-# payflow's reconciler (spec section 5) makes channel checks, against the
+# payflow's reconciler (doc/reconciler.md) makes channel checks, against the
 # test channel server over http_json, on a throwaway durable cluster.
 #
 # Every figure is measured twice: at payflow.concurrency 64 (the default)

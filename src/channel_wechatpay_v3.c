@@ -1,7 +1,7 @@
 /*
  * channel_wechatpay_v3.c
  *		The wechatpay_v3 driver: WeChat Pay API v3 for a direct merchant
- *		(doc: ../shared/spec/channels.md section 1; doc/channels.md).
+ *		(doc/channels.md).
  *
  * Requests carry "Authorization: WECHATPAY2-SHA256-RSA2048 ..." with a
  * SHA256withRSA signature (merchant key) over

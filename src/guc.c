@@ -1,7 +1,8 @@
 /*
  * guc.c
- *		The payflow.* settings of spec section 6, defined once in _PG_init,
- *		and the parsed form of payflow.check_schedule.
+ *		The payflow.* settings (doc/api.md, doc/reconciler.md,
+ *		doc/security.md), defined once in _PG_init, and the parsed form of
+ *		payflow.check_schedule.
  *
  * Durations are integer GUCs with units, so '30min', '10s' and '5000ms' all
  * work and SHOW prints them back with a unit.  The check schedule is a list

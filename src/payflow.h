@@ -22,7 +22,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-/* SQLSTATE class PF: payflow's own refusals (spec section 3). */
+/* SQLSTATE class PF: payflow's own refusals (doc/api.md lists them). */
 #define ERRCODE_PF_CART_EMPTY				MAKE_SQLSTATE('P','F','0','0','1')
 #define ERRCODE_PF_MIXED_CURRENCIES			MAKE_SQLSTATE('P','F','0','0','2')
 #define ERRCODE_PF_INSUFFICIENT_STOCK		MAKE_SQLSTATE('P','F','0','0','3')
@@ -54,7 +54,7 @@
  */
 #define PF_PINNED_SEARCH_PATH "pg_catalog, pg_temp"
 
-/* guc.c: settings of spec section 6 */
+/* guc.c: the payflow.* settings */
 extern char *payflow_database;
 extern bool payflow_worker_enabled;
 extern char *payflow_check_schedule;

@@ -6,7 +6,7 @@
 # 1. pg_regress (sql/*.sql against expected/*.out): the SQL surface and
 #    every error message.
 # 2. pgTAP (test/pgtap/*.sql, run by pg_prove): the state machine and the
-#    rules of spec section 3.
+#    rules of checkout, payments, the outbox and roles (doc/api.md).
 # 3. Concurrency (test/concurrency/*.sh, TAP, run by prove): real parallel
 #    sessions racing on one customer, one order, one payment.
 # 4. The test channel server's self-test; 5. integration (worker, channels,

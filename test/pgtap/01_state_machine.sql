@@ -141,7 +141,7 @@ CREATE TABLE pf_sm.results AS
     FROM unnest(ARRAY['order', 'payment', 'refund']) AS e(entity),
          LATERAL pf_sm.matrix(e.entity) m;
 
--- The statuses are the ones the contract names (spec section 2).
+-- The statuses are the ones doc/api.md names.
 SELECT set_eq(
     $$SELECT DISTINCT to_status FROM payflow.transitions WHERE entity = 'order'$$,
     ARRAY['awaiting_payment', 'paid', 'partially_refunded', 'refunded', 'cancelled', 'expired'],

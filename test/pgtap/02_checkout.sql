@@ -1,7 +1,7 @@
 -- 02_checkout.sql
 --
 -- Checkout: a customer's cart becomes one order awaiting payment, in one
--- atomic step.  The rules of spec section 3 (create_order_from_cart):
+-- atomic step.  The rules of create_order_from_cart (doc/api.md):
 -- idempotency key, resuming the open order when the cart is already empty,
 -- one currency per order, stock reserved at creation and given back by
 -- cancel_order, and a refused checkout that changes nothing.

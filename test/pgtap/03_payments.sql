@@ -1,6 +1,6 @@
 -- 03_payments.sql
 --
--- Paying an order (spec section 3): attempts (begin_payment), success
+-- Paying an order (doc/api.md): attempts (begin_payment), success
 -- (mark_paid), failure (mark_failed), money taken on an attempt that cannot
 -- pay its order (refund), merchant refunds (request_refund), and the small
 -- helpers attach_channel_ref, check_now and open_order.

@@ -1,6 +1,6 @@
 -- 05_roles.sql
 --
--- Privileges (spec section 7).  The shop's application connects as
+-- Privileges (doc/api.md, Roles).  The shop's application connects as
 -- payflow_app: it drives checkout and payment through the API and reads
 -- orders, payments and events, but never writes a payflow table directly
 -- and never sees a channel secret.  payflow_admin configures channels and
@@ -102,7 +102,7 @@ SELECT throws_ok(
     'not even payflow_admin reads secrets back: only the extension owner can');
 SELECT lives_ok(
     $$SET LOCAL payflow.max_attempts = 5$$,
-    'payflow_admin can change payflow settings (spec section 7: "channels, settings, review")');
+    'payflow_admin can change payflow settings (doc/api.md, Roles)');
 RESET ROLE;
 
 -- ---------------------------------------------------------------------------
