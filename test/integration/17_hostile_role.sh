@@ -138,22 +138,26 @@ tap_is "$(sql "SELECT a.usename || ' superuser=' || r.rolsuper FROM pg_stat_acti
 shop() { psql -X -q -At -v ON_ERROR_STOP=1 -U pf_shop -c "$1"; }
 # root SQL: a superuser session with public first on its path.
 root() { PGOPTIONS="-c search_path=public,pg_catalog ${2:-}" psql -X -q -At -v ON_ERROR_STOP=1 -c "$1"; }
+# shop_attempt NAME AMOUNT: the shop checks out one line and begins paying;
+# sets order_id and payment_no; the channel learns of the attempt.
+shop_attempt() {
+    shop "SELECT payflow.cart_put('it-hostile-$$-$1', 'IT-SKU', 1, $2)" >/dev/null
+    order_id=$(shop "SELECT id FROM payflow.create_order_from_cart('it-hostile-$$-$1')")
+    payment_no=$(shop "SELECT payment_no FROM payflow.begin_payment($order_id, 'it_hostile')")
+    channel_payment "$payment_no" "$2"
+}
 
 # 1. A dropped payment, recovered by the worker.
-shop "SELECT payflow.cart_put('it-hostile-$$-a', 'IT-SKU', 2, 1500)" >/dev/null
-oid_a=$(shop "SELECT id FROM payflow.create_order_from_cart('it-hostile-$$-a', 'k-a')")
-pay_a=$(shop "SELECT payment_no FROM payflow.begin_payment($oid_a, 'it_hostile')")
-channel_payment "$pay_a" 3000
-channel_pays "$pay_a" >/dev/null
+shop_attempt a 3000
+oid_a=$order_id
+channel_pays "$payment_no" >/dev/null
 took=$(wait_for 20 "SELECT status = 'paid' FROM payflow.orders WHERE id = $oid_a")
 tap_ok $? "the worker recovered a dropped payment (after ${took}s)"
 
 # 2. A signed callback through handle_notification, as the shop.
-shop "SELECT payflow.cart_put('it-hostile-$$-b', 'IT-SKU', 1, 2000)" >/dev/null
-oid_b=$(shop "SELECT id FROM payflow.create_order_from_cart('it-hostile-$$-b')")
-pay_b=$(shop "SELECT payment_no FROM payflow.begin_payment($oid_b, 'it_hostile')")
-channel_payment "$pay_b" 2000
-answer=$(channel_pays "$pay_b")
+shop_attempt b 2000
+oid_b=$order_id
+answer=$(channel_pays "$payment_no")
 echo "$answer" | json notification.headers >"$IT_TMP/h.json"
 echo "$answer" | json notification.body >"$IT_TMP/b.txt"
 psql -X -q -At -v ON_ERROR_STOP=1 -U pf_shop -v h="$(cat "$IT_TMP/h.json")" -v b="$(cat "$IT_TMP/b.txt")" \
@@ -166,12 +170,9 @@ took=$(wait_for 20 "SELECT status = 'partially_refunded' FROM payflow.orders WHE
 tap_ok $? "the worker executed a merchant refund (after ${took}s)"
 
 # 4. A cancel: the worker closes the attempt at the channel.
-shop "SELECT payflow.cart_put('it-hostile-$$-c', 'IT-SKU', 1, 700)" >/dev/null
-oid_c=$(shop "SELECT id FROM payflow.create_order_from_cart('it-hostile-$$-c')")
-pay_c=$(shop "SELECT payment_no FROM payflow.begin_payment($oid_c, 'it_hostile')")
-channel_payment "$pay_c" 700
-shop "SELECT payflow.cancel_order($oid_c, 'changed my mind')" >/dev/null
-took=$(wait_for 20 "SELECT status = 'closed' FROM payflow.payments WHERE payment_no = '$pay_c'")
+shop_attempt c 700
+shop "SELECT payflow.cancel_order($order_id, 'changed my mind')" >/dev/null
+took=$(wait_for 20 "SELECT status = 'closed' FROM payflow.payments WHERE payment_no = '$payment_no'")
 tap_ok $? "the worker closed a cancelled order's attempt (after ${took}s)"
 
 # 5. An expiry, for an order a superuser made with a 1 s time to live.
@@ -184,12 +185,10 @@ tap_ok $? "the worker expired an unpaid order (after ${took}s)"
 sql "ALTER SYSTEM SET payflow.worker_enabled = off" >/dev/null
 sql "SELECT pg_reload_conf()" >/dev/null
 sleep 0.5
-shop "SELECT payflow.cart_put('it-hostile-$$-e', 'IT-SKU', 1, 1100)" >/dev/null
-oid_e=$(shop "SELECT id FROM payflow.create_order_from_cart('it-hostile-$$-e')")
-pay_e=$(shop "SELECT payment_no FROM payflow.begin_payment($oid_e, 'it_hostile')")
-channel_payment "$pay_e" 1100
-channel_pays "$pay_e" >/dev/null
-shop "SELECT payflow.check_now('$pay_e')" >/dev/null
+shop_attempt e 1100
+oid_e=$order_id
+channel_pays "$payment_no" >/dev/null
+shop "SELECT payflow.check_now('$payment_no')" >/dev/null
 psql -X -q -At -U pf_ops -c "CALL payflow.reconcile()" >/dev/null 2>"$IT_TMP/ops.err"
 tap_is "$(sql "SELECT status FROM payflow.orders WHERE id = $oid_e")" "paid" \
     "CALL payflow.reconcile() by an operator (payflow_admin) recovered a payment"
