@@ -176,6 +176,25 @@ channel_setting(Jsonb *object, const char *key, bool required, const char *chann
 }
 
 /*
+ * jsonb keeps numbers as numeric, which raises an ERROR for some valid JSON
+ * numbers ("1e999999", or 70000 digits): note any number longer than 1000
+ * characters or with an exponent beyond +-1000, which no channel sends.
+ */
+static void
+note_huge_number(void *state, char *token, JsonTokenType tokentype)
+{
+	const char *exponent;
+
+	if (tokentype != JSON_TOKEN_NUMBER || token == NULL)
+		return;
+	exponent = strpbrk(token, "eE");
+	if (strlen(token) > 1000 ||
+		(exponent != NULL && (strtol(exponent + 1, NULL, 10) > 1000 ||
+							  strtol(exponent + 1, NULL, 10) < -1000)))
+		*(bool *) state = true;
+}
+
+/*
  * Parse JSON text into jsonb; NULL (no error) when the text is not a JSON
  * object, so a garbage answer from a channel is just a bad outcome.
  */
@@ -184,11 +203,13 @@ json_parse(const char *text)
 {
 	JsonLexContext *lex;
 	Jsonb	   *result;
+	bool		huge_number = false;
+	JsonSemAction check = {.semstate = &huge_number, .scalar = note_huge_number};
 
 	if (text == NULL)
 		return NULL;
 	lex = makeJsonLexContextCstringLen(pstrdup(text), strlen(text), GetDatabaseEncoding(), false);
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+	if (pg_parse_json(lex, &check) != JSON_SUCCESS || huge_number)
 		return NULL;
 	if (strchr(text, '\\') != NULL && strstr(text, "\\u0000") != NULL)
 		return NULL;			/* valid JSON that jsonb refuses */
