@@ -151,7 +151,11 @@ payment_from_intent(Channel *channel, const char *payment_no, Jsonb *intent,
 		result->currency = upper_case(json_get_text(intent, "currency"));
 		if (amount == NULL || strcmp(amount, "0") == 0)
 			amount = json_get_text(intent, "amount");
-		if (amount == NULL)
+		/* a success with no transaction to record (no charge, no id) is not usable */
+		if (result->channel_txn_id == NULL)
+			channel_payment_error(result, "%s reported %s succeeded without a charge or PaymentIntent id",
+								  channel->name, payment_no);
+		else if (amount == NULL)
 			channel_payment_error(result, "%s reported %s succeeded without an amount",
 								  channel->name, payment_no);
 		else
