@@ -10,7 +10,10 @@
 # 3. Concurrency (test/concurrency/*.sh, TAP, run by prove): real parallel
 #    sessions racing on one customer, one order, one payment.
 # 4. The test channel server's self-test; 5. integration (worker, channels,
-#    pg_cron, dump/restore); 6. docs (the picture matches the table).
+#    pg_cron, dump/restore); 6. docs (the picture matches the table);
+# 7. fuzz: each libFuzzer target of test/fuzz for a few seconds, from the
+#    checked-in corpus (regression inputs included), in its own throwaway
+#    single-user backend (test/fuzz/README.md; bench/fuzz.sh runs long).
 #
 # PF_ONLY="integration" (function names below, space-separated) runs only
 # those steps, for development; CI runs everything.
@@ -69,6 +72,11 @@ crypto_unit() {
     VALGRIND=1 bash test/unit/run.sh
 }
 
+fuzz() {
+    # 15 targets x 6 s: well under the 2 minutes the step may take
+    bash test/fuzz/run.sh -t "${PF_FUZZ_SECONDS:-6}"
+}
+
 channel_server() {
     make -s -C test/channel_server >/dev/null && bash test/channel_server/selftest.sh
 }
@@ -80,6 +88,7 @@ step "concurrency" concurrency
 step "test channel server" channel_server
 step "integration" integration
 step "docs" docs
+step "fuzz" fuzz
 
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
