@@ -195,6 +195,42 @@ note_huge_number(void *state, char *token, JsonTokenType tokentype)
 }
 
 /*
+ * PostgreSQL's JSON parser recurses once per level of nesting, so a deeply
+ * nested body ("[[[[...", 40 kB is enough and an answer may hold 1 MB)
+ * raises "stack depth limit exceeded".  More than JSON_MAX_DEPTH levels,
+ * which no channel sends, are refused before parsing.
+ */
+#define JSON_MAX_DEPTH 1000
+
+static bool
+json_too_deep(const char *text)
+{
+	int			depth = 0;
+	bool		in_string = false;
+
+	for (const char *p = text; *p != '\0'; p++)
+	{
+		if (in_string)
+		{
+			if (*p == '\\' && p[1] != '\0')
+				p++;
+			else if (*p == '"')
+				in_string = false;
+		}
+		else if (*p == '"')
+			in_string = true;
+		else if (*p == '[' || *p == '{')
+		{
+			if (++depth > JSON_MAX_DEPTH)
+				return true;
+		}
+		else if (*p == ']' || *p == '}')
+			depth--;
+	}
+	return false;
+}
+
+/*
  * Parse JSON text into jsonb; NULL (no error) when the text is not a JSON
  * object, so a garbage answer from a channel is just a bad outcome.
  */
@@ -206,7 +242,7 @@ json_parse(const char *text)
 	bool		huge_number = false;
 	JsonSemAction check = {.semstate = &huge_number, .scalar = note_huge_number};
 
-	if (text == NULL)
+	if (text == NULL || json_too_deep(text))
 		return NULL;
 	lex = makeJsonLexContextCstringLen(pstrdup(text), strlen(text), GetDatabaseEncoding(), false);
 	if (pg_parse_json(lex, &check) != JSON_SUCCESS || huge_number)
