@@ -14,6 +14,7 @@
  */
 #include "fuzz.h"
 
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -123,6 +124,13 @@ payflow_fuzz(PG_FUNCTION_ARGS)
 		argv[i + 1] = MemoryContextStrdup(TopMemoryContext,
 										  nulls[i] ? "" : TextDatumGetCString(elems[i]));
 	argc = nelems + 1;
+
+	/*
+	 * A single-user backend never sets the stack base, so check_stack_depth()
+	 * checks nothing there and deep recursion would crash instead of raising
+	 * "stack depth limit exceeded" as in a normal backend: set it here.
+	 */
+	(void) set_stack_base();
 
 	/* see the header comment: chunks over 16 bytes get their own malloc() */
 	input_context = AllocSetContextCreate(TopMemoryContext, "payflow fuzz input",

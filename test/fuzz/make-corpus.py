@@ -41,6 +41,8 @@ write("http_json_notification", "failed", msg(["sign"], [("X-Payflow-Nonce", "n0
 write("http_json_notification", "refund", msg(["sign"], [], j({"id": "evt_01J2", "event": "refund.succeeded",
       "refund_no": RNO, "refund_id": "rf_77", "status": "succeeded"})))
 write("http_json_notification", "other-event", msg(["sign"], [], j({"id": "evt_01J3", "event": "ping"})))
+write("http_json_notification", "several-v1", msg(["sign"], [("X-Payflow-Signature", "v0=abc, v1=00ff")],
+      j({"id": "evt_01J4", "event": "payment.pending", "payment_no": PNO, "status": "pending"})))
 write("http_json_notification", "stale", msg(["sign=1000000000"], [], j(dict(event="payment.succeeded", **hj_paid))))
 write("http_json_notification", "unsigned", msg([], [("X-Payflow-Timestamp", "1767225600"),
       ("X-Payflow-Nonce", "abc"), ("X-Payflow-Signature", "v1=00ff, v1=deadbeef")],

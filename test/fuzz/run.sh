@@ -63,7 +63,7 @@ backend() {
     local target=$1 log=$2 rc=0
     shift 2
     timeout --kill-after=10 $((seconds * 2 + 600)) runuser -u postgres -- "$@" \
-        "$PF_PGBIN/postgres" --single -D "$work/data" -c fsync=off -c max_stack_depth=7MB \
+        "$PF_PGBIN/postgres" --single -D "$work/data" -c fsync=off \
         -c shared_preload_libraries="$work/payflow_fuzz.so" -c payflow.worker_enabled=off \
         postgres > "$log" 2>&1 <<SQL || rc=$?
 CREATE OR REPLACE FUNCTION pf_fuzz(text, text[]) RETURNS int AS '$work/payflow_fuzz.so', 'payflow_fuzz' LANGUAGE C STRICT;
@@ -86,7 +86,7 @@ for target in "${targets[@]}"; do
         cat "$log"
         exit $rc
     fi
-    FUZZ_ARGS="'-max_total_time=$seconds', '-runs=$runs', '-timeout=10', '-rss_limit_mb=3072', '-max_len=8192', '-print_final_stats=1', '-artifact_prefix=$work/artifacts/$target/', '$work/corpus/$target', '$work/seeds/$target'" \
+    FUZZ_ARGS="'-max_total_time=$seconds', '-runs=$runs', '-timeout=10', '-rss_limit_mb=3072', '-print_final_stats=1', '-artifact_prefix=$work/artifacts/$target/', '$work/corpus/$target', '$work/seeds/$target'" \
         backend "$target" "$log" env || rc=$?
     elapsed=$(( $(date +%s) - start ))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
@@ -121,7 +121,7 @@ for target in "${targets[@]}"; do
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "${execs:-0}" "${speed:-0}" \
         "${cov:-?}" "${ft:-?}" "${corp:-?}" "$elapsed" "$memory" "$result" >> "$work/summary.tsv"
     printf '%-26s %9s execs %7s/s  cov %4s  ft %5s  %4ss  %s\n' "$target" "${execs:-0}" \
-        "${speed:-0}" "${cov:-?}" "${ft:-?}" "$elapsed" "$result${memcheck/#1/, memcheck: $memory}"
+        "${speed:-0}" "${cov:-?}" "${ft:-?}" "$elapsed" "$result$([ "$memcheck" = 1 ] && echo ", memcheck: $memory")"
     if [ "$result" != ok ]; then
         grep -E -A25 'ERROR: AddressSanitizer|runtime error:|payflow-fuzz: FINDING|ERROR: libFuzzer|deadly signal|^(FATAL|PANIC|ERROR): ' "$log" | head -60 >&2 || tail -n 30 "$log" >&2
         find "$work/artifacts/$target" -type f | sed 's/^/  input: /' >&2
