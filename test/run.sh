@@ -74,7 +74,7 @@ crypto_unit() {
 
 fuzz() {
     # 15 targets x 5 s (+ start-up): under the 2 minutes the step may take
-    bash test/fuzz/run.sh -t "${PF_FUZZ_SECONDS:-5}"
+    PF_PGBIN=$PF_PGBIN bash test/fuzz/run.sh -t "${PF_FUZZ_SECONDS:-5}"
 }
 
 channel_server() {
