@@ -426,7 +426,10 @@ json_header(Jsonb *headers, const char *name)
 /*
  * An ISO 8601 / RFC 3339 time from a channel; 0 when it cannot be read.
  * Uses PostgreSQL's date parser in its non-throwing form, so a bad value
- * from a channel is never an exception.
+ * from a channel is never an exception.  That form still raises an ERROR
+ * for a time zone name it does not know ("2026-06-26zT10:00:00-" names
+ * zone "zt10:00:00-"), so only the shape of an RFC 3339 time reaches it
+ * (found by the fuzzer: test/fuzz/corpus/timestamp/zone-name*).
  */
 TimestampTz
 pf_parse_timestamp(const char *text)
@@ -441,7 +444,7 @@ pf_parse_timestamp(const char *text)
 	struct pg_tm tm;
 	TimestampTz result;
 
-	if (text == NULL ||
+	if (text == NULL || !pf_rfc3339_shape(text, strlen(text)) ||
 		ParseDateTime(text, workbuf, sizeof(workbuf), fields, ftypes, MAXDATEFIELDS, &nfields) != 0 ||
 		DecodeDateTime(fields, ftypes, nfields, &dtype, &tm, &fsec, &tz) != 0 ||
 		dtype != DTK_DATE ||

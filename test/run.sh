@@ -15,6 +15,10 @@
 # 8. The Debian package (test/package/deb.sh, TAP): built, installed on a
 #    tree without payflow, run, purged; last, since with Debian's tree it
 #    takes payflow out of it and make-installs it back at the end.
+#    pg_cron, dump/restore); 6. docs (the picture matches the table);
+# 7. fuzz: each libFuzzer target of test/fuzz for a few seconds, from the
+#    checked-in corpus (regression inputs included), in its own throwaway
+#    single-user backend (test/fuzz/README.md; bench/fuzz.sh runs long).
 #
 # PF_ONLY="integration" (function names below, space-separated) runs only
 # those steps, for development; CI runs everything.
@@ -87,6 +91,11 @@ crypto_unit() {
     VALGRIND=1 bash test/unit/run.sh
 }
 
+fuzz() {
+    # 15 targets x 5 s (+ start-up): under the 2 minutes the step may take
+    PF_PGBIN=$PF_PGBIN bash test/fuzz/run.sh -t "${PF_FUZZ_SECONDS:-5}"
+}
+
 channel_server() {
     make -s -C test/channel_server >/dev/null && bash test/channel_server/selftest.sh
 }
@@ -112,6 +121,7 @@ step "integration" integration
 step "docs" docs
 step "META.json" meta
 step "debian package" package
+step "fuzz" fuzz
 
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
