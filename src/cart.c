@@ -37,12 +37,15 @@ static PreparedQuery upsert_cart_line = {
 	"     added_at = excluded.added_at",
 	.nargs = 6,
 	.argtypes = {TEXTOID, TEXTOID, INT4OID, INT8OID, BPCHAROID, TEXTOID},
+	.path_free = true,			/* no function, operator or type named */
 };
 
 static PreparedQuery delete_cart_line = {
-	.sql = "DELETE FROM payflow.cart_items WHERE customer_id = $1 AND sku = $2",
+	.sql = "DELETE FROM payflow.cart_items"
+	" WHERE customer_id OPERATOR(pg_catalog.=) $1 AND sku OPERATOR(pg_catalog.=) $2",
 	.nargs = 2,
 	.argtypes = {TEXTOID, TEXTOID},
+	.path_free = true,
 };
 
 /*

@@ -108,6 +108,14 @@ typedef struct PreparedQuery
 	int			nargs;
 	Oid			argtypes[10];
 	bool		read_only;		/* true for queries of STABLE functions */
+	/*
+	 * The statement resolves no name through search_path: every relation
+	 * is schema-qualified and it names no function, operator, type or
+	 * collation (or names them with their schema, OPERATOR(pg_catalog.=)).
+	 * It then runs under whatever path the caller has, unpinned: cart_put's
+	 * statements, the hot path's (doc/security.md).
+	 */
+	bool		path_free;
 } PreparedQuery;
 
 extern uint64 pf_execute(PreparedQuery *query, Datum *values, const char *nulls,

@@ -64,7 +64,9 @@ pf_pin_search_path(void)
  * session, so the path is almost always pinned already and this costs a
  * string comparison.  Otherwise (a trigger under a caller's path,
  * reconcile() between its commits) the statement is pinned for its run:
- * the cached plan, made under the pinned path, is then reused as is.
+ * the cached plan, made under the pinned path, is then reused as is.  A
+ * path_free statement resolves no name through the path and is run as
+ * it is.
  */
 uint64
 pf_execute(PreparedQuery *query, Datum *values, const char *nulls, long max_rows)
@@ -72,7 +74,7 @@ pf_execute(PreparedQuery *query, Datum *values, const char *nulls, long max_rows
 	int			rc;
 	int			pinned_level = -1;
 
-	if (strcmp(namespace_search_path, PF_PINNED_SEARCH_PATH) != 0)
+	if (!query->path_free && strcmp(namespace_search_path, PF_PINNED_SEARCH_PATH) != 0)
 		pinned_level = pf_pin_search_path();
 	rc = SPI_execute_plan(prepared_plan(query), values, nulls,
 						  query->read_only, max_rows);
