@@ -421,8 +421,8 @@ REVOKE ALL ON ALL ROUTINES IN SCHEMA payflow FROM PUBLIC;
 -- (part 6 ends here)
 
 -- ===========================================================================
--- Part 7. cart_put runs unpinned: its statements resolve no name through
--- search_path (the hot path; doc/security.md)
+-- Part 7. The checkout's functions run unpinned: their hot statements
+-- resolve no name through search_path (doc/security.md)
 -- ===========================================================================
 -- A checkout makes five cart_put calls; pinning search_path by the SET
 -- clause costs each call two recomputations of the namespace path, about
@@ -432,5 +432,9 @@ REVOKE ALL ON ALL ROUTINES IN SCHEMA payflow FROM PUBLIC;
 -- = for text ahead of pg_catalog's and calls it).  It stays SECURITY
 -- DEFINER: the application never writes the cart table itself.
 ALTER FUNCTION payflow.cart_put(text, text, integer, bigint, character, text) RESET search_path;
+-- The same for create_order_from_cart, once a checkout: its one statement of
+-- the common case names every function, operator, type and collation with
+-- its schema; its other statements are pinned by pf_execute as they run.
+ALTER FUNCTION payflow.create_order_from_cart(text, text) RESET search_path;
 
 -- (part 7 ends here)

@@ -43,25 +43,35 @@ PG_FUNCTION_INFO_V1(payflow_check_order_row);
  * range is checked before the bigint cast).  Currencies stay character(3),
  * the column's type, and are compared as bytes (COLLATE "C"): they are
  * ISO codes, and a cast to text would cost a trim per line.
+ *
+ * It names every function, operator, type and collation with its schema,
+ * so it means the same under any search_path and runs unpinned
+ * (path_free): create_order_from_cart, called once a checkout, has no SET
+ * search_path; its other statements (stock, resume, idempotency) are pinned
+ * by pf_execute when they run.
  */
 static PreparedQuery checkout_cart = {
 	.sql = "WITH taken AS ("
-	"   DELETE FROM payflow.cart_items c WHERE c.customer_id = $1"
+	"   DELETE FROM payflow.cart_items c WHERE c.customer_id OPERATOR(pg_catalog.=) $1"
 	"   RETURNING c.sku AS line_sku, c.title AS line_title, c.quantity AS line_quantity,"
 	"             c.unit_price AS line_unit_price, c.currency AS line_currency,"
-	"             EXISTS (SELECT 1 FROM payflow.stock s WHERE s.sku = c.sku) AS line_stocked),"
+	"             EXISTS (SELECT 1 FROM payflow.stock s"
+	"                     WHERE s.sku OPERATOR(pg_catalog.=) c.sku) AS line_stocked),"
 	" new_order AS ("
 	"   INSERT INTO payflow.orders (id, order_no, customer_id, status, currency,"
 	"                               total_amount, expires_at, idempotency_key)"
-	"   SELECT cart.id, 'PF' || lpad(cart.id::text, 12, '0'),"
-	"          $1, 'awaiting_payment', cart.currency, cart.total::bigint, $2, $3"
-	"   FROM (SELECT nextval('payflow.orders_id_seq') AS id,"
-	"                min(line_currency COLLATE \"C\") AS currency,"
-	"                sum(line_quantity::numeric * line_unit_price) AS total"
+	"   SELECT cart.id, 'PF' OPERATOR(pg_catalog.||) pg_catalog.lpad(cart.id::pg_catalog.text, 12, '0'),"
+	"          $1, 'awaiting_payment', cart.currency, cart.total::pg_catalog.int8, $2, $3"
+	"   FROM (SELECT pg_catalog.nextval('payflow.orders_id_seq'::pg_catalog.regclass) AS id,"
+	"                pg_catalog.min(line_currency COLLATE pg_catalog.\"C\") AS currency,"
+	"                pg_catalog.sum(line_quantity::pg_catalog.numeric OPERATOR(pg_catalog.*) line_unit_price) AS total"
 	"         FROM taken"
-	"         HAVING min(line_currency COLLATE \"C\") = max(line_currency COLLATE \"C\")"
-	"            AND bool_and(line_quantity > 0 AND line_unit_price >= 0 AND NOT line_stocked)"
-	"            AND sum(line_quantity::numeric * line_unit_price) <= 9223372036854775807) cart"
+	"         HAVING pg_catalog.min(line_currency COLLATE pg_catalog.\"C\")"
+	"                OPERATOR(pg_catalog.=) pg_catalog.max(line_currency COLLATE pg_catalog.\"C\")"
+	"            AND pg_catalog.bool_and(line_quantity OPERATOR(pg_catalog.>) 0"
+	"                                    AND line_unit_price OPERATOR(pg_catalog.>=) 0 AND NOT line_stocked)"
+	"            AND pg_catalog.sum(line_quantity::pg_catalog.numeric OPERATOR(pg_catalog.*) line_unit_price)"
+	"                OPERATOR(pg_catalog.<=) 9223372036854775807) cart"
 	"   RETURNING *),"
 	" lines AS ("
 	"   INSERT INTO payflow.order_lines (order_id, sku, title, quantity, unit_price, reserved)"
@@ -70,11 +80,12 @@ static PreparedQuery checkout_cart = {
 	" created AS ("
 	"   INSERT INTO payflow.events (type, order_id, payload)"
 	"   SELECT 'order.created', o.id,"
-	"          jsonb_strip_nulls(jsonb_build_object(" PF_EVENT_ORDER_FIELDS("o") "))"
+	"          pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(" PF_EVENT_ORDER_FIELDS("o") "))"
 	"   FROM new_order o)"
 	" SELECT o.*, t.* FROM taken t LEFT JOIN new_order o ON true",
 	.nargs = 3,
 	.argtypes = {TEXTOID, TIMESTAMPTZOID, TEXTOID},
+	.path_free = true,			/* every function and operator named with its schema */
 };
 
 static PreparedQuery order_by_key = {
