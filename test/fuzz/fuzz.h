@@ -41,6 +41,27 @@ extern void fuzz_register(const FuzzTarget *target);
 	static void __attribute__((constructor)) ident##_register(void) { fuzz_register(&ident); } \
 	static const FuzzTarget ident
 
+/*
+ * The four targets of a channel driver (its callback decoder and its
+ * query, close and refund answer parsers), each input signed by sign()
+ * the way the channel signs: FUZZ_DRIVER_TARGETS("stripe", sign);
+ * Decoders may raise PF030, PF031 and PF032; answer parsers nothing.
+ */
+#define FUZZ_DRIVER_TARGETS(driver, sign) \
+	static void driver_setup(void) { (void) fuzz_channel(driver); } \
+	static void run_notification(const char *d, size_t n) { fuzz_run_notification(driver, d, n, sign); } \
+	static void run_query(const char *d, size_t n) { fuzz_run_answer(driver, "query", d, n, sign); } \
+	static void run_close(const char *d, size_t n) { fuzz_run_answer(driver, "close", d, n, sign); } \
+	static void run_refund(const char *d, size_t n) { fuzz_run_answer(driver, "refund", d, n, sign); } \
+	FUZZ_TARGET(notification_target) = { \
+		.name = driver "_notification", .setup = driver_setup, .run = run_notification, \
+		.allowed_errors = {ERRCODE_PF_INVALID_SIGNATURE, ERRCODE_PF_STALE_NOTIFICATION, \
+						   ERRCODE_PF_MALFORMED_NOTIFICATION}, \
+	}; \
+	FUZZ_TARGET(query_target) = {.name = driver "_query", .setup = driver_setup, .run = run_query}; \
+	FUZZ_TARGET(close_target) = {.name = driver "_close", .setup = driver_setup, .run = run_close}; \
+	FUZZ_TARGET(refund_target) = {.name = driver "_refund", .setup = driver_setup, .run = run_refund}
+
 /* An invariant of the code under test broke: report it and abort. */
 extern void fuzz_fail(const char *format,...) pg_attribute_printf(1, 2) pg_attribute_noreturn();
 

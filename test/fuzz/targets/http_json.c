@@ -40,41 +40,4 @@ sign(FuzzMessage *message, HttpRequest *request)
 					own ? psprintf("%s,v1=%s", own, v1) : psprintf("v1=%s", v1));
 }
 
-static void
-setup(void)
-{
-	(void) fuzz_channel(DRIVER);
-}
-
-static void
-notification(const char *data, size_t size)
-{
-	fuzz_run_notification(DRIVER, data, size, sign);
-}
-
-static void
-query(const char *data, size_t size)
-{
-	fuzz_run_answer(DRIVER, "query", data, size, sign);
-}
-
-static void
-close_(const char *data, size_t size)
-{
-	fuzz_run_answer(DRIVER, "close", data, size, sign);
-}
-
-static void
-refund(const char *data, size_t size)
-{
-	fuzz_run_answer(DRIVER, "refund", data, size, sign);
-}
-
-FUZZ_TARGET(notification_target) = {
-	.name = DRIVER "_notification", .setup = setup, .run = notification,
-	.allowed_errors = {ERRCODE_PF_INVALID_SIGNATURE, ERRCODE_PF_STALE_NOTIFICATION,
-	ERRCODE_PF_MALFORMED_NOTIFICATION},
-};
-FUZZ_TARGET(query_target) = {.name = DRIVER "_query", .setup = setup, .run = query};
-FUZZ_TARGET(close_target) = {.name = DRIVER "_close", .setup = setup, .run = close_};
-FUZZ_TARGET(refund_target) = {.name = DRIVER "_refund", .setup = setup, .run = refund};
+FUZZ_DRIVER_TARGETS(DRIVER, sign);
