@@ -344,22 +344,41 @@ audit(const char *action, int64 order_id, int64 payment_id, int64 refund_id,
 	pf_execute(&insert_audit, args, nulls, 0);
 }
 
+/*
+ * The end of an action on an attempt: its audit row, then the attempt as
+ * the function's result; closes the SPI connection.
+ */
 static Datum
-payment_result(FunctionCallInfo fcinfo, MemoryContext caller_context, int64 payment_id)
+payment_done(FunctionCallInfo fcinfo, MemoryContext caller_context, const ReviewPayment *payment,
+			 const char *action, const char *after, const char *evidence,
+			 int ndetail, const char **keys, const char **values)
 {
-	Datum		value = Int64GetDatum(payment_id);
+	Datum		id = Int64GetDatum(payment->id);
+	Datum		result;
 
-	pf_execute(&payment_by_id, &value, NULL, 1);
-	return pf_row_as_result(fcinfo, caller_context, 0);
+	audit(action, payment->order_id, payment->id, 0, payment->payment_no, payment->status,
+		  after, evidence, ndetail, keys, values);
+	pf_execute(&payment_by_id, &id, NULL, 1);
+	result = pf_row_as_result(fcinfo, caller_context, 0);
+	SPI_finish();
+	return result;
 }
 
+/* The same for a refund. */
 static Datum
-refund_result(FunctionCallInfo fcinfo, MemoryContext caller_context, int64 refund_id)
+refund_done(FunctionCallInfo fcinfo, MemoryContext caller_context, const ReviewRefund *refund,
+			const char *action, const char *after, const char *evidence,
+			int ndetail, const char **keys, const char **values)
 {
-	Datum		value = Int64GetDatum(refund_id);
+	Datum		id = Int64GetDatum(refund->id);
+	Datum		result;
 
-	pf_execute(&refund_by_id, &value, NULL, 1);
-	return pf_row_as_result(fcinfo, caller_context, 0);
+	audit(action, refund->order_id, refund->payment_id, refund->id, refund->refund_no,
+		  refund->status, after, evidence, ndetail, keys, values);
+	pf_execute(&refund_by_id, &id, NULL, 1);
+	result = pf_row_as_result(fcinfo, caller_context, 0);
+	SPI_finish();
+	return result;
 }
 
 static char *
@@ -388,7 +407,6 @@ payflow_review_recheck_payment(PG_FUNCTION_ARGS)
 	ReviewPayment payment;
 	const char *target;
 	char	   *note;
-	Datum		result;
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
@@ -408,11 +426,8 @@ payflow_review_recheck_payment(PG_FUNCTION_ARGS)
 	}
 	pf_enqueue_payment_check(payment.id, GetCurrentTransactionStartTimestamp());
 	pf_emit_event("payment.rechecked", payment.order_id, payment.id, 0, reason);
-	audit("recheck_payment", payment.order_id, payment.id, 0, payment_no, payment.status,
-		  target, reason, 0, NULL, NULL);
-	result = payment_result(fcinfo, caller_context, payment.id);
-	SPI_finish();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(payment_done(fcinfo, caller_context, &payment, "recheck_payment", target,
+								 reason, 0, NULL, NULL));
 }
 
 /*
@@ -427,7 +442,6 @@ payflow_review_recheck_refund(PG_FUNCTION_ARGS)
 	char	   *refund_no = pf_arg_text_max(fcinfo, 0, "refund_no", true, PF_MAX_ID_BYTES);
 	char	   *reason = evidence_arg(fcinfo, 1, "reason");
 	ReviewRefund refund;
-	Datum		result;
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
@@ -446,11 +460,8 @@ payflow_review_recheck_refund(PG_FUNCTION_ARGS)
 	}
 	pf_wake_worker_at_commit();
 	pf_emit_event("refund.rechecked", refund.order_id, refund.payment_id, refund.id, reason);
-	audit("recheck_refund", refund.order_id, refund.payment_id, refund.id, refund_no,
-		  refund.status, refund.status, reason, 0, NULL, NULL);
-	result = refund_result(fcinfo, caller_context, refund.id);
-	SPI_finish();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(refund_done(fcinfo, caller_context, &refund, "recheck_refund", refund.status,
+								reason, 0, NULL, NULL));
 }
 
 /*
@@ -482,7 +493,6 @@ payflow_review_resolve_paid(PG_FUNCTION_ARGS)
 	ReviewPayment payment;
 	bool		amount_changed = false;
 	char	   *after;
-	Datum		result;
 
 	PF_REQUIRE_SQL_VERSION();
 	if (PG_ARGISNULL(2) || PG_ARGISNULL(4))
@@ -562,12 +572,9 @@ payflow_review_resolve_paid(PG_FUNCTION_ARGS)
 			DatumGetBool(pf_datum(0, "refund_needed")) ? "true" : "false",
 		};
 
-		audit("resolve_paid", payment.order_id, payment.id, 0, payment_no, payment.status,
-			  after, evidence, lengthof(keys), keys, values);
+		PG_RETURN_DATUM(payment_done(fcinfo, caller_context, &payment, "resolve_paid", after,
+									 evidence, lengthof(keys), keys, values));
 	}
-	result = payment_result(fcinfo, caller_context, payment.id);
-	SPI_finish();
-	PG_RETURN_DATUM(result);
 }
 
 /*
@@ -585,7 +592,6 @@ payflow_review_resolve_failed(PG_FUNCTION_ARGS)
 	char	   *payment_no = pf_arg_text_max(fcinfo, 0, "payment_no", true, PF_MAX_ID_BYTES);
 	char	   *evidence = evidence_arg(fcinfo, 1, "evidence");
 	ReviewPayment payment;
-	Datum		result;
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
@@ -599,11 +605,8 @@ payflow_review_resolve_failed(PG_FUNCTION_ARGS)
 							 "The channel took money for it: accept it with payflow.review_resolve_paid(), or refund it by hand and call payflow.review_dismiss_mismatch()." :
 							 "An attempt that is not in payflow.review_queue is failed by mark_failed() or the channel.");
 	pf_apply_payment_failure(payment_no, psprintf("failed after review: %s", evidence), false);
-	audit("resolve_failed", payment.order_id, payment.id, 0, payment_no, payment.status,
-		  current_payment_status(payment.id), evidence, 0, NULL, NULL);
-	result = payment_result(fcinfo, caller_context, payment.id);
-	SPI_finish();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(payment_done(fcinfo, caller_context, &payment, "resolve_failed", current_payment_status(payment.id),
+								 evidence, 0, NULL, NULL));
 }
 
 /*
@@ -619,7 +622,6 @@ payflow_review_retry_refund(PG_FUNCTION_ARGS)
 	char	   *refund_no = pf_arg_text_max(fcinfo, 0, "refund_no", true, PF_MAX_ID_BYTES);
 	char	   *reason = evidence_arg(fcinfo, 1, "reason");
 	ReviewRefund refund;
-	Datum		result;
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
@@ -638,11 +640,8 @@ payflow_review_retry_refund(PG_FUNCTION_ARGS)
 	pf_enqueue_refund_check(refund.id, GetCurrentTransactionStartTimestamp());
 	pf_emit_event("refund.requested", refund.order_id, refund.payment_id, refund.id,
 				  psprintf("retried after review: %s", reason));
-	audit("retry_refund", refund.order_id, refund.payment_id, refund.id, refund_no,
-		  refund.status, "requested", reason, 0, NULL, NULL);
-	result = refund_result(fcinfo, caller_context, refund.id);
-	SPI_finish();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(refund_done(fcinfo, caller_context, &refund, "retry_refund", "requested",
+								reason, 0, NULL, NULL));
 }
 
 /*
@@ -660,7 +659,6 @@ payflow_review_record_refund(PG_FUNCTION_ARGS)
 													PF_MAX_ID_BYTES);
 	char	   *evidence = evidence_arg(fcinfo, 2, "evidence");
 	ReviewRefund refund;
-	Datum		result;
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
@@ -677,12 +675,9 @@ payflow_review_record_refund(PG_FUNCTION_ARGS)
 		const char *keys[] = {"channel_refund_id"};
 		const char *values[] = {channel_refund_id};
 
-		audit("record_refund", refund.order_id, refund.payment_id, refund.id, refund_no,
-			  refund.status, "succeeded", evidence, lengthof(keys), keys, values);
+		PG_RETURN_DATUM(refund_done(fcinfo, caller_context, &refund, "record_refund", "succeeded",
+									evidence, lengthof(keys), keys, values));
 	}
-	result = refund_result(fcinfo, caller_context, refund.id);
-	SPI_finish();
-	PG_RETURN_DATUM(result);
 }
 
 /*
@@ -702,7 +697,6 @@ payflow_review_dismiss_mismatch(PG_FUNCTION_ARGS)
 	ReviewPayment payment;
 	const char *after;
 	char	   *status_reason;
-	Datum		result;
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
@@ -732,11 +726,8 @@ payflow_review_dismiss_mismatch(PG_FUNCTION_ARGS)
 					  status_reason);
 	}
 	pf_dequeue_payment_check(payment.id);
-	audit("dismiss_mismatch", payment.order_id, payment.id, 0, payment_no, payment.status,
-		  after, reason, 0, NULL, NULL);
-	result = payment_result(fcinfo, caller_context, payment.id);
-	SPI_finish();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(payment_done(fcinfo, caller_context, &payment, "dismiss_mismatch", after,
+								 reason, 0, NULL, NULL));
 }
 
 /*
@@ -753,7 +744,6 @@ payflow_review_dismiss_refund(PG_FUNCTION_ARGS)
 	char	   *reason = evidence_arg(fcinfo, 1, "reason");
 	ReviewRefund refund;
 	char	   *last_error;
-	Datum		result;
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
@@ -773,9 +763,6 @@ payflow_review_dismiss_refund(PG_FUNCTION_ARGS)
 	}
 	pf_dequeue_refund_check(refund.id);
 	pf_emit_event("refund.cancelled", refund.order_id, refund.payment_id, refund.id, last_error);
-	audit("dismiss_refund", refund.order_id, refund.payment_id, refund.id, refund_no,
-		  refund.status, "cancelled", reason, 0, NULL, NULL);
-	result = refund_result(fcinfo, caller_context, refund.id);
-	SPI_finish();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(refund_done(fcinfo, caller_context, &refund, "dismiss_refund", "cancelled",
+								reason, 0, NULL, NULL));
 }
