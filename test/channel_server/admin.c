@@ -281,7 +281,8 @@ admin_settle(const http_request *req, http_reply *rep, admin_outcome outcome)
 			   *currency = NULL;
 	int64_t		amount = 0,
 				late_ms = LATE_CALLBACK_DEFAULT_MS;
-	bool		has_amount;
+	bool		has_amount,
+				if_open = false;
 	payment    *p;
 	notification n;
 	strbuf		body;
@@ -299,6 +300,7 @@ admin_settle(const http_request *req, http_reply *rep, admin_outcome outcome)
 	json_get_int64(req->body, req->body_len, "late_ms", &late_ms);
 	json_get_string(req->body, req->body_len, "reason", &reason);
 	json_get_string(req->body, req->body_len, "currency", &currency);
+	json_get_bool(req->body, req->body_len, "if_open", &if_open);
 	if (!json_get_string(req->body, req->body_len, "callback", &mode))
 		mode = strdup("send");
 	if (strcmp(mode, "send") != 0 && strcmp(mode, "drop") != 0 &&
@@ -329,6 +331,13 @@ admin_settle(const http_request *req, http_reply *rep, admin_outcome outcome)
 	{
 		store_unlock();
 		admin_error(rep, 409, "payment_no belongs to another channel");
+		goto done;
+	}
+	/* A real channel cannot settle a trade that was closed or failed. */
+	if (if_open && p->state != PAYMENT_PENDING)
+	{
+		store_unlock();
+		admin_error(rep, 409, "the payment is not open (if_open)");
 		goto done;
 	}
 	if (outcome == OUTCOME_PAY)
