@@ -533,8 +533,13 @@ pf_apply_payment_success(const char *payment_no, const char *channel_txn_id,
 			};
 
 			pf_execute(&set_payment_status, values, NULL, 1);
-			if (can_review)
-				pf_dequeue_payment_check(payment_id);
+
+			/*
+			 * A person decides now (payflow.review_queue), whatever the
+			 * status: a failed attempt's closing check would otherwise find
+			 * the same mismatch again at every lease, for ever.
+			 */
+			pf_dequeue_payment_check(payment_id);
 			pf_emit_event("payment.amount_mismatch", order_id, payment_id, 0, mismatch);
 		}
 		return payment_id;

@@ -11,7 +11,7 @@
 -- "held:"); test/integration/31_review_queue.sh has the reconciler put each
 -- kind in review for real.
 BEGIN;
-SELECT plan(75);
+SELECT plan(76);
 
 SELECT payflow.set_channel('rv', 'http_json', 'http://127.0.0.1:9/pay',
                            '{}', '{"hmac_secret":"tap-secret"}');
@@ -131,6 +131,9 @@ SELECT payflow.mark_failed(:'mm3', 'card declined');
 SELECT payflow.mark_paid(:'mm3', 'T-MM3', 1);
 SELECT is(pf_rv.kinds(:'mm3') || ' ' || (SELECT status FROM payflow.payments WHERE payment_no = :'mm3'),
           'amount_mismatch failed', 'a mismatch on a failed attempt is in the queue too');
+SELECT ok(NOT EXISTS (SELECT 1 FROM payflow.pending_checks c JOIN payflow.payments p ON p.id = c.payment_id
+                      WHERE p.payment_no = :'mm3'),
+          'and it left the check queue: the reconciler does not ask again every lease period');
 SELECT is((SELECT status FROM payflow.review_dismiss_mismatch(:'mm3', 'test charge of 0.01, refunded at the channel')),
           'failed', 'dismissing it keeps the attempt failed');
 SELECT is(pf_rv.events(pf_rv.order_of(:'mm3'), 'payment.mismatch_dismissed'), 1,
