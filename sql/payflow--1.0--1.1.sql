@@ -166,24 +166,26 @@ CREATE TRIGGER channels_audit AFTER INSERT OR UPDATE OR DELETE ON payflow.channe
 CREATE TRIGGER channel_secrets_audit AFTER INSERT OR UPDATE OR DELETE ON payflow.channel_secrets
     FOR EACH ROW EXECUTE FUNCTION payflow.audit_channel_change();
 
-CREATE FUNCTION payflow.channel_audit_append_only() RETURNS trigger
+-- payflow's audit tables (this one, payflow.review_audit) are append-only,
+-- even for their owner.
+CREATE FUNCTION payflow.refuse_audit_rewrite() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RAISE EXCEPTION 'payflow.channel_audit is append-only'
+    RAISE EXCEPTION 'payflow.% is append-only', TG_TABLE_NAME
         USING ERRCODE = '42501',
               DETAIL = format('%s of audit records is not allowed.', TG_OP),
-              HINT = 'The audit keeps every channel change; archive it elsewhere if it grows.';
+              HINT = 'The audit keeps every change; archive it elsewhere if it grows.';
 END
 $$;
 CREATE TRIGGER channel_audit_append_only BEFORE UPDATE OR DELETE ON payflow.channel_audit
-    FOR EACH ROW EXECUTE FUNCTION payflow.channel_audit_append_only();
+    FOR EACH ROW EXECUTE FUNCTION payflow.refuse_audit_rewrite();
 CREATE TRIGGER channel_audit_no_truncate BEFORE TRUNCATE ON payflow.channel_audit
-    FOR EACH STATEMENT EXECUTE FUNCTION payflow.channel_audit_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION payflow.refuse_audit_rewrite();
 
 REVOKE ALL ON payflow.channel_audit FROM PUBLIC;
 REVOKE ALL ON FUNCTION payflow.changed_keys(jsonb, jsonb, text),
-    payflow.audit_channel_change(), payflow.channel_audit_append_only() FROM PUBLIC;
+    payflow.audit_channel_change(), payflow.refuse_audit_rewrite() FROM PUBLIC;
 GRANT SELECT ON payflow.channel_audit TO payflow_admin;
 SELECT pg_catalog.pg_extension_config_dump('payflow.channel_audit', '');
 SELECT pg_catalog.pg_extension_config_dump('payflow.channel_audit_id_seq', '');
@@ -503,20 +505,10 @@ COMMENT ON TABLE payflow.review_audit IS
 COMMENT ON COLUMN payflow.review_audit.current_user_name IS
     'The caller''s current role (SET ROLE), not the owner the review functions run as.';
 
-CREATE FUNCTION payflow.review_audit_append_only() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RAISE EXCEPTION 'payflow.review_audit is append-only'
-        USING ERRCODE = '42501',
-              DETAIL = format('%s of review records is not allowed.', TG_OP),
-              HINT = 'The audit keeps every review action; archive it elsewhere if it grows.';
-END
-$$;
 CREATE TRIGGER review_audit_append_only BEFORE UPDATE OR DELETE ON payflow.review_audit
-    FOR EACH ROW EXECUTE FUNCTION payflow.review_audit_append_only();
+    FOR EACH ROW EXECUTE FUNCTION payflow.refuse_audit_rewrite();
 CREATE TRIGGER review_audit_no_truncate BEFORE TRUNCATE ON payflow.review_audit
-    FOR EACH STATEMENT EXECUTE FUNCTION payflow.review_audit_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION payflow.refuse_audit_rewrite();
 
 -- Every open review item, one row each.  kind says what is to be decided;
 -- since is when it entered review (the payment.unknown or
@@ -614,7 +606,7 @@ CREATE FUNCTION payflow.review_dismiss_refund(refund_no text, reason text)
 
 REVOKE ALL ON payflow.review_audit, payflow.review_queue FROM PUBLIC;
 REVOKE ALL ON SEQUENCE payflow.review_audit_id_seq FROM PUBLIC;
-REVOKE ALL ON FUNCTION payflow.review_audit_append_only(),
+REVOKE ALL ON FUNCTION
     payflow.review_recheck_payment(text, text),
     payflow.review_recheck_refund(text, text),
     payflow.review_resolve_paid(text, text, bigint, character, timestamptz, text, boolean),
