@@ -98,9 +98,9 @@ def privileges(role, priv):
     return sql(f"""SELECT coalesce(string_agg(c.relname, ',' ORDER BY c.relname), '') FROM pg_class c
                    WHERE c.relnamespace = 'payflow'::regnamespace AND c.relkind IN ('r', 'v', 'p')
                      AND has_table_privilege('{role}', c.oid, '{priv}')""")
-app_reads = 'cart_items,events,order_lines,orders,payments,refunds,statuses,stock,transitions'
+app_reads = 'cart_items,events,order_lines,orders,payments,refunds,statuses,stock,transition_events,transitions'
 admin_reads = ('cart_items,channel_audit,channels,events,health,notifications,order_lines,orders,'
-               'payments,pending_checks,refunds,stats,statuses,stock,transitions')
+               'payments,pending_checks,refunds,stats,statuses,stock,transition_events,transitions')
 check(privileges('payflow_app', 'SELECT') == app_reads, 'payflow_app reads what the Roles section lists',
       privileges('payflow_app', 'SELECT'))
 for priv in ('INSERT', 'UPDATE', 'DELETE'):
