@@ -132,6 +132,11 @@ static PreparedQuery lock_stock = {
 	.argtypes = {TEXTARRAYOID, INT4ARRAYOID},
 };
 
+/*
+ * Reserving moves units from available to reserved in one statement, and
+ * compensation (release_order_stock) moves them back the same way: the
+ * count payflow.verify() checks against the lines costs no statement.
+ */
 static PreparedQuery reserve_stock = {
 	.sql = "UPDATE payflow.stock s SET available = s.available - q.quantity,"
 	"       reserved = s.reserved + q.quantity, updated_at = now()"
