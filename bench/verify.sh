@@ -14,7 +14,7 @@
 # under auto_explain, whose plans of each check's statement, with their
 # times, go to bench/results/verify-plans-<date>.txt.
 #
-#   sudo bench/verify.sh                        # 2M orders: about 10 minutes to build
+#   sudo bench/verify.sh                        # 2M orders: 4 min to build, ~1 min a run
 #   sudo BENCH_ORDERS=100000 bench/verify.sh    # quick
 #
 # A throwaway cluster as bench/run.sh's (test/lib/cluster.sh, PF_PGBIN),
