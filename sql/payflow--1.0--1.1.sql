@@ -542,8 +542,9 @@ INSERT INTO payflow.transition_events (entity, from_status, to_status, event_typ
 -- paid order moves to (payflow.transitions).  Event history is judged for
 -- objects created at or after payflow.events_horizon() when that function
 -- exists (events older than it may have been deleted), for all otherwise.
-CREATE FUNCTION payflow.verify()
-    RETURNS TABLE (invariant text, order_id bigint, payment_id bigint, refund_id bigint, detail text)
+CREATE FUNCTION payflow.verify(OUT invariant text, OUT order_id bigint, OUT payment_id bigint,
+                               OUT refund_id bigint, OUT detail text)
+    RETURNS SETOF record
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $verify$
 #variable_conflict use_column
