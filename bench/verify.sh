@@ -19,6 +19,7 @@
 #
 # A throwaway cluster as bench/run.sh's (test/lib/cluster.sh, PF_PGBIN),
 # shared_buffers = 256MB, work_mem as PostgreSQL's default, the worker off.
+# BENCH_KEEP=1 leaves the cluster running at the end (it prints where).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
@@ -215,4 +216,8 @@ awk '/duration: .* plan:/ { keep = 1 } keep { print } /^[^\t ].*LOG:/ && !/durat
     "$PF_CLUSTER_DIR/server.log" > "$PLANS"
 echo "plans of each check, with times: $PLANS"
 grep -o 'duration: [0-9.]* ms' "$PLANS" | head -n 20 | tr '\n' ' '; echo
+if [ "${BENCH_KEEP:-0}" = 1 ]; then
+    trap - EXIT
+    echo "kept: PGHOST=$PGHOST PGPORT=$PGPORT PGDATABASE=$DB (stop: pg_ctl -D $PF_CLUSTER_DIR/data stop)"
+fi
 exit $books

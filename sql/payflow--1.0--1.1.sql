@@ -561,6 +561,11 @@ DECLARE
     open_refund_statuses text[] := ARRAY(
         SELECT s.status FROM payflow.statuses s WHERE s.entity = 'refund' AND s.open);
     horizon timestamptz := '-infinity';
+    entity text;
+    object_table text;
+    id_column text;
+    name_column text;
+    ids text;
 BEGIN
     holding_statuses := paid_statuses || ARRAY(
         SELECT s.status FROM payflow.statuses s WHERE s.entity = 'order' AND s.open);
@@ -580,11 +585,9 @@ BEGIN
                WHERE p.status = 'succeeded' AND NOT p.refund_needed
                GROUP BY p.order_id) a ON a.order_id = o.id
     LEFT JOIN payflow.payments p ON p.id = a.payment_id AND a.applied = 1
-    LEFT JOIN (SELECT e.order_id, pg_catalog.count(*) AS events,
-                      pg_catalog.min(e.payment_id) AS payment_id,
-                      pg_catalog.min(e.payload ->> 'channel_txn_id') AS channel_txn_id
-               FROM payflow.events e WHERE e.type = 'order.paid'
-               GROUP BY e.order_id) pe ON pe.order_id = o.id
+    -- (one order.paid event per paid order: the events check counts them)
+    LEFT JOIN (SELECT e.order_id, e.payment_id, e.payload ->> 'channel_txn_id' AS channel_txn_id
+               FROM payflow.events e WHERE e.type = 'order.paid' OFFSET 0) pe ON pe.order_id = p.order_id
     CROSS JOIN LATERAL (SELECT pg_catalog.concat_ws(' ',
         CASE WHEN o.status = ANY (paid_statuses) AND coalesce(a.applied, 0) <> 1 THEN
             pg_catalog.format('Order %s is %s, but %s succeeded attempts are applied to it (succeeded, not refund_needed); a paid order has exactly one.',
@@ -609,10 +612,10 @@ BEGIN
             pg_catalog.format('Attempt %s paid order %s with no channel transaction id.',
                               p.payment_no, o.order_no) END,
         CASE WHEN p.id IS NOT NULL AND o.created_at >= horizon
-                  AND (pe.events IS DISTINCT FROM 1 OR pe.payment_id IS DISTINCT FROM p.id
+                  AND (pe.order_id IS NULL OR pe.payment_id IS DISTINCT FROM p.id
                        OR pe.channel_txn_id IS DISTINCT FROM p.channel_txn_id) THEN
-            pg_catalog.format('Order %s has %s order.paid events naming attempt id %s and channel transaction %s; it was paid by attempt %s (id %s), transaction %s.',
-                              o.order_no, coalesce(pe.events, 0), coalesce(pe.payment_id::text, 'none'),
+            pg_catalog.format('The order.paid event of order %s names attempt id %s and channel transaction %s; it was paid by attempt %s (id %s), transaction %s.',
+                              o.order_no, coalesce(pe.payment_id::text, 'none'),
                               coalesce(pe.channel_txn_id, 'none'), p.payment_no, p.id,
                               coalesce(p.channel_txn_id, 'none')) END) AS detail) d
     WHERE d.detail <> '';
@@ -709,55 +712,55 @@ BEGIN
     -- moves of payflow.transitions, each recorded by exactly one event of
     -- the type payflow.transition_events gives it: read in order, an
     -- object's events go from start to its status, one legal move (or
-    -- allowed non-move) at a time.
-    RETURN QUERY
-    WITH history AS (
-        SELECT h.entity, h.object_id, e.id AS event_id, e.type, h.to_status,
-               pg_catalog.lag(h.to_status, 1, 'start') OVER w AS from_status,
-               pg_catalog.lead(e.id) OVER w IS NULL AS is_last
-        FROM payflow.events e
-        CROSS JOIN LATERAL (VALUES ('order'::text, e.order_id, e.payload ->> 'order_status'),
-                                   ('payment', e.payment_id, e.payload ->> 'payment_status'),
-                                   ('refund', e.refund_id, e.payload ->> 'refund_status'))
-                           AS h(entity, object_id, to_status)
-        WHERE h.object_id IS NOT NULL
-          AND (h.entity, e.type) IN (SELECT te.entity, te.event_type FROM payflow.transition_events te)
-        WINDOW w AS (PARTITION BY h.entity, h.object_id ORDER BY e.id)),
-    judged AS (
-        SELECT hi.entity, hi.object_id, pg_catalog.count(*) AS events,
-               pg_catalog.max(hi.to_status) FILTER (WHERE hi.is_last) AS last_status,
-               (pg_catalog.array_agg(pg_catalog.format('event %s (%s: %s -> %s)', hi.event_id, hi.type,
-                                                       coalesce(hi.from_status, 'no status'),
-                                                       coalesce(hi.to_status, 'no status'))
-                                     ORDER BY hi.event_id) FILTER (WHERE te.entity IS NULL))[1] AS first_bad
-        FROM history hi
-        LEFT JOIN payflow.transition_events te
-               ON te.entity = hi.entity AND te.from_status = hi.from_status
-              AND te.to_status = hi.to_status AND te.event_type = hi.type
-        GROUP BY hi.entity, hi.object_id),
-    objects AS (
-        SELECT 'order'::text AS entity, o.id AS object_id, o.id AS order_id, NULL::bigint AS payment_id,
-               NULL::bigint AS refund_id, o.order_no AS name, o.status
-        FROM payflow.orders o WHERE o.created_at >= horizon
-        UNION ALL
-        SELECT 'payment', p.id, p.order_id, p.id, NULL, p.payment_no, p.status
-        FROM payflow.payments p WHERE p.created_at >= horizon
-        UNION ALL
-        SELECT 'refund', r.id, r.order_id, r.payment_id, r.id, r.refund_no, r.status
-        FROM payflow.refunds r WHERE r.created_at >= horizon)
-    SELECT 'events'::text, ob.order_id, ob.payment_id, ob.refund_id,
-           pg_catalog.concat_ws(' ',
-               CASE WHEN j.events IS NULL THEN
-                   pg_catalog.format('The %s %s is %s, but has no event.', ob.entity, ob.name, ob.status) END,
-               CASE WHEN j.first_bad IS NOT NULL THEN
-                   pg_catalog.format('The history of %s %s has %s, which is no move of payflow.transitions recorded by that event type (payflow.transition_events), or a second event of one move.',
-                                     ob.entity, ob.name, j.first_bad) END,
-               CASE WHEN j.events IS NOT NULL AND j.last_status IS DISTINCT FROM ob.status THEN
-                   pg_catalog.format('The %s %s is %s, but its last event shows %s: it reached its status without the event of that move.',
-                                     ob.entity, ob.name, ob.status, coalesce(j.last_status, 'no status')) END)
-    FROM objects ob
-    LEFT JOIN judged j ON j.entity = ob.entity AND j.object_id = ob.object_id
-    WHERE j.events IS NULL OR j.first_bad IS NOT NULL OR j.last_status IS DISTINCT FROM ob.status;
+    -- allowed non-move) at a time.  One statement per kind of object, the
+    -- same text for the three: its events are projected to (object, event,
+    -- type, status) before they are sorted, and its history, grouped in
+    -- object order, meets the objects.
+    FOR entity, object_table, id_column, name_column, ids IN
+        VALUES ('order', 'orders', 'order_id', 'order_no', 'x.id, NULL::bigint, NULL::bigint'),
+               ('payment', 'payments', 'payment_id', 'payment_no', 'x.order_id, x.id, NULL::bigint'),
+               ('refund', 'refunds', 'refund_id', 'refund_no', 'x.order_id, x.payment_id, x.id')
+    LOOP
+        RETURN QUERY EXECUTE pg_catalog.format($history$
+            SELECT 'events'::text, %1$s,
+                   pg_catalog.concat_ws(' ',
+                       CASE WHEN j.events IS NULL THEN
+                           pg_catalog.format('The %%s %%s is %%s, but has no event.', $1, x.%2$I, x.status) END,
+                       CASE WHEN j.first_bad IS NOT NULL THEN
+                           pg_catalog.format('The history of %%s %%s has %%s, which is no move of payflow.transitions recorded by that event type (payflow.transition_events), or a second event of one move.',
+                                             $1, x.%2$I, j.first_bad) END,
+                       CASE WHEN j.events IS NOT NULL AND j.last_status IS DISTINCT FROM x.status THEN
+                           pg_catalog.format('The %%s %%s is %%s, but its last event shows %%s: it reached its status without the event of that move.',
+                                             $1, x.%2$I, x.status, coalesce(j.last_status, 'no status')) END)
+            FROM payflow.%3$I x
+            LEFT JOIN (
+                SELECT m.object_id, pg_catalog.count(*) AS events,
+                       pg_catalog.max(m.to_status) FILTER (WHERE m.is_last) AS last_status,
+                       -- rows come in event order: the first element is the first bad event
+                       (pg_catalog.array_agg(pg_catalog.format('event %%s (%%s: %%s -> %%s)', m.event_id, m.type,
+                                                               coalesce(m.from_status, 'no status'),
+                                                               coalesce(m.to_status, 'no status')))
+                            FILTER (WHERE NOT m.legal))[1] AS first_bad
+                FROM (SELECT h.object_id, h.event_id, h.type, h.to_status, h.from_status, h.is_last,
+                             ((h.from_status, h.to_status, h.type) IN
+                                  (SELECT te.from_status, te.to_status, te.event_type
+                                   FROM payflow.transition_events te WHERE te.entity = $1)) IS TRUE AS legal
+                      FROM (SELECT h.*, pg_catalog.lag(h.to_status, 1, 'start') OVER w AS from_status,
+                                   pg_catalog.lead(h.event_id) OVER w IS NULL AS is_last
+                            FROM (SELECT e.%4$I AS object_id, e.id AS event_id, e.type,
+                                         e.payload ->> %5$L AS to_status
+                                  FROM payflow.events e
+                                  WHERE e.%4$I IS NOT NULL
+                                    AND e.type IN (SELECT te.event_type FROM payflow.transition_events te
+                                                   WHERE te.entity = $1)
+                                  OFFSET 0) h
+                            WINDOW w AS (PARTITION BY h.object_id ORDER BY h.event_id)) h) m
+                GROUP BY m.object_id) j ON j.object_id = x.id
+            WHERE x.created_at >= $2
+              AND (j.events IS NULL OR j.first_bad IS NOT NULL OR j.last_status IS DISTINCT FROM x.status)
+            $history$, ids, name_column, object_table, id_column, entity || '_status')
+        USING entity, horizon;
+    END LOOP;
 
     -- Stock reserved by orders awaiting payment or paid is what their
     -- reserved lines hold; cancelled and expired orders gave theirs back.

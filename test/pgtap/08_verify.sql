@@ -8,7 +8,7 @@
 -- with the guards off (session_replication_role = replica), and verify()
 -- reports exactly that invariant; each plant is rolled back.
 BEGIN;
-SELECT plan(24);
+SELECT plan(25);
 
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 SELECT payflow.set_channel('vf', 'http_json', 'http://127.0.0.1:9/pay',
@@ -181,6 +181,11 @@ INSERT INTO payflow.events (type, order_id, payment_id, payload)
 SELECT type, order_id, payment_id, payload FROM payflow.events
 WHERE type = 'payment.succeeded' AND payment_id = (SELECT id FROM payflow.payments WHERE payment_no = :'ann_p');
 SELECT is(pf_vf.reported(), 'events', 'one move recorded by two events: events');
+ROLLBACK TO SAVEPOINT plant;
+
+UPDATE payflow.events SET payload = payload - 'payment_status'
+WHERE type = 'payment.started' AND payment_id = (SELECT id FROM payflow.payments WHERE payment_no = :'hal_p');
+SELECT is(pf_vf.reported(), 'events', 'an event that does not show the status it moved to: events');
 ROLLBACK TO SAVEPOINT plant;
 
 DELETE FROM payflow.events WHERE type = 'order.created' AND order_id = :fay;
