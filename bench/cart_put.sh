@@ -66,3 +66,4 @@ echo "  payflow / floor   $(median_ratio payflow floor)"
 echo "  payflow / secdef  $(median_ratio payflow secdef)   (the pinned search_path)"
 echo "  secdef / plain    $(median_ratio secdef plain)   (SECURITY DEFINER)"
 echo "  plain / floor     $(median_ratio plain floor)   (a C function over SPI)"
+pf_verify_books postgres

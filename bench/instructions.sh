@@ -163,4 +163,10 @@ if [ "$SPLIT" = 1 ]; then
         "$(per_checkout bench "$(echo "$prepare_floor" | head -1 | sed 's/floor\.cart_items/payflow.cart_items/')")" \
         "floor upsert" "$(per_checkout bench "$(echo "$prepare_floor" | head -1)")"
 fi
-exit 0
+# The books of the databases the checkouts ran in.
+runuser -u postgres -- "$bindir/pg_ctl" -D "$work/data" -l "$work/server.log" -w start >/dev/null
+books=0
+for db in bench $([ "$UNPINNED" = 1 ] && echo bench_unpinned); do
+    PGHOST=$work PGUSER=postgres pf_verify_books "$db" || books=1
+done
+exit $books

@@ -45,3 +45,4 @@ SQL
     [ "$(psql -X -A -t -d postgres -c "SELECT count(*) FROM payflow.order_lines l JOIN payflow.orders o ON o.id = l.order_id WHERE o.customer_id = '$customer' AND l.reserved")" = "$n" ] \
         || { echo "lines not all reserved for $n" >&2; exit 1; }
 done
+pf_verify_books postgres

@@ -465,5 +465,7 @@ if [ "$STATEMENTS" = 1 ]; then
             ORDER BY total_exec_time DESC LIMIT 25"
     } | tee -a "$REPORT"
 fi
+books=0
+pf_verify_books "$DB" | tee -a "$REPORT" || books=1
 pf_log "report written to $REPORT"
-exit 0
+exit $books

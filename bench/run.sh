@@ -291,5 +291,8 @@ if [ "$STATEMENTS" = 1 ]; then
             ORDER BY total_exec_time DESC LIMIT 25"
     } | tee -a "$REPORT"
 fi
+books=0
+pf_verify_books "$DB" | tee -a "$REPORT" || books=1
+if [ "$UNPINNED" = 1 ]; then pf_verify_books "${DB}_unpinned" | tee -a "$REPORT" || books=1; fi
 pf_log "report written to $REPORT"
-exit 0
+exit $books

@@ -631,3 +631,388 @@ SELECT pg_catalog.pg_extension_config_dump('payflow.review_audit', '');
 SELECT pg_catalog.pg_extension_config_dump('payflow.review_audit_id_seq', '');
 
 -- (part 8 ends here)
+
+-- ===========================================================================
+-- Part 10. verify(): the books checked
+-- ===========================================================================
+-- payflow.verify() reads the books whole and returns one row per violated
+-- invariant, none when they hold (doc/api.md lists the invariants).  It
+-- needs two records 1.0 did not keep: what stock compensation gave back,
+-- and which event records which move.
+
+-- Units reserved by orders and not given back.  Checkout adds to it and
+-- compensation (cancel, expiry) takes from it in the very UPDATE that
+-- changes available (src/order.c), so it costs no statement.  A paid order
+-- keeps its units (sold): reserved is what the reserved lines of orders
+-- awaiting payment or paid hold.  Counted here from the lines of a 1.0
+-- database, whose cancelled and expired orders had given theirs back.
+ALTER TABLE payflow.stock ADD COLUMN reserved bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN payflow.stock.reserved IS
+    'Units reserved by order lines and not given back: those of orders awaiting payment, and of paid orders (sold). Written by payflow in the statements that change available.';
+UPDATE payflow.stock s SET reserved = h.held
+FROM (WITH RECURSIVE paid(status) AS (
+          SELECT 'paid'::text
+          UNION
+          SELECT t.to_status FROM payflow.transitions t
+          JOIN paid ON t.entity = 'order' AND t.from_status = paid.status)
+      SELECT l.sku, pg_catalog.sum(l.quantity)::bigint AS held
+      FROM payflow.order_lines l JOIN payflow.orders o ON o.id = l.order_id
+      WHERE l.reserved
+        AND (o.status IN (SELECT paid.status FROM paid)
+             OR o.status IN (SELECT st.status FROM payflow.statuses st
+                             WHERE st.entity = 'order' AND st.open))
+      GROUP BY l.sku) h
+WHERE h.sku = s.sku;
+
+-- An event names its objects (order_id, payment_id, refund_id) and shows
+-- each one's status after the change (payload order_status, payment_status,
+-- refund_status).  Its type says which move it records: a row here with
+-- from_status <> to_status is a move of payflow.transitions and an event
+-- type that records it; a row with from_status = to_status is an event
+-- written about an object without moving it (a refund of a surplus
+-- payment, a second partial refund, an amount mismatch reported for an
+-- attempt that is already final or in review).  Two types record one
+-- move: an attempt goes to review either when its checks run out
+-- (payment.unknown) or when the channel reports another amount
+-- (payment.amount_mismatch).
+CREATE TABLE payflow.transition_events (
+    entity      text NOT NULL CHECK (entity IN ('order', 'payment', 'refund')),
+    from_status text NOT NULL,
+    to_status   text NOT NULL,
+    event_type  text NOT NULL,
+    PRIMARY KEY (entity, from_status, to_status, event_type)
+);
+COMMENT ON TABLE payflow.transition_events IS
+    'Which event type records each move of payflow.transitions (from_status <> to_status), and which events are written about an object without moving it (from_status = to_status); payflow.verify() reads each object''s history with it.';
+
+INSERT INTO payflow.transition_events (entity, from_status, to_status, event_type) VALUES
+    ('order',   'start',              'awaiting_payment',   'order.created'),
+    ('order',   'awaiting_payment',   'paid',               'order.paid'),
+    ('order',   'awaiting_payment',   'cancelled',          'order.cancelled'),
+    ('order',   'awaiting_payment',   'expired',            'order.expired'),
+    ('order',   'paid',               'partially_refunded', 'refund.succeeded'),
+    ('order',   'paid',               'refunded',           'refund.succeeded'),
+    ('order',   'partially_refunded', 'refunded',           'refund.succeeded'),
+    ('order',   'paid',               'paid',               'refund.succeeded'),
+    ('order',   'partially_refunded', 'partially_refunded', 'refund.succeeded'),
+    ('order',   'refunded',           'refunded',           'refund.succeeded'),
+    ('order',   'cancelled',          'cancelled',          'refund.succeeded'),
+    ('order',   'expired',            'expired',            'refund.succeeded'),
+
+    ('payment', 'start',              'pending',            'payment.started'),
+    ('payment', 'pending',            'succeeded',          'payment.succeeded'),
+    ('payment', 'pending',            'failed',             'payment.failed'),
+    ('payment', 'pending',            'superseded',         'payment.superseded'),
+    ('payment', 'pending',            'closed',             'payment.closed'),
+    ('payment', 'pending',            'unknown',            'payment.unknown'),
+    ('payment', 'pending',            'unknown',            'payment.amount_mismatch'),
+    ('payment', 'superseded',         'succeeded',          'payment.succeeded'),
+    ('payment', 'superseded',         'closed',             'payment.closed'),
+    ('payment', 'superseded',         'failed',             'payment.failed'),
+    ('payment', 'superseded',         'unknown',            'payment.unknown'),
+    ('payment', 'superseded',         'unknown',            'payment.amount_mismatch'),
+    ('payment', 'failed',             'succeeded',          'payment.succeeded'),
+    ('payment', 'closed',             'succeeded',          'payment.succeeded'),
+    ('payment', 'unknown',            'succeeded',          'payment.succeeded'),
+    ('payment', 'unknown',            'failed',             'payment.failed'),
+    ('payment', 'unknown',            'closed',             'payment.closed'),
+    ('payment', 'unknown',            'unknown',            'payment.amount_mismatch'),
+    ('payment', 'failed',             'failed',             'payment.amount_mismatch'),
+    ('payment', 'closed',             'closed',             'payment.amount_mismatch'),
+
+    ('refund',  'start',              'requested',          'refund.requested'),
+    ('refund',  'requested',          'processing',         'refund.processing'),
+    ('refund',  'requested',          'succeeded',          'refund.succeeded'),
+    ('refund',  'requested',          'failed',             'refund.failed'),
+    ('refund',  'processing',         'succeeded',          'refund.succeeded'),
+    ('refund',  'processing',         'failed',             'refund.failed'),
+    ('refund',  'failed',             'requested',          'refund.requested');
+
+-- The review queue's actions (Part 8, src/review.c).
+INSERT INTO payflow.transition_events (entity, from_status, to_status, event_type) VALUES
+    ('payment', 'unknown',            'pending',            'payment.rechecked'),
+    ('payment', 'unknown',            'superseded',         'payment.rechecked'),
+    ('payment', 'failed',             'failed',             'payment.mismatch_dismissed'),
+    ('payment', 'closed',             'closed',             'payment.mismatch_dismissed'),
+    ('refund',  'requested',          'requested',          'refund.rechecked'),
+    ('refund',  'processing',         'processing',         'refund.rechecked'),
+    ('refund',  'failed',             'succeeded',          'refund.succeeded'),
+    ('refund',  'requested',          'cancelled',          'refund.cancelled'),
+    ('refund',  'failed',             'cancelled',          'refund.cancelled');
+
+-- The books, checked: one row per violated invariant, one pass over the
+-- tables per invariant, all in the caller's one snapshot (STABLE), writing
+-- nothing.  Which statuses are open, in review or to be closed comes from
+-- payflow.statuses; an order is paid when its status is 'paid' or one a
+-- paid order moves to (payflow.transitions).  Event history is judged for
+-- objects created at or after payflow.events_horizon() when that function
+-- exists (events older than it may have been deleted), for all otherwise.
+CREATE FUNCTION payflow.verify(OUT invariant text, OUT order_id bigint, OUT payment_id bigint,
+                               OUT refund_id bigint, OUT detail text)
+    RETURNS SETOF record
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $verify$
+#variable_conflict use_column
+DECLARE
+    paid_statuses text[] := ARRAY(
+        WITH RECURSIVE paid(status) AS (
+            SELECT 'paid'::text
+            UNION
+            SELECT t.to_status FROM payflow.transitions t
+            JOIN paid ON t.entity = 'order' AND t.from_status = paid.status)
+        SELECT paid.status FROM paid);
+    -- orders holding their lines' stock: open (reserved) or paid (sold)
+    holding_statuses text[];
+    open_refund_statuses text[] := ARRAY(
+        SELECT s.status FROM payflow.statuses s WHERE s.entity = 'refund' AND s.open);
+    horizon timestamptz := '-infinity';
+    entity text;
+    object_table text;
+    id_column text;
+    name_column text;
+    ids text;
+BEGIN
+    holding_statuses := paid_statuses || ARRAY(
+        SELECT s.status FROM payflow.statuses s WHERE s.entity = 'order' AND s.open);
+    IF pg_catalog.to_regprocedure('payflow.events_horizon()') IS NOT NULL THEN
+        EXECUTE 'SELECT payflow.events_horizon()::timestamptz' INTO horizon;
+    END IF;
+
+    -- An order is paid iff exactly one succeeded attempt is applied to it
+    -- (not refund_needed); that attempt's amount and currency are the
+    -- order's (its amount is the order's paid_amount, and its total unless
+    -- an operator accepted another amount in review), its paid_at is the
+    -- order's, and the order.paid event names it and its channel
+    -- transaction.
+    RETURN QUERY
+    SELECT 'order_payment'::text, o.id, a.payment_id, NULL::bigint, d.detail
+    FROM payflow.orders o
+    LEFT JOIN (SELECT p.order_id, pg_catalog.count(*) AS applied, pg_catalog.min(p.id) AS payment_id
+               FROM payflow.payments p
+               WHERE p.status = 'succeeded' AND NOT p.refund_needed
+               GROUP BY p.order_id) a ON a.order_id = o.id
+    LEFT JOIN payflow.payments p ON p.id = a.payment_id AND a.applied = 1
+    -- (one order.paid event per paid order: the events check counts them)
+    LEFT JOIN (SELECT e.order_id, e.payment_id, e.payload ->> 'channel_txn_id' AS channel_txn_id
+               FROM payflow.events e WHERE e.type = 'order.paid' OFFSET 0) pe ON pe.order_id = p.order_id
+    CROSS JOIN LATERAL (SELECT pg_catalog.concat_ws(' ',
+        CASE WHEN o.status = ANY (paid_statuses) AND coalesce(a.applied, 0) <> 1 THEN
+            pg_catalog.format('Order %s is %s, but %s succeeded attempts are applied to it (succeeded, not refund_needed); a paid order has exactly one.',
+                              o.order_no, o.status, coalesce(a.applied, 0)) END,
+        CASE WHEN o.status <> ALL (paid_statuses) AND a.applied > 0 THEN
+            pg_catalog.format('Order %s is %s, but %s succeeded attempts are applied to it (not refund_needed); money taken for an unpaid order is refunded.',
+                              o.order_no, o.status, a.applied) END,
+        CASE WHEN o.status <> ALL (paid_statuses)
+                  AND (o.paid_amount <> 0 OR o.refunded_amount <> 0 OR o.paid_at IS NOT NULL) THEN
+            pg_catalog.format('Order %s is %s, yet records paid_amount %s, refunded_amount %s and paid_at %s.',
+                              o.order_no, o.status, o.paid_amount, o.refunded_amount,
+                              coalesce(o.paid_at::text, 'NULL')) END,
+        -- (an operator may accept another amount, confirmed_via 'review',
+        -- recorded in payflow.review_audit: the order is paid what was taken)
+        CASE WHEN (p.amount <> o.total_amount AND p.confirmed_via IS DISTINCT FROM 'review')
+                  OR p.amount <> o.paid_amount OR p.currency <> o.currency THEN
+            pg_catalog.format('Attempt %s took %s %s; order %s totals %s %s and records paid_amount %s.',
+                              p.payment_no, p.amount, p.currency, o.order_no, o.total_amount,
+                              o.currency, o.paid_amount) END,
+        CASE WHEN p.id IS NOT NULL AND o.paid_at IS DISTINCT FROM p.paid_at THEN
+            pg_catalog.format('Order %s records paid_at %s; its attempt %s was paid at %s.',
+                              o.order_no, coalesce(o.paid_at::text, 'NULL'), p.payment_no,
+                              coalesce(p.paid_at::text, 'NULL')) END,
+        CASE WHEN p.id IS NOT NULL AND p.channel_txn_id IS NULL THEN
+            pg_catalog.format('Attempt %s paid order %s with no channel transaction id.',
+                              p.payment_no, o.order_no) END,
+        CASE WHEN p.id IS NOT NULL AND o.created_at >= horizon
+                  AND (pe.order_id IS NULL OR pe.payment_id IS DISTINCT FROM p.id
+                       OR pe.channel_txn_id IS DISTINCT FROM p.channel_txn_id) THEN
+            pg_catalog.format('The order.paid event of order %s names attempt id %s and channel transaction %s; it was paid by attempt %s (id %s), transaction %s.',
+                              o.order_no, coalesce(pe.payment_id::text, 'none'),
+                              coalesce(pe.channel_txn_id, 'none'), p.payment_no, p.id,
+                              coalesce(p.channel_txn_id, 'none')) END) AS detail) d
+    WHERE d.detail <> '';
+
+    -- Every other succeeded attempt of an order (a duplicate or a late
+    -- success) is flagged refund_needed and carries a refund; only money
+    -- taken is flagged.
+    RETURN QUERY
+    SELECT 'surplus_payment'::text, p.order_id, p.id, NULL::bigint,
+           CASE WHEN p.status <> 'succeeded' THEN
+               pg_catalog.format('Attempt %s is %s, yet flagged refund_needed: only money taken is refunded.',
+                                 p.payment_no, p.status)
+           ELSE pg_catalog.format('Attempt %s took money its order did not take (refund_needed), and has no refund.',
+                                  p.payment_no) END
+    FROM payflow.payments p
+    WHERE p.refund_needed
+      AND (p.status <> 'succeeded'
+           OR NOT EXISTS (SELECT 1 FROM payflow.refunds r WHERE r.payment_id = p.id));
+
+    -- No attempt's refunds succeeded, or succeeded and in progress, sum past
+    -- its amount; refunds are of succeeded attempts, in the attempt's
+    -- currency and of its order.
+    RETURN QUERY
+    SELECT 'refund_amount'::text, p.order_id, p.id, NULL::bigint, d.detail
+    FROM (SELECT p.id,
+                 pg_catalog.sum(r.amount) FILTER (WHERE r.status = 'succeeded') AS refunded,
+                 pg_catalog.sum(r.amount) FILTER (WHERE r.status = 'succeeded'
+                                                   OR r.status = ANY (open_refund_statuses)) AS committed,
+                 pg_catalog.count(*) FILTER (WHERE r.currency <> p.currency OR r.order_id <> p.order_id) AS strays
+          FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id
+          GROUP BY p.id) s
+    JOIN payflow.payments p ON p.id = s.id
+    CROSS JOIN LATERAL (SELECT pg_catalog.concat_ws(' ',
+        CASE WHEN p.status <> 'succeeded' THEN
+            pg_catalog.format('Attempt %s is %s: it took no money, yet has refunds.', p.payment_no, p.status) END,
+        CASE WHEN s.refunded > p.amount THEN
+            pg_catalog.format('Attempt %s took %s, but %s of it was refunded.', p.payment_no, p.amount, s.refunded) END,
+        CASE WHEN s.committed > p.amount AND s.refunded <= p.amount IS NOT FALSE THEN
+            pg_catalog.format('Attempt %s took %s, but its refunds succeeded and in progress come to %s.',
+                              p.payment_no, p.amount, s.committed) END,
+        CASE WHEN s.strays > 0 THEN
+            pg_catalog.format('%s refunds of attempt %s are in another currency or of another order.',
+                              s.strays, p.payment_no) END) AS detail) d
+    WHERE d.detail <> '';
+
+    -- An order's refunded_amount is the sum of the succeeded refunds of the
+    -- attempt that paid it (refunds of surplus attempts leave the order
+    -- alone), and a paid order's status follows it.
+    RETURN QUERY
+    SELECT 'refunded_amount'::text, o.id, NULL::bigint, NULL::bigint,
+           pg_catalog.format('Order %s is %s with paid_amount %s and refunded_amount %s; the succeeded refunds of its paying attempt sum to %s.',
+                             o.order_no, o.status, o.paid_amount, o.refunded_amount, coalesce(s.refunded, 0))
+    FROM payflow.orders o
+    LEFT JOIN (SELECT r.order_id, pg_catalog.sum(r.amount) AS refunded
+               FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id
+               WHERE r.status = 'succeeded' AND NOT p.refund_needed
+               GROUP BY r.order_id) s ON s.order_id = o.id
+    WHERE o.refunded_amount <> coalesce(s.refunded, 0)
+       OR (o.status = ANY (paid_statuses)
+           AND o.status <> CASE WHEN o.refunded_amount = 0 THEN 'paid'
+                                WHEN o.refunded_amount >= o.paid_amount THEN 'refunded'
+                                ELSE 'partially_refunded' END);
+
+    -- Every open attempt (not in review) and every open refund has a
+    -- pending check; a final one has none, but for the closing check of an
+    -- attempt to be closed at the channel (one the application reported
+    -- failed, until the channel has confirmed or closed it).
+    RETURN QUERY
+    SELECT 'open_work'::text, p.order_id, p.id, NULL::bigint,
+           CASE WHEN c.id IS NULL THEN
+               pg_catalog.format('Attempt %s is %s, but has no pending check: nobody would ask the channel about it.',
+                                 p.payment_no, p.status)
+           ELSE pg_catalog.format('Attempt %s is %s, yet has a pending check (due %s): only open attempts not in review, and final ones still to be closed at the channel, have one.',
+                                  p.payment_no, p.status, c.due_at) END
+    FROM payflow.payments p
+    JOIN payflow.statuses s ON s.entity = 'payment' AND s.status = p.status
+    LEFT JOIN payflow.pending_checks c ON c.payment_id = p.id
+    WHERE CASE WHEN s.open AND NOT s.in_review THEN c.id IS NULL
+               WHEN s.must_close AND NOT s.open THEN false
+               ELSE c.id IS NOT NULL END;
+    RETURN QUERY
+    SELECT 'open_work'::text, r.order_id, r.payment_id, r.id,
+           CASE WHEN c.id IS NULL THEN
+               pg_catalog.format('Refund %s is %s, but has no pending check: nobody would execute or ask about it.',
+                                 r.refund_no, r.status)
+           ELSE pg_catalog.format('Refund %s is %s, yet has a pending check (due %s).',
+                                  r.refund_no, r.status, c.due_at) END
+    FROM payflow.refunds r
+    JOIN payflow.statuses s ON s.entity = 'refund' AND s.status = r.status
+    LEFT JOIN payflow.pending_checks c ON c.refund_id = r.id
+    WHERE s.open = (c.id IS NULL);
+
+    -- Every status of every order, attempt and refund was reached through
+    -- moves of payflow.transitions, each recorded by exactly one event of
+    -- the type payflow.transition_events gives it: read in order, an
+    -- object's events go from start to its status, one legal move (or
+    -- allowed non-move) at a time.  One statement per kind of object, the
+    -- same text for the three: its events are projected to (object, event,
+    -- type, status) before they are sorted, and its history, grouped in
+    -- object order, meets the objects.
+    FOR entity, object_table, id_column, name_column, ids IN
+        VALUES ('order', 'orders', 'order_id', 'order_no', 'x.id, NULL::bigint, NULL::bigint'),
+               ('payment', 'payments', 'payment_id', 'payment_no', 'x.order_id, x.id, NULL::bigint'),
+               ('refund', 'refunds', 'refund_id', 'refund_no', 'x.order_id, x.payment_id, x.id')
+    LOOP
+        RETURN QUERY EXECUTE pg_catalog.format($history$
+            SELECT 'events'::text, %1$s,
+                   pg_catalog.concat_ws(' ',
+                       CASE WHEN j.events IS NULL THEN
+                           pg_catalog.format('The %%s %%s is %%s, but has no event.', $1, x.%2$I, x.status) END,
+                       CASE WHEN j.first_bad IS NOT NULL THEN
+                           pg_catalog.format('The history of %%s %%s has %%s, which is no move of payflow.transitions recorded by that event type (payflow.transition_events), or a second event of one move.',
+                                             $1, x.%2$I, j.first_bad) END,
+                       CASE WHEN j.events IS NOT NULL AND j.last_status IS DISTINCT FROM x.status THEN
+                           pg_catalog.format('The %%s %%s is %%s, but its last event shows %%s: it reached its status without the event of that move.',
+                                             $1, x.%2$I, x.status, coalesce(j.last_status, 'no status')) END)
+            FROM payflow.%3$I x
+            LEFT JOIN (
+                SELECT m.object_id, pg_catalog.count(*) AS events,
+                       pg_catalog.max(m.to_status) FILTER (WHERE m.is_last) AS last_status,
+                       -- rows come in event order: the first element is the first bad event
+                       (pg_catalog.array_agg(pg_catalog.format('event %%s (%%s: %%s -> %%s)', m.event_id, m.type,
+                                                               coalesce(m.from_status, 'no status'),
+                                                               coalesce(m.to_status, 'no status')))
+                            FILTER (WHERE NOT m.legal))[1] AS first_bad
+                FROM (SELECT h.object_id, h.event_id, h.type, h.to_status, h.from_status, h.is_last,
+                             ((h.from_status, h.to_status, h.type) IN
+                                  (SELECT te.from_status, te.to_status, te.event_type
+                                   FROM payflow.transition_events te WHERE te.entity = $1)) IS TRUE AS legal
+                      FROM (SELECT h.*, pg_catalog.lag(h.to_status, 1, 'start') OVER w AS from_status,
+                                   pg_catalog.lead(h.event_id) OVER w IS NULL AS is_last
+                            FROM (SELECT e.%4$I AS object_id, e.id AS event_id, e.type,
+                                         e.payload ->> %5$L AS to_status
+                                  FROM payflow.events e
+                                  WHERE e.%4$I IS NOT NULL
+                                    AND e.type IN (SELECT te.event_type FROM payflow.transition_events te
+                                                   WHERE te.entity = $1)
+                                  OFFSET 0) h
+                            WINDOW w AS (PARTITION BY h.object_id ORDER BY h.event_id)) h) m
+                GROUP BY m.object_id) j ON j.object_id = x.id
+            WHERE x.created_at >= $2
+              AND (j.events IS NULL OR j.first_bad IS NOT NULL OR j.last_status IS DISTINCT FROM x.status)
+            $history$, ids, name_column, object_table, id_column, entity || '_status')
+        USING entity, horizon;
+    END LOOP;
+
+    -- Stock reserved by orders awaiting payment or paid is what their
+    -- reserved lines hold; cancelled and expired orders gave theirs back.
+    RETURN QUERY
+    SELECT 'stock'::text, NULL::bigint, NULL::bigint, NULL::bigint,
+           pg_catalog.format('SKU %s has %s units reserved in payflow.stock, but the reserved lines of orders awaiting payment or paid hold %s (those of cancelled and expired orders, given back, %s).',
+                             s.sku, s.reserved, coalesce(h.held, 0), coalesce(h.given_back, 0))
+    FROM payflow.stock s
+    LEFT JOIN (SELECT l.sku,
+                      pg_catalog.sum(l.quantity) FILTER (WHERE o.status = ANY (holding_statuses)) AS held,
+                      pg_catalog.sum(l.quantity) FILTER (WHERE o.status <> ALL (holding_statuses)) AS given_back
+               FROM payflow.order_lines l JOIN payflow.orders o ON o.id = l.order_id
+               WHERE l.reserved
+               GROUP BY l.sku) h ON h.sku = s.sku
+    WHERE s.reserved <> coalesce(h.held, 0);
+
+    -- Payment and refund numbers are what the channels know the money by:
+    -- unique across both, and bound to what they number (an attempt's is
+    -- its order's number and attempt, a refund's its attempt's number and
+    -- -R<n>), so that no number is ever given to another payment or refund.
+    RETURN QUERY
+    SELECT 'identifiers'::text, r.order_id, r.payment_id, r.id,
+           pg_catalog.format('Refund %s has the number of attempt %s of order id %s.', r.refund_no, p.payment_no, p.order_id)
+    FROM payflow.refunds r JOIN payflow.payments p ON p.payment_no = r.refund_no
+    UNION ALL
+    SELECT 'identifiers', p.order_id, p.id, NULL,
+           pg_catalog.format('Attempt %s of order %s is numbered %s; its number is %s-%s.',
+                             p.attempt, o.order_no, p.payment_no, o.order_no, p.attempt)
+    FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id
+    WHERE p.payment_no <> o.order_no || '-' || p.attempt
+    UNION ALL
+    SELECT 'identifiers', r.order_id, r.payment_id, r.id,
+           pg_catalog.format('Refund %s of attempt %s is not numbered %s-R<n>.', r.refund_no, p.payment_no, p.payment_no)
+    FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id
+    WHERE pg_catalog.left(r.refund_no, pg_catalog.length(p.payment_no) + 2) <> p.payment_no || '-R'
+       OR pg_catalog.substr(r.refund_no, pg_catalog.length(p.payment_no) + 3) !~ '^[1-9][0-9]*$';
+END
+$verify$;
+
+REVOKE ALL ON payflow.transition_events FROM PUBLIC;
+GRANT SELECT ON payflow.transition_events TO payflow_app;
+REVOKE ALL ON FUNCTION payflow.verify() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION payflow.verify() TO payflow_admin;
+
+-- (part 10 ends here)

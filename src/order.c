@@ -132,8 +132,14 @@ static PreparedQuery lock_stock = {
 	.argtypes = {TEXTARRAYOID, INT4ARRAYOID},
 };
 
+/*
+ * Reserving moves units from available to reserved in one statement, and
+ * compensation (release_order_stock) moves them back the same way: the
+ * count payflow.verify() checks against the lines costs no statement.
+ */
 static PreparedQuery reserve_stock = {
-	.sql = "UPDATE payflow.stock s SET available = s.available - q.quantity, updated_at = now()"
+	.sql = "UPDATE payflow.stock s SET available = s.available - q.quantity,"
+	"       reserved = s.reserved + q.quantity, updated_at = now()"
 	" FROM unnest($1::text[], $2::int4[]) AS q(sku, quantity) WHERE s.sku = q.sku",
 	.nargs = 2,
 	.argtypes = {TEXTARRAYOID, INT4ARRAYOID},
@@ -190,7 +196,8 @@ static PreparedQuery lock_order_stock = {
 };
 
 static PreparedQuery release_order_stock = {
-	.sql = "UPDATE payflow.stock s SET available = s.available + l.quantity, updated_at = now()"
+	.sql = "UPDATE payflow.stock s SET available = s.available + l.quantity,"
+	"       reserved = s.reserved - l.quantity, updated_at = now()"
 	" FROM payflow.order_lines l WHERE l.order_id = $1 AND l.reserved AND l.sku = s.sku",
 	.nargs = 1,
 	.argtypes = {INT8OID},

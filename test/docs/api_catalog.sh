@@ -59,7 +59,8 @@ for call, name, args, returns in headings:
     if call:
         check(kind == 'p', f'{name}: a procedure, called with CALL')
     else:
-        want_ret = sql(f"SELECT '{returns}'::regtype::text") if returns else ''
+        # RETURNS SETOF x: the catalog's result type is x (proretset says the set)
+        want_ret = sql(f"SELECT '{returns.removeprefix('SETOF ')}'::regtype::text") if returns else ''
         check(kind == 'f' and rettype == want_ret, f'{name}: returns {returns}', f'catalog returns {rettype}')
 
 undocumented = sql("""SELECT string_agg(proname, ', ' ORDER BY proname) FROM pg_proc
@@ -85,7 +86,7 @@ rows = sql("""SELECT p.proname, p.prosecdef,
                 AND p.prorettype <> 'trigger'::regtype ORDER BY 1""")
 for line in rows.splitlines():
     name, secdef, pinned, app = line.split('\t')
-    owner_rights = app == 't' or name == 'set_channel' or name.startswith('review_')
+    owner_rights = app == 't' or name in ('set_channel', 'verify') or name.startswith('review_')
     if name in ('cart_put', 'create_order_from_cart'):
         check(secdef == 't' and pinned == 'f', f'{name}: SECURITY DEFINER, its hot statements path-free, as the intro says')
     elif owner_rights:
@@ -98,9 +99,9 @@ def privileges(role, priv):
     return sql(f"""SELECT coalesce(string_agg(c.relname, ',' ORDER BY c.relname), '') FROM pg_class c
                    WHERE c.relnamespace = 'payflow'::regnamespace AND c.relkind IN ('r', 'v', 'p')
                      AND has_table_privilege('{role}', c.oid, '{priv}')""")
-app_reads = 'cart_items,events,order_lines,orders,payments,refunds,statuses,stock,transitions'
+app_reads = 'cart_items,events,order_lines,orders,payments,refunds,statuses,stock,transition_events,transitions'
 admin_reads = ('cart_items,channel_audit,channels,events,health,notifications,order_lines,orders,'
-               'payments,pending_checks,refunds,review_audit,review_queue,stats,statuses,stock,transitions')
+               'payments,pending_checks,refunds,review_audit,review_queue,stats,statuses,stock,transition_events,transitions')
 check(privileges('payflow_app', 'SELECT') == app_reads, 'payflow_app reads what the Roles section lists',
       privileges('payflow_app', 'SELECT'))
 for priv in ('INSERT', 'UPDATE', 'DELETE'):

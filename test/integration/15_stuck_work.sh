@@ -27,6 +27,16 @@ reload() { sql "SELECT pg_reload_conf()" >/dev/null; sleep 0.3; }
 loops() { sql "SELECT worker_loops FROM payflow.health"; }
 check_of() { sql "SELECT c.$2 FROM payflow.pending_checks c JOIN payflow.payments p ON p.id = c.payment_id
                   WHERE p.payment_no = '$1'"; }
+# review PAYMENT_NO STATUS: a person reviewing the attempt moves it, with the
+# event of that move as payflow writes it (payflow.verify() reads history).
+review() {
+    sql "WITH p AS (UPDATE payflow.payments SET status = '$2' WHERE payment_no = '$1' RETURNING *)
+         INSERT INTO payflow.events (type, order_id, payment_id, payload)
+         SELECT 'payment.$2', o.id, p.id,
+                jsonb_build_object('order_no', o.order_no, 'order_status', o.status,
+                                   'payment_no', p.payment_no, 'payment_status', p.status, 'note', 'review')
+         FROM p JOIN payflow.orders o ON o.id = p.order_id" >/dev/null
+}
 short_order() { # CUSTOMER AMOUNT: an order that expires in 2 s; prints its id
     sql "SELECT payflow.cart_put('$1', 'IT-STUCK', 1, $2)" >/dev/null
     psql -X -q -At -c "SET payflow.order_ttl = '2s'" -c "SELECT id FROM payflow.create_order_from_cart('$1')"
@@ -58,7 +68,7 @@ tap_ok $? "once the channel answers, the attempt is closed and the order expires
 # 2. An attempt in review keeps its order from expiring.
 order_id=$(short_order "it-stuck2-$$" 800)
 payment_no=$(sql "SELECT payment_no FROM payflow.begin_payment($order_id, 'it_stuck')")
-sql "UPDATE payflow.payments SET status = 'unknown' WHERE payment_no = '$payment_no'" >/dev/null
+review "$payment_no" unknown
 sql "DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments
      WHERE payment_no = '$payment_no')" >/dev/null
 before=$(loops)
@@ -66,7 +76,7 @@ sleep 4
 tap_is "$(sql "SELECT status FROM payflow.orders WHERE id = $order_id")" "awaiting_payment" \
     "an order whose attempt is in review is not expired"
 tap_is "$(( $(loops) - before < 20 ))" "1" "and does not keep the worker awake ($(( $(loops) - before )) loops in 4 s)"
-sql "UPDATE payflow.payments SET status = 'closed' WHERE payment_no = '$payment_no'" >/dev/null
+review "$payment_no" closed
 took=$(wait_for 15 "SELECT status = 'expired' FROM payflow.orders WHERE id = $order_id")
 tap_ok $? "once the review closes the attempt, the order expires (after ${took}s)"
 

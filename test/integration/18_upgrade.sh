@@ -13,7 +13,7 @@
 # triggers, functions and grants (any difference is printed).  Leaves
 # payflow 1.1 installed.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 14
+tap_plan 15
 it_start_channel
 sql "CREATE EXTENSION IF NOT EXISTS pgtap" >/dev/null
 
@@ -26,78 +26,124 @@ secret=$(cat "$IT_TMP/keys/http_json_secret.txt")
 # --- 1.0, filled as 1.0's API left it (this library refuses to serve 1.0) ---
 tap_is "$(sqlstate "SELECT payflow.cart_put('it-upg-x', 'IT-SKU', 1, 100)")" "PF050" \
     "on a 1.0 database the 1.1 library refuses API calls with PF050 (run ALTER EXTENSION payflow UPDATE)"
-# order CUSTOMER AMOUNT: an awaiting order and its order.created event; prints its id.
-order() {
-    sql "WITH o AS (INSERT INTO payflow.orders (order_no, customer_id, status, currency, total_amount, expires_at)
-                    VALUES ('PFU-' || '$1', '$1', 'awaiting_payment', 'CNY', $2, now() + interval '30 minutes')
-                    RETURNING id)
-         INSERT INTO payflow.events (type, order_id, payload)
-         SELECT 'order.created', id, '{}' FROM o RETURNING order_id"
+# event TYPE ORDER [PAYMENT_NO [REFUND_NO]]: the event 1.0's API wrote for a
+# move just made, its payload the rows as they are now (src/events.c), so
+# that the updated books hold (payflow.verify() at the end of the test).
+event() {
+    sql "INSERT INTO payflow.events (type, order_id, payment_id, refund_id, payload)
+         SELECT '$1', o.id, p.id, r.id, jsonb_strip_nulls(jsonb_build_object(
+             'order_no', o.order_no, 'order_status', o.status, 'customer_id', o.customer_id,
+             'currency', o.currency, 'total_amount', o.total_amount, 'paid_amount', o.paid_amount,
+             'refunded_amount', o.refunded_amount, 'payment_no', p.payment_no, 'payment_status', p.status,
+             'channel', p.channel, 'amount', p.amount, 'channel_txn_id', p.channel_txn_id,
+             'refund_needed', p.refund_needed, 'refund_no', r.refund_no, 'refund_amount', r.amount,
+             'refund_status', r.status, 'refund_reason', r.reason))
+         FROM payflow.orders o
+         LEFT JOIN payflow.payments p ON p.payment_no = '${3:-}'
+         LEFT JOIN payflow.refunds r ON r.refund_no = '${4:-}'
+         WHERE o.id = $2" >/dev/null
 }
-# attempt ORDER NO AMOUNT: a pending attempt, its event and its due check.
+# order CUSTOMER AMOUNT: an awaiting order (number PFU-CUSTOMER) and its
+# order.created event; prints its id.
+order() {
+    local id
+    id=$(sql "INSERT INTO payflow.orders (order_no, customer_id, status, currency, total_amount, expires_at)
+              VALUES ('PFU-' || '$1', '$1', 'awaiting_payment', 'CNY', $2, now() + interval '30 minutes')
+              RETURNING id")
+    event order.created "$id"
+    echo "$id"
+}
+# attempt ORDER NO AMOUNT: a pending attempt numbered NO (its order's number
+# and attempt, as 1.0 numbered them), its event and its due check.
 attempt() {
     sql "WITH p AS (INSERT INTO payflow.payments (payment_no, order_id, attempt, channel, amount, currency, status)
                     VALUES ('$2', $1, (SELECT count(*) + 1 FROM payflow.payments WHERE order_id = $1),
-                            'it_upg', $3, 'CNY', 'pending') RETURNING id, order_id),
-              e AS (INSERT INTO payflow.events (type, order_id, payment_id, payload)
-                    SELECT 'payment.started', order_id, id, '{}' FROM p)
+                            'it_upg', $3, 'CNY', 'pending') RETURNING id, order_id)
          INSERT INTO payflow.pending_checks (payment_id, due_at) SELECT id, now() FROM p" >/dev/null
+    event payment.started "$1" "$2"
+}
+# move ORDER NO STATUS TYPE [SQL]: the attempt moves to STATUS (with SQL's
+# other changes, run first), and its event.
+move() {
+    sql "${5:-SELECT 1}; UPDATE payflow.payments SET status = '$3' WHERE payment_no = '$2'" >/dev/null
+    event "$4" "$1" "$2"
 }
 sql "INSERT INTO payflow.channels (name, driver, base_url) VALUES ('it_upg', 'http_json', '$IT_CHANNEL_URL/http_json');
      INSERT INTO payflow.channel_secrets (channel, secrets) VALUES ('it_upg', jsonb_build_object('hmac_secret', '$secret'))" >/dev/null
 
 # Paid, with a refund processing whose check is leased.
 paid_order=$(order "it-upg-paid-$$" 1000)
-attempt "$paid_order" "PFU-$$-paid" 1000
-sql "UPDATE payflow.payments SET status = 'succeeded', channel_txn_id = 'txn-upg', paid_at = now(),
-            resolved_at = now(), confirmed_via = 'api' WHERE payment_no = 'PFU-$$-paid';
-     DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = 'PFU-$$-paid');
-     UPDATE payflow.orders SET status = 'paid', paid_amount = 1000, paid_at = now() WHERE id = $paid_order;
-     WITH r AS (INSERT INTO payflow.refunds (refund_no, payment_id, order_id, amount, currency, reason, status)
-                SELECT 'PFU-$$-paid-R1', id, order_id, 400, 'CNY', 'merchant', 'requested'
-                FROM payflow.payments WHERE payment_no = 'PFU-$$-paid' RETURNING id)
-     INSERT INTO payflow.pending_checks (refund_id, due_at, lease_until) SELECT id, now(), now() + interval '1 hour' FROM r;
-     UPDATE payflow.refunds SET status = 'processing', channel_refund_id = 'rf-upg' WHERE refund_no = 'PFU-$$-paid-R1'" >/dev/null
+paid_no="PFU-it-upg-paid-$$-1"
+attempt "$paid_order" "$paid_no" 1000
+move "$paid_order" "$paid_no" succeeded payment.succeeded \
+    "UPDATE payflow.payments SET channel_txn_id = 'txn-upg', paid_at = now(), resolved_at = now(),
+            confirmed_via = 'api' WHERE payment_no = '$paid_no';
+     DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = '$paid_no')"
+sql "UPDATE payflow.orders SET status = 'paid', paid_amount = 1000, paid_at = (SELECT paid_at FROM payflow.payments
+            WHERE payment_no = '$paid_no') WHERE id = $paid_order" >/dev/null
+event order.paid "$paid_order" "$paid_no"
+sql "WITH r AS (INSERT INTO payflow.refunds (refund_no, payment_id, order_id, amount, currency, reason, status)
+                SELECT '$paid_no-R1', id, order_id, 400, 'CNY', 'merchant', 'requested'
+                FROM payflow.payments WHERE payment_no = '$paid_no' RETURNING id)
+     INSERT INTO payflow.pending_checks (refund_id, due_at, lease_until) SELECT id, now(), now() + interval '1 hour' FROM r" >/dev/null
+event refund.requested "$paid_order" "$paid_no" "$paid_no-R1"
+sql "UPDATE payflow.refunds SET status = 'processing', channel_refund_id = 'rf-upg' WHERE refund_no = '$paid_no-R1'" >/dev/null
+event refund.processing "$paid_order" "$paid_no" "$paid_no-R1"
 
 # A superseded first attempt and a pending second one, which the channel
 # took (its callback was lost): the worker must find it after the update.
 sup_order=$(order "it-upg-sup-$$" 2000)
-attempt "$sup_order" "PFU-$$-sup-1" 2000
-sql "UPDATE payflow.payments SET status = 'superseded' WHERE payment_no = 'PFU-$$-sup-1'" >/dev/null
-attempt "$sup_order" "PFU-$$-sup-2" 2000
-second_no="PFU-$$-sup-2"
-channel_payment "PFU-$$-sup-1" 2000
+attempt "$sup_order" "PFU-it-upg-sup-$$-1" 2000
+move "$sup_order" "PFU-it-upg-sup-$$-1" superseded payment.superseded
+attempt "$sup_order" "PFU-it-upg-sup-$$-2" 2000
+second_no="PFU-it-upg-sup-$$-2"
+channel_payment "PFU-it-upg-sup-$$-1" 2000
 channel_payment "$second_no" 2000
 channel_pays "$second_no" >/dev/null
 
 # In review (unknown), with no check.
 unknown_order=$(order "it-upg-unknown-$$" 3000)
-attempt "$unknown_order" "PFU-$$-unknown" 3000
-sql "UPDATE payflow.payments SET status = 'unknown' WHERE payment_no = 'PFU-$$-unknown';
-     DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = 'PFU-$$-unknown')" >/dev/null
+attempt "$unknown_order" "PFU-it-upg-unknown-$$-1" 3000
+move "$unknown_order" "PFU-it-upg-unknown-$$-1" unknown payment.unknown \
+    "DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments
+                                                            WHERE payment_no = 'PFU-it-upg-unknown-$$-1')"
 
-# Expired, with an attempt that failed and then succeeded late (refund_needed).
+# Expired, with an attempt that failed and then succeeded late (refund_needed):
+# its refund is requested.
 exp_order=$(order "it-upg-exp-$$" 500)
-attempt "$exp_order" "PFU-$$-late" 500
-sql "UPDATE payflow.payments SET status = 'failed' WHERE payment_no = 'PFU-$$-late';
-     UPDATE payflow.orders SET status = 'expired', closed_at = now(), close_reason = 'expired' WHERE id = $exp_order;
-     UPDATE payflow.payments SET status = 'succeeded', refund_needed = true, channel_txn_id = 'txn-late',
-            paid_at = now(), resolved_at = now() WHERE payment_no = 'PFU-$$-late';
-     DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = 'PFU-$$-late')" >/dev/null
+late_no="PFU-it-upg-exp-$$-1"
+attempt "$exp_order" "$late_no" 500
+move "$exp_order" "$late_no" failed payment.failed \
+    "DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = '$late_no')"
+sql "UPDATE payflow.orders SET status = 'expired', closed_at = now(), close_reason = 'expired' WHERE id = $exp_order" >/dev/null
+event order.expired "$exp_order"
+move "$exp_order" "$late_no" succeeded payment.succeeded \
+    "UPDATE payflow.payments SET refund_needed = true, channel_txn_id = 'txn-late', paid_at = now(),
+            resolved_at = now() WHERE payment_no = '$late_no'"
+sql "WITH r AS (INSERT INTO payflow.refunds (refund_no, payment_id, order_id, amount, currency, reason, status)
+                SELECT '$late_no-R1', id, order_id, 500, 'CNY', 'late_payment', 'requested'
+                FROM payflow.payments WHERE payment_no = '$late_no' RETURNING id)
+     INSERT INTO payflow.pending_checks (refund_id, due_at) SELECT id, now() + interval '1 hour' FROM r" >/dev/null
+event refund.requested "$exp_order" "$late_no" "$late_no-R1"
 failed_order=$(order "it-upg-failed-$$" 600)
-attempt "$failed_order" "PFU-$$-failed" 600
-sql "UPDATE payflow.payments SET status = 'failed' WHERE payment_no = 'PFU-$$-failed';
-     DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = 'PFU-$$-failed')" >/dev/null
-order "it-upg-await-$$" 800 >/dev/null
+attempt "$failed_order" "PFU-it-upg-failed-$$-1" 600
+move "$failed_order" "PFU-it-upg-failed-$$-1" failed payment.failed \
+    "DELETE FROM payflow.pending_checks WHERE payment_id = (SELECT id FROM payflow.payments
+                                                            WHERE payment_no = 'PFU-it-upg-failed-$$-1')"
+await_order=$(order "it-upg-await-$$" 800)
+# Stock reserved by the awaiting order's line; the expired order's was given back.
+sql "INSERT INTO payflow.stock (sku, available) VALUES ('UPG-MUG-$$', 7);
+     INSERT INTO payflow.order_lines (order_id, sku, quantity, unit_price, reserved)
+     VALUES ($await_order, 'UPG-MUG-$$', 4, 200, true), ($exp_order, 'UPG-MUG-$$', 2, 250, true)" >/dev/null
 
 tap_is "$(sql "SELECT string_agg(DISTINCT status, ',' ORDER BY status) FROM payflow.payments")" \
     "failed,pending,succeeded,superseded,unknown" "1.0 holds attempts in every state"
 tap_is "$(sql "SELECT (SELECT string_agg(DISTINCT status, ',' ORDER BY status) FROM payflow.orders) || ' / ' ||
-                      (SELECT string_agg(status, ',') FROM payflow.refunds) || ' / ' ||
+                      (SELECT string_agg(status, ',' ORDER BY status) FROM payflow.refunds) || ' / ' ||
                       (SELECT count(*) FILTER (WHERE lease_until > now()) || ' leased, ' ||
                               count(*) FILTER (WHERE lease_until IS NULL) || ' due' FROM payflow.pending_checks)")" \
-    "awaiting_payment,expired,paid / processing / 1 leased, 2 due" \
-    "orders paid, expired and awaiting; a refund processing; checks leased and due"
+    "awaiting_payment,expired,paid / processing,requested / 1 leased, 3 due" \
+    "orders paid, expired and awaiting; refunds processing and requested; checks leased and due"
 
 # The worker waits for the update and says so.
 sleep 3
@@ -118,6 +164,8 @@ tap_is "$(sql "SELECT o.status || ' ' || count(e.*) FILTER (WHERE e.type = 'orde
 tap_is "$(sql "SELECT count(*) FROM payflow.events WHERE order_id = $exp_order AND type = 'order.created'")" "1" \
     "the 1.0 events are kept"
 tap_is "$(sqlstate "SELECT payflow.cart_put('it-upg-x', 'IT-SKU', 1, 100)")" "ok" "and the API serves it again"
+tap_is "$(sql "SELECT available || ' ' || reserved FROM payflow.stock WHERE sku = 'UPG-MUG-$$'")" "7 4" \
+    "the update counts the stock reserved by the awaiting order's line, not the expired order's (given back)"
 
 # --- the contract tests on the updated database ---------------------------
 if PGOPTIONS="-c client_min_messages=error" pg_prove -q -d "$PGDATABASE" \

@@ -100,3 +100,22 @@ pf_cluster_stop() {
     fi
     return $rc
 }
+
+# pf_verify_books DATABASE: payflow.verify() at the end of a benchmark.
+# Prints "books: ok" with its run time, or every row it reports and a FAIL
+# line; returns 1 then.
+pf_verify_books() {
+    local db=$1 rows start=$(date +%s%N) ms
+    if ! rows=$(psql -X -q -At -F ' | ' -v ON_ERROR_STOP=1 -d "$db" -c "SELECT * FROM payflow.verify()" 2>&1); then
+        echo "$rows"
+        echo "FAIL: payflow.verify() did not run on $db"
+        return 1
+    fi
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    if [ -n "$rows" ]; then
+        echo "$rows"
+        echo "FAIL: payflow.verify() reports $(wc -l <<<"$rows") violations in $db (${ms} ms)"
+        return 1
+    fi
+    echo "books: payflow.verify() reports no violation in $db (${ms} ms)"
+}

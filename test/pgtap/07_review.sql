@@ -11,7 +11,7 @@
 -- "held:"); test/integration/31_review_queue.sh has the reconciler put each
 -- kind in review for real.
 BEGIN;
-SELECT plan(76);
+SELECT plan(77);
 
 SELECT payflow.set_channel('rv', 'http_json', 'http://127.0.0.1:9/pay',
                            '{}', '{"hmac_secret":"tap-secret"}');
@@ -27,20 +27,32 @@ $$;
 CREATE FUNCTION pf_rv.order_of(p_payment_no text) RETURNS bigint
 LANGUAGE sql AS $$ SELECT order_id FROM payflow.payments WHERE payment_no = p_payment_no $$;
 -- What the reconciler does when an attempt's schedule runs out (reconcile.c).
+-- Each move is written with its event, as payflow writes them
+-- (payflow.verify() reads the history at the end).
 CREATE FUNCTION pf_rv.no_answer(p_payment_no text) RETURNS void
 LANGUAGE sql AS $$
-    UPDATE payflow.payments SET status = 'unknown',
-           status_reason = 'no final answer from the channel after 19 checks'
-    WHERE payment_no = p_payment_no;
+    WITH p AS (UPDATE payflow.payments SET status = 'unknown',
+                      status_reason = 'no final answer from the channel after 19 checks'
+               WHERE payment_no = p_payment_no RETURNING *)
+    INSERT INTO payflow.events (type, order_id, payment_id, payload)
+    SELECT 'payment.unknown', p.order_id, p.id,
+           jsonb_build_object('payment_no', p.payment_no, 'payment_status', p.status,
+                              'note', p.status_reason)
+    FROM p;
     DELETE FROM payflow.pending_checks
     WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = p_payment_no);
 $$;
 -- ... and when the channel refuses a refund (refund.c).
 CREATE FUNCTION pf_rv.refund_refused(p_refund_no text) RETURNS void
 LANGUAGE sql AS $$
-    UPDATE payflow.refunds SET status = 'failed', resolved_at = now(),
-           last_error = 'rv refused the refund: HTTP 409 (payment_not_refundable)'
-    WHERE refund_no = p_refund_no;
+    WITH r AS (UPDATE payflow.refunds SET status = 'failed', resolved_at = now(),
+                      last_error = 'rv refused the refund: HTTP 409 (payment_not_refundable)'
+               WHERE refund_no = p_refund_no RETURNING *)
+    INSERT INTO payflow.events (type, order_id, payment_id, refund_id, payload)
+    SELECT 'refund.failed', r.order_id, r.payment_id, r.id,
+           jsonb_build_object('refund_no', r.refund_no, 'refund_status', r.status,
+                              'note', r.last_error)
+    FROM r;
     DELETE FROM payflow.pending_checks
     WHERE refund_id = (SELECT id FROM payflow.refunds WHERE refund_no = p_refund_no);
 $$;
@@ -204,7 +216,7 @@ SELECT is((SELECT status FROM payflow.review_retry_refund(:'rf1', 'balance toppe
 SELECT ok(EXISTS (SELECT 1 FROM payflow.pending_checks c JOIN payflow.refunds r ON r.id = c.refund_id
                   WHERE r.refund_no = :'rf1' AND c.due_at <= now()), 'with a check due now');
 SELECT is((SELECT string_agg(e.type, ',' ORDER BY e.id) FROM payflow.events e JOIN payflow.refunds r ON r.id = e.refund_id
-           WHERE r.refund_no = :'rf1'), 'refund.requested,refund.requested',
+           WHERE r.refund_no = :'rf1'), 'refund.requested,refund.failed,refund.requested',
           'and one refund.requested event for the move');
 SELECT throws_ok(format($$SELECT payflow.review_retry_refund(%L, 'again')$$, :'rf1'),
                  'PF060', NULL, 'a requested refund is not retried (PF060)');
@@ -309,6 +321,10 @@ SELECT lives_ok(format($$SELECT payflow.review_resolve_failed(%L, 'channel shows
 RESET ROLE;
 SELECT is((SELECT current_user_name FROM payflow.review_audit WHERE object_no = :'ad1'), 'payflow_admin',
           'the audit names the role that called, not the owner the function runs as');
+
+-- Every action above went through the state machine with its events: the
+-- books hold.
+SELECT is_empty('SELECT * FROM payflow.verify()', 'payflow.verify() finds nothing after every review action');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -28,9 +28,30 @@ tap_is() {
 tap_diag() { echo "# $*"; }
 tap_bail() { echo "Bail out! $*"; exit 1; }
 
+# The books must hold at the end of every test, whatever it did: one more
+# TAP line, "not ok" with verify()'s rows, when payflow.verify() reports any
+# (nothing is printed when it reports none or payflow is not installed).
+it_verify() {
+    local rows
+    [ "$(sql "SELECT to_regprocedure('payflow.verify()') IS NOT NULL" 2>/dev/null)" = t ] || return 0
+    if ! rows=$(psql -X -q -At -F ' | ' -v ON_ERROR_STOP=1 -c "SELECT * FROM payflow.verify()" 2>&1); then
+        tap_ok 1 "payflow.verify() runs at the end of the test"
+        echo "$rows" | sed 's/^/#   /'
+        return 1
+    fi
+    [ -z "$rows" ] && return 0
+    tap_ok 1 "payflow.verify() finds the books in order at the end of the test"
+    echo "$rows" | sed 's/^/#   /'
+    return 1
+}
+
+# Every EXIT trap of a test ends here.
 it_cleanup() {
+    local verified=0
+    it_verify || verified=1
     [ -n "$IT_SERVER_PID" ] && kill "$IT_SERVER_PID" 2>/dev/null && wait "$IT_SERVER_PID" 2>/dev/null
     rm -rf "$IT_TMP"
+    [ "$verified" = 0 ] || exit 1
 }
 trap it_cleanup EXIT
 
