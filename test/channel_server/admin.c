@@ -281,7 +281,8 @@ admin_settle(const http_request *req, http_reply *rep, admin_outcome outcome)
 			   *currency = NULL;
 	int64_t		amount = 0,
 				late_ms = LATE_CALLBACK_DEFAULT_MS;
-	bool		has_amount;
+	bool		has_amount,
+				if_pending = false;
 	payment    *p;
 	notification n;
 	strbuf		body;
@@ -297,6 +298,7 @@ admin_settle(const http_request *req, http_reply *rep, admin_outcome outcome)
 	}
 	has_amount = json_get_int64(req->body, req->body_len, "amount", &amount);
 	json_get_int64(req->body, req->body_len, "late_ms", &late_ms);
+	json_get_bool(req->body, req->body_len, "if_pending", &if_pending);
 	json_get_string(req->body, req->body_len, "reason", &reason);
 	json_get_string(req->body, req->body_len, "currency", &currency);
 	if (!json_get_string(req->body, req->body_len, "callback", &mode))
@@ -329,6 +331,16 @@ admin_settle(const http_request *req, http_reply *rep, admin_outcome outcome)
 	{
 		store_unlock();
 		admin_error(rep, 409, "payment_no belongs to another channel");
+		goto done;
+	}
+	if (if_pending && p->state != PAYMENT_PENDING)
+	{
+		/* a real payer cannot pay (or fail) an order the channel closed */
+		strbuf_puts(&body, "{\"error\":\"the payment is not pending\",\"payment\":");
+		payment_view(p, &body);
+		strbuf_puts(&body, "}");
+		store_unlock();
+		reply_json(rep, 409, &body);
 		goto done;
 	}
 	if (outcome == OUTCOME_PAY)
@@ -387,6 +399,32 @@ admin_get_payment(http_reply *rep, const char *encoded_no)
 	payment_view(p, &body);
 	store_unlock();
 	free(payment_no);
+	reply_json(rep, 200, &body);
+}
+
+static void
+list_one(const payment *p, void *arg)
+{
+	strbuf	   *out = arg;
+
+	if (out->data[out->len - 1] != '[')
+		strbuf_puts(out, ",");
+	payment_view(p, out);
+}
+
+/* GET /admin/payments: every payment's view (the channel's whole record). */
+static void
+admin_list_payments(http_reply *rep)
+{
+	strbuf		body;
+
+	rep->route = "admin.payments.list";
+	strbuf_init(&body);
+	strbuf_puts(&body, "{\"payments\":[");
+	store_lock();
+	store_each_payment(list_one, &body);
+	store_unlock();
+	strbuf_puts(&body, "]}");
 	reply_json(rep, 200, &body);
 }
 
@@ -532,6 +570,8 @@ admin_route(const http_request *req, http_reply *rep)
 		admin_create_payment(req, rep);
 	else if (is_get && path_has_prefix(rest, "payments/", &rest) && rest[0])
 		admin_get_payment(rep, rest);
+	else if (is_get && strcmp(rest, "payments") == 0)
+		admin_list_payments(rep);
 	else if (is_post && strcmp(rest, "pay") == 0)
 		admin_settle(req, rep, OUTCOME_PAY);
 	else if (is_post && strcmp(rest, "fail") == 0)
