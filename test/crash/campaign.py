@@ -45,7 +45,8 @@ import psycopg2
 import psycopg2.extras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CHANNEL = 'cc_http'
+# the test channel server's protocols: payflow channel name, currency, share of orders
+CHANNELS = {'http_json': ('cc_http', 'CNY', 7), 'stripe': ('cc_stripe', 'USD', 3)}
 KILL_KINDS = ('postmaster', 'worker', 'backend', 'channel')
 SCENARIOS = {
     # name: (weight, order statuses it may end in)
@@ -121,6 +122,7 @@ class World:
         self.kill_misses = {k: 0 for k in KILL_KINDS}
         self.faults = 0
         self.scenarios = {name: 0 for name in SCENARIOS}
+        self.by_channel = {name: 0 for name in CHANNELS}
         self.attempts = 0
         self.outcomes = {}        # (scenario, what happened) -> count
         self.orders = {}          # order_id -> scenario
@@ -267,7 +269,11 @@ payflow.payment_lock_window = 0
         cur.execute("ALTER ROLE campaign_app_short SET payflow.order_ttl = '4s'")
         cur.execute("INSERT INTO payflow.stock (sku, available) VALUES ('CC-STOCKED', 100000000)")
         cur.execute("SELECT payflow.set_channel(%s, 'http_json', %s, '{}', jsonb_build_object('hmac_secret', %s::text))",
-                    (CHANNEL, f'{self.channel_url}/http_json', secret))
+                    (CHANNELS['http_json'][0], f'{self.channel_url}/http_json', secret))
+        keys = {k: open(os.path.join(self.work, 'keys', f'stripe_{k}.txt')).read().strip() for k in ('sk', 'whsec')}
+        cur.execute("SELECT payflow.set_channel(%s, 'stripe', %s, '{}', jsonb_build_object("
+                    "'secret_key', %s::text, 'webhook_secret', %s::text))",
+                    (CHANNELS['stripe'][0], self.channel_url, keys['sk'], keys['whsec']))
         su.close()
 
     def teardown(self, keep):
@@ -372,31 +378,36 @@ class Load:
         self.n += 1
         customer = f'cc-{self.index}-{self.n}'
         price = self.rng.randint(100, 99999)
-        client.call('SELECT payflow.cart_put(%s, %s, 1, %s)', (customer, 'CC-SKU', price))
+        currency = CHANNELS[self.kind][1]
+        client.call('SELECT payflow.cart_put(%s, %s, 1, %s, %s)', (customer, 'CC-SKU', price, currency))
         if self.rng.random() < 0.5:
-            client.call('SELECT payflow.cart_put(%s, %s, %s, 100)',
-                        (customer, 'CC-STOCKED', self.rng.randint(1, 3)))
+            client.call('SELECT payflow.cart_put(%s, %s, %s, 100, %s)',
+                        (customer, 'CC-STOCKED', self.rng.randint(1, 3), currency))
         order = client.one('SELECT id, total_amount FROM payflow.create_order_from_cart(%s, %s)',
                            (customer, 'checkout'))
         with self.w.lock:
             self.w.orders[order['id']] = scenario
             self.w.scenarios[scenario] += 1
+            self.w.by_channel[self.kind] += 1
         return order['id'], order['total_amount']
 
     def begin(self, client, order_id, key):
         row = client.one('SELECT payment_no, amount FROM payflow.begin_payment(%s, %s, %s)',
-                         (order_id, CHANNEL, key))
+                         (order_id, CHANNELS[self.kind][0], key))
         with self.w.lock:
             self.w.attempts += 1
         # the user is sent to the channel, which now knows the attempt
-        self.w.admin('payments', {'channel': 'http_json', 'payment_no': row['payment_no'],
-                                  'amount': row['amount'], 'currency': 'CNY'})
+        _, view = self.w.admin('payments', {'channel': self.kind, 'payment_no': row['payment_no'],
+                                            'amount': row['amount'], 'currency': CHANNELS[self.kind][1]})
+        if self.kind == 'stripe' and self.rng.random() < 0.5:
+            # the app records the PaymentIntent (else the worker finds it by search)
+            client.call('SELECT payflow.attach_channel_ref(%s, %s)', (row['payment_no'], view['stripe_id']))
         return row['payment_no'], row['amount']
 
     def pay(self, payment_no):
         """The user pays at the channel (unless the channel closed the attempt).
         Returns (taken, notification or None)."""
-        status, answer = self.w.admin('pay', {'channel': 'http_json', 'payment_no': payment_no,
+        status, answer = self.w.admin('pay', {'channel': self.kind, 'payment_no': payment_no,
                                               'callback': 'drop', 'if_pending': True})
         if status == 200:
             return True, answer['notification']
@@ -407,7 +418,8 @@ class Load:
     def deliver(self, client, notification, times):
         for i in range(times):
             ack = client.one('SELECT payflow.handle_notification(%s, %s::jsonb, %s) AS a',
-                             (CHANNEL, json.dumps(notification['headers']), notification['body']))['a']
+                             (CHANNELS[self.kind][0], json.dumps(notification['headers']),
+                              notification['body']))['a']
             if ack['status'] != 200:
                 raise Fatal(f'a valid callback was not acknowledged: {ack}')
             if i + 1 < times:
@@ -527,6 +539,7 @@ class Load:
         weights = [SCENARIOS[n][0] for n in names]
         while not self.w.stop_load.is_set():
             s = self.rng.choices(names, weights)[0]
+            self.kind = self.rng.choices(list(CHANNELS), [c[2] for c in CHANNELS.values()])[0]
             try:
                 getattr(self, s)(s)
             except AppError as e:
@@ -563,6 +576,14 @@ class Chaos:
                 time.sleep(0.2)
         return []
 
+    def poll(self, query, tries, pause):
+        for _ in range(tries):
+            rows = self.sql(query)
+            if rows:
+                return rows
+            time.sleep(pause)
+        return []
+
     def kill_pid(self, pid):
         try:
             os.kill(pid, signal.SIGKILL)
@@ -587,17 +608,14 @@ class Chaos:
             w.start_channel()
             return True
         if kind == 'worker':
-            query = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'payflow reconciler'"
+            any_pid = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'payflow reconciler'"
+            # in the middle of a pass if it is in one within a second
+            rows = self.poll(any_pid + " AND state = 'active'", 20, 0.05) or self.poll(any_pid, 50, 0.1)
         else:
             # a backend of the load, preferably one inside a statement
-            query = ("SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                     " AND usename LIKE 'campaign_app%' ORDER BY state = 'active' DESC, random() LIMIT 3")
-        rows = []
-        for _ in range(50):
-            rows = self.sql(query)
-            if rows:
-                break
-            time.sleep(0.1)
+            rows = self.poll("SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                             " AND usename LIKE 'campaign_app%' ORDER BY state = 'active' DESC, random() LIMIT 3",
+                             50, 0.1)
         if not rows:
             return False
         if not self.kill_pid(self.rng.choice(rows)[0]):
@@ -607,7 +625,8 @@ class Chaos:
 
     def fault(self):
         mode = self.rng.choice(['5xx', 'timeout', 'timeout', 'slow', 'garbage'])
-        body = {'mode': mode, 'count': self.rng.randint(1, 3), 'path_prefix': '/http_json/'}
+        body = {'mode': mode, 'count': self.rng.randint(1, 3),
+                'path_prefix': self.rng.choice(['/http_json/', '/v1/'])}
         if mode == 'timeout':
             body.update(delay_ms=1500, execute=self.rng.random() < 0.7)
         elif mode == 'slow':
@@ -839,6 +858,7 @@ def main():
         summary = {
             'seed': seed,
             'orders_by_scenario': w.scenarios,
+            'orders_by_channel': w.by_channel,
             'orders': sum(w.scenarios.values()),
             'payment_attempts': w.attempts,
             'payments_at_channel': channel_payments,
@@ -857,6 +877,7 @@ def main():
         print('# --- crash campaign: orders by scenario')
         for s, n in w.scenarios.items():
             print(f'#   {s:22} {n}')
+        print(f'# --- orders by channel protocol: {w.by_channel}')
         print('# --- outcomes')
         for k, n in summary['outcomes'].items():
             print(f'#   {k:60} {n}')
