@@ -447,13 +447,18 @@ class Load:
         if notification is None:
             self.w.count(s, 'callback lost with the channel' if taken else 'not taken')
             return
+        if self.rng.random() < 0.3:
+            # the client reports the success too, before the callback comes
+            view = self.w.admin(f'payments/{no}')[1]
+            self.app.call('SELECT payflow.mark_paid(%s, %s, %s)', (no, view['txn_id'], view['paid_amount']))
+            self.w.count(s, 'mark_paid by the app as well')
         self.deliver(self.app, notification, times)
         self.w.count(s, f'callback delivered {times}x')
 
     def two_attempts_paid(self, s):
         order, _ = self.checkout(self.app, s)
         first, _ = self.begin(self.app, order, 'a1')
-        self.pay(first)    # paid, but the app never heard: the user tries again
+        _, late = self.pay(first)    # paid, but the app never heard: the user tries again
         try:
             second, _ = self.begin(self.app, order, 'a2')
         except AppError as e:
@@ -464,6 +469,9 @@ class Load:
         if notification is not None:
             self.deliver(self.app, notification, 1)
         self.w.count(s, 'both taken' if taken else 'second attempt closed first')
+        if late is not None and self.rng.random() < 0.5:
+            self.deliver(self.app, late, 1)    # the first callback comes after all
+            self.w.count(s, 'first callback delivered late')
 
     def app_failed_then_paid(self, s):
         order, _ = self.checkout(self.app, s)
@@ -513,8 +521,11 @@ class Load:
             return
         if self.rng.random() < 0.3:
             time.sleep(3 + self.rng.random() * 3)   # the user pays around the deadline
-            taken, _ = self.pay(no)
+            taken, notification = self.pay(no)
             self.w.count(s, 'paid late' if taken else 'late payment refused (closed)')
+            if notification is not None and self.rng.random() < 0.5:
+                self.deliver(self.short, notification, 1)
+                self.w.count(s, 'late callback delivered')
             if taken:   # before the worker expired it, the order takes the money
                 self.w.expect[order] = {'expired', 'paid'}
         else:
@@ -529,8 +540,11 @@ class Load:
             self.w.count(s, f'cancel refused ({e.code})')
             return
         if self.rng.random() < 0.4:
-            taken, _ = self.pay(no)    # the user pays in the other tab anyway
+            taken, notification = self.pay(no)    # the user pays in the other tab anyway
             self.w.count(s, 'paid after cancel' if taken else 'payment refused (closed)')
+            if notification is not None and self.rng.random() < 0.5:
+                self.deliver(self.app, notification, 1)
+                self.w.count(s, 'callback after cancel delivered')
         else:
             self.w.count(s, 'cancelled unpaid')
 
