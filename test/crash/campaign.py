@@ -12,7 +12,8 @@ garbage) are injected at a low rate, and refunds are done by the channel
 at once or accepted and done on their first query, in turn.  The load
 survives the kills the way an application does: sessions reconnect and
 retry; a call whose outcome is unknown is retried under its idempotency
-key, or looked up.
+key, or looked up.  Beside the worker, a session calls
+CALL payflow.reconcile() every second or two, as a pg_cron job would.
 
 Then it drains (the worker finishes everything due), runs payflow.verify()
 if the database has it, and compares payflow's books with the channel
@@ -124,6 +125,7 @@ class World:
         self.scenarios = {name: 0 for name in SCENARIOS}
         self.by_channel = {name: 0 for name in CHANNELS}
         self.attempts = 0
+        self.cron_passes = 0
         self.outcomes = {}        # (scenario, what happened) -> count
         self.orders = {}          # order_id -> scenario
         self.expect = {}          # order_id -> statuses it may end in, when not the scenario's
@@ -267,6 +269,8 @@ payflow.payment_lock_window = 0
         # orders of the expiry scenario are created by a session whose orders live 4 s
         cur.execute('CREATE ROLE campaign_app_short LOGIN IN ROLE payflow_app')
         cur.execute("ALTER ROLE campaign_app_short SET payflow.order_ttl = '4s'")
+        # an operator's pg_cron job calls reconcile() beside the worker
+        cur.execute('CREATE ROLE campaign_ops LOGIN IN ROLE payflow_admin')
         cur.execute("INSERT INTO payflow.stock (sku, available) VALUES ('CC-STOCKED', 100000000)")
         cur.execute("SELECT payflow.set_channel(%s, 'http_json', %s, '{}', jsonb_build_object('hmac_secret', %s::text))",
                     (CHANNELS['http_json'][0], f'{self.channel_url}/http_json', secret))
@@ -568,6 +572,26 @@ class Load:
             time.sleep(self.rng.random() * self.w.args.think)
 
 
+def cron(w, seed):
+    """CALL payflow.reconcile() every second or two, as pg_cron would, beside
+    the worker: two reconcilers, and this one's backend killed now and then."""
+    rng = random.Random(seed)
+    ops = Client(w, 'campaign_ops', rng)
+    while not w.stop_load.is_set():
+        try:
+            ops.call('CALL payflow.reconcile(200)')
+            with w.lock:
+                w.cron_passes += 1
+        except AppError as e:
+            with w.lock:
+                w.errors.append(f'reconcile(): {e}')
+        except Fatal as e:
+            with w.lock:
+                w.errors.append(f'reconcile(): {e}')
+            return
+        time.sleep(rng.uniform(0.5, 2))
+
+
 # ------------------------------------------------------------------ chaos
 
 class Chaos:
@@ -628,7 +652,7 @@ class Chaos:
         else:
             # a backend of the load, preferably one inside a statement
             rows = self.poll("SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                             " AND usename LIKE 'campaign_app%' ORDER BY state = 'active' DESC, random() LIMIT 3",
+                             " AND usename LIKE 'campaign_%' ORDER BY state = 'active' DESC, random() LIMIT 3",
                              50, 0.1)
         if not rows:
             return False
@@ -831,6 +855,7 @@ def main():
         started = time.time()
         loads = [Load(w, i, master.randrange(2**31)) for i in range(a.clients)]
         threads = [threading.Thread(target=l.run, daemon=True) for l in loads]
+        threads.append(threading.Thread(target=cron, args=(w, master.randrange(2**31)), daemon=True))
         chaos = threading.Thread(target=Chaos(w, master.randrange(2**31)).run, daemon=True)
         for t in threads:
             t.start()
@@ -881,6 +906,7 @@ def main():
             'kills': w.kills,
             'kill_misses': w.kill_misses,
             'faults_injected': w.faults,
+            'reconcile_calls': w.cron_passes,
             'reconnects': w.reconnects,
             'calls_with_unknown_outcome': w.uncertain,
             'load_seconds': round(load_seconds),
@@ -896,7 +922,7 @@ def main():
         for k, n in summary['outcomes'].items():
             print(f'#   {k:60} {n}')
         print(f'# --- kills: {w.kills} (not possible at that moment: {w.kill_misses}); '
-              f'faults injected: {w.faults}')
+              f'faults injected: {w.faults}; CALL payflow.reconcile() beside the worker: {w.cron_passes}')
         print(f'# --- {summary["orders"]} orders, {w.attempts} attempts, {channel_payments} payments at '
               f'the channel, final order statuses {order_status}')
         print(f'# --- {w.reconnects} reconnects, {w.uncertain} calls with an unknown outcome resolved; '
