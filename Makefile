@@ -18,6 +18,7 @@ OBJS = \
 	src/order.o \
 	src/payment.o \
 	src/refund.o \
+	src/review.o \
 	src/http.o \
 	src/channel.o \
 	src/channel_parse.o \

@@ -78,8 +78,6 @@ SELECT payflow.mark_paid('PF000000000002-3', 'x', NULL);
 \echo :LAST_ERROR_SQLSTATE
 
 -- The attempt in review turns out paid too: money taken twice, refund queued.
-UPDATE payflow.payments SET status = 'pending' WHERE payment_no = 'PF000000000002-2';
-\echo :LAST_ERROR_SQLSTATE
 SELECT payment_no, status, refund_needed
 FROM payflow.mark_paid('PF000000000002-2', 'wx-4200002', 19800);
 SELECT refund_no, amount, reason, status FROM payflow.refunds ORDER BY id;

@@ -8,7 +8,8 @@
  *	foundations: guc.c, spi_util.c, state.c, events.c, checks.c
  *	             (guc.c checks payflow.allowed_hosts with channel_hosts.c's
  *	             libcurl parser, the one channel_open uses)
- *	domain:      cart.c, order.c, payment.c
+ *	domain:      cart.c, order.c, payment.c, refund.c
+ *	review:      review.c (the operator's actions, over payment.c and refund.c)
  *	entry:       payflow.c (_PG_init)
  */
 #ifndef PAYFLOW_H
@@ -39,6 +40,8 @@
 #define ERRCODE_PF_MALFORMED_NOTIFICATION	MAKE_SQLSTATE('P','F','0','3','2')
 #define ERRCODE_PF_CHANNEL_NOT_CONFIGURED	MAKE_SQLSTATE('P','F','0','4','0')
 #define ERRCODE_PF_NOT_SET_UP				MAKE_SQLSTATE('P','F','0','5','0')
+#define ERRCODE_PF_NOT_IN_REVIEW			MAKE_SQLSTATE('P','F','0','6','0')
+#define ERRCODE_PF_RESOLUTION_MISMATCH		MAKE_SQLSTATE('P','F','0','6','1')
 
 /*
  * The version of payflow's SQL objects this library is built for: the
@@ -198,7 +201,13 @@ extern TimestampTz pf_first_check_due(const CheckSchedule *schedule);
 extern void pf_release_order_stock(int64 order_id);
 extern void pf_restore_order_cart(int64 order_id);
 
-/* payment.c: the cores of mark_paid and mark_failed, and superseding */
+/*
+ * payment.c: the cores of mark_paid and mark_failed, and superseding.  An
+ * attempt whose amount or currency the channel reported different has a
+ * status_reason starting with PF_MISMATCH_REASON_PREFIX (payflow.review_queue
+ * and the index payments_amount_mismatch match it with LIKE).
+ */
+#define PF_MISMATCH_REASON_PREFIX "channel reported "
 extern int64 pf_apply_payment_success(const char *payment_no, const char *channel_txn_id,
 									  int64 amount, const char *currency,
 									  TimestampTz paid_at, const char *confirmed_via);
@@ -212,6 +221,8 @@ extern void pf_record_channel_ref(int64 payment_id, const char *channel_ref);
 extern void pf_refund_processing(int64 refund_id, const char *channel_refund_id);
 extern void pf_refund_final(int64 refund_id, bool succeeded, const char *channel_refund_id,
 							const char *detail);
+extern void pf_refund_succeeded_by_hand(int64 refund_id, const char *channel_refund_id,
+										const char *evidence);
 
 /* order.c: expiry */
 extern bool pf_expire_order_if_settled(int64 order_id);

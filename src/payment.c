@@ -483,10 +483,11 @@ pf_apply_payment_success(const char *payment_no, const char *channel_txn_id,
 	expected_currency = pf_text(0, "currency");
 
 	/*
-	 * A paid_at from the application (mark_paid) must be a plausible time
-	 * of this attempt; the drivers hold the times the channels report.
+	 * A paid_at from the application (mark_paid) or an operator (review.c)
+	 * must be a plausible time of this attempt; the drivers hold the times
+	 * the channels report.
 	 */
-	if (strcmp(confirmed_via, "api") == 0)
+	if (strcmp(confirmed_via, "api") == 0 || strcmp(confirmed_via, "review") == 0)
 		pf_check_app_timestamp("paid_at", paid_at,
 							   DatumGetTimestampTz(pf_datum(0, "created_at")),
 							   psprintf("payment %s", payment_no));
@@ -508,7 +509,7 @@ pf_apply_payment_success(const char *payment_no, const char *channel_txn_id,
 	if (amount != expected_amount ||
 		(currency != NULL && strcmp(currency, expected_currency) != 0))
 	{
-		char	   *mismatch = psprintf("channel reported " INT64_FORMAT " %s (transaction %s), attempt expects " INT64_FORMAT " %s",
+		char	   *mismatch = psprintf(PF_MISMATCH_REASON_PREFIX INT64_FORMAT " %s (transaction %s), attempt expects " INT64_FORMAT " %s",
 										amount, currency ? currency : expected_currency,
 										channel_txn_id, expected_amount, expected_currency);
 		char	   *recorded = pf_text(0, "status_reason");

@@ -6,7 +6,8 @@
  *		(duplicate or late) payment leaves the order alone.
  *
  * Refund rows are created by payment.c (add_refund) and executed by the
- * reconciler; this file only records outcomes, idempotently.
+ * reconciler; this file only records outcomes, idempotently, and a refund
+ * an operator made by hand at the channel (review.c) the same way.
  */
 #include "payflow.h"
 
@@ -75,35 +76,29 @@ pf_refund_processing(int64 refund_id, const char *channel_refund_id)
 	pf_emit_event("refund.processing", order_id, payment_id, refund_id, NULL);
 }
 
-/* The refund is final: succeeded (money back) or failed (left for review). */
-void
-pf_refund_final(int64 refund_id, bool succeeded, const char *channel_refund_id,
-				const char *detail)
+/*
+ * Write a refund's final status: succeeded (the order's refunded_amount
+ * grows, unless the refund is of a surplus payment) or failed.  The refund
+ * row is locked and in SPI_tuptable row 0 (lock_refund).
+ */
+static void
+write_final(int64 refund_id, bool succeeded, const char *channel_refund_id,
+			const char *last_error, const char *note)
 {
-	int64		order_id;
-	int64		payment_id;
-	int64		amount;
-	bool		surplus_payment;
+	int64		order_id = pf_int64(0, "order_id");
+	int64		payment_id = pf_int64(0, "payment_id");
+	int64		amount = pf_int64(0, "amount");
+	bool		surplus_payment = DatumGetBool(pf_datum(0, "refund_needed"));
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
-
-	if (!lock_open_refund(refund_id))
-	{
-		pf_dequeue_refund_check(refund_id);
-		return;
-	}
-	order_id = pf_int64(0, "order_id");
-	payment_id = pf_int64(0, "payment_id");
-	amount = pf_int64(0, "amount");
-	surplus_payment = DatumGetBool(pf_datum(0, "refund_needed"));
 
 	values[0] = Int64GetDatum(refund_id);
 	values[1] = CStringGetTextDatum(succeeded ? "succeeded" : "failed");
 	values[2] = channel_refund_id ? CStringGetTextDatum(channel_refund_id) : (Datum) 0;
-	values[3] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
+	values[3] = last_error ? CStringGetTextDatum(last_error) : (Datum) 0;
 	if (channel_refund_id == NULL)
 		nulls[2] = 'n';
-	if (detail == NULL)
+	if (last_error == NULL)
 		nulls[3] = 'n';
 	pf_execute(&set_refund_status, values, nulls, 0);
 
@@ -115,5 +110,34 @@ pf_refund_final(int64 refund_id, bool succeeded, const char *channel_refund_id,
 	}
 	pf_dequeue_refund_check(refund_id);
 	pf_emit_event(succeeded ? "refund.succeeded" : "refund.failed",
-				  order_id, payment_id, refund_id, detail);
+				  order_id, payment_id, refund_id, note);
+}
+
+/* The refund is final: succeeded (money back) or failed (left for review). */
+void
+pf_refund_final(int64 refund_id, bool succeeded, const char *channel_refund_id,
+				const char *detail)
+{
+	if (!lock_open_refund(refund_id))
+	{
+		pf_dequeue_refund_check(refund_id);
+		return;
+	}
+	write_final(refund_id, succeeded, channel_refund_id, detail, detail);
+}
+
+/*
+ * An operator refunded by hand at the channel (review.c): the refund
+ * succeeds exactly as if the channel had confirmed it, from requested,
+ * processing or failed (the guard holds the move to payflow.transitions).
+ * The caller has checked that the refund may be settled so.
+ */
+void
+pf_refund_succeeded_by_hand(int64 refund_id, const char *channel_refund_id, const char *evidence)
+{
+	Datum		value = Int64GetDatum(refund_id);
+
+	if (pf_execute(&lock_refund, &value, NULL, 1) == 0)
+		elog(ERROR, "payflow: refund " INT64_FORMAT " vanished", refund_id);
+	write_final(refund_id, true, channel_refund_id, NULL, evidence);
 }

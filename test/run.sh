@@ -84,7 +84,9 @@ docs() {
         | diff -u doc/state_machine.dot - || return 1
     # Every SQL block of README.md and doc/ runs verbatim; doc/api.md says
     # what the catalog holds.
-    PGDATABASE=payflow_docs prove --exec bash test/docs/sql_blocks.sh test/docs/api_catalog.sh
+    # monitoring/postgres_exporter.yml runs, as the role doc/operations.md grants.
+    PGDATABASE=payflow_docs prove --exec bash test/docs/sql_blocks.sh test/docs/api_catalog.sh \
+        test/docs/monitoring.sh
 }
 
 crypto_unit() {

@@ -282,7 +282,7 @@ admin_settle(const http_request *req, http_reply *rep, admin_outcome outcome)
 	int64_t		amount = 0,
 				late_ms = LATE_CALLBACK_DEFAULT_MS;
 	bool		has_amount,
-				if_pending = false;
+				if_open = false;
 	payment    *p;
 	notification n;
 	strbuf		body;
@@ -298,9 +298,9 @@ admin_settle(const http_request *req, http_reply *rep, admin_outcome outcome)
 	}
 	has_amount = json_get_int64(req->body, req->body_len, "amount", &amount);
 	json_get_int64(req->body, req->body_len, "late_ms", &late_ms);
-	json_get_bool(req->body, req->body_len, "if_pending", &if_pending);
 	json_get_string(req->body, req->body_len, "reason", &reason);
 	json_get_string(req->body, req->body_len, "currency", &currency);
+	json_get_bool(req->body, req->body_len, "if_open", &if_open);
 	if (!json_get_string(req->body, req->body_len, "callback", &mode))
 		mode = strdup("send");
 	if (strcmp(mode, "send") != 0 && strcmp(mode, "drop") != 0 &&
@@ -333,14 +333,11 @@ admin_settle(const http_request *req, http_reply *rep, admin_outcome outcome)
 		admin_error(rep, 409, "payment_no belongs to another channel");
 		goto done;
 	}
-	if (if_pending && p->state != PAYMENT_PENDING)
+	/* A real channel cannot settle a trade that was closed or failed. */
+	if (if_open && p->state != PAYMENT_PENDING)
 	{
-		/* a real payer cannot pay (or fail) an order the channel closed */
-		strbuf_puts(&body, "{\"error\":\"the payment is not pending\",\"payment\":");
-		payment_view(p, &body);
-		strbuf_puts(&body, "}");
 		store_unlock();
-		reply_json(rep, 409, &body);
+		admin_error(rep, 409, "the payment is not open (if_open)");
 		goto done;
 	}
 	if (outcome == OUTCOME_PAY)

@@ -500,8 +500,9 @@ stripe POST /v1/refunds -d payment_intent=pi_test_J3 -d amount=100 -d "metadata[
 STRIPE_ARGS=()
 check "journal: a Stripe Idempotency-Key replays the same refund after the restart" eq \
 	"$(jbody .id):$(grep -ci '^Idempotent-Replayed: true' "$work/headers")" "$jrefund:1"
-admin POST pay '{"channel":"http_json","payment_no":"J2","if_pending":true}' >"$work/body"
-check "journal: pay with if_pending refuses a closed payment" eq "$(jbody .error)" "the payment is not pending"
+admin POST pay '{"channel":"http_json","payment_no":"J2","if_open":true}' >"$work/body"
+check "journal: pay with if_open refuses the payment closed before the restart" eq "$(jbody .error)" \
+	"the payment is not open (if_open)"
 kill_server
 # a group torn by a kill in the middle of a write is ignored
 printf '{"type":"payment","payment_no":"TORN","channel":2,"amount":1,"currency":"CNY","state":1}\n' \

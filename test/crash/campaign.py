@@ -412,10 +412,10 @@ class Load:
         """The user pays at the channel (unless the channel closed the attempt).
         Returns (taken, notification or None)."""
         status, answer = self.w.admin('pay', {'channel': self.kind, 'payment_no': payment_no,
-                                              'callback': 'drop', 'if_pending': True})
+                                              'callback': 'drop', 'if_open': True})
         if status == 200:
             return True, answer['notification']
-        if status == 409 and answer['payment']['status'] == 'succeeded':
+        if status == 409 and self.w.admin(f'payments/{payment_no}')[1]['status'] == 'succeeded':
             return True, None   # paid before a crash of the channel hid the answer
         return False, None
 

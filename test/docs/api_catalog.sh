@@ -85,7 +85,7 @@ rows = sql("""SELECT p.proname, p.prosecdef,
                 AND p.prorettype <> 'trigger'::regtype ORDER BY 1""")
 for line in rows.splitlines():
     name, secdef, pinned, app = line.split('\t')
-    owner_rights = app == 't' or name == 'set_channel'
+    owner_rights = app == 't' or name == 'set_channel' or name.startswith('review_')
     if name in ('cart_put', 'create_order_from_cart'):
         check(secdef == 't' and pinned == 'f', f'{name}: SECURITY DEFINER, its hot statements path-free, as the intro says')
     elif owner_rights:
@@ -100,7 +100,7 @@ def privileges(role, priv):
                      AND has_table_privilege('{role}', c.oid, '{priv}')""")
 app_reads = 'cart_items,events,order_lines,orders,payments,refunds,statuses,stock,transitions'
 admin_reads = ('cart_items,channel_audit,channels,events,health,notifications,order_lines,orders,'
-               'payments,pending_checks,refunds,stats,statuses,stock,transitions')
+               'payments,pending_checks,refunds,review_audit,review_queue,stats,statuses,stock,transitions')
 check(privileges('payflow_app', 'SELECT') == app_reads, 'payflow_app reads what the Roles section lists',
       privileges('payflow_app', 'SELECT'))
 for priv in ('INSERT', 'UPDATE', 'DELETE'):

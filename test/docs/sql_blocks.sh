@@ -8,7 +8,9 @@
 # first block does not create payflow gets it created first.  A block that
 # calls pg_cron (cron.*) runs in cron.database_name, where pg_cron lives,
 # and the jobs it made are unscheduled afterwards.  Roles a block creates
-# are dropped at the end.
+# are dropped at the end.  A file whose examples act on data (the review
+# queue of doc/operations.md) has it made first by
+# test/docs/setup/<file with / as _>.sql, e.g. setup/doc_operations.md.sql.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 tmp=$(mktemp -d /tmp/payflow-docs.XXXXXX)
@@ -50,6 +52,11 @@ for block in "${blocks[@]}"; do
         psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
         if ! grep -q "CREATE EXTENSION payflow" "$block"; then
             psql -X -q -d "$db" -c "CREATE EXTENSION payflow" >/dev/null
+        fi
+        if [ -f "test/docs/setup/$file.sql" ] &&
+            ! out=$(psql -X -q -v ON_ERROR_STOP=1 -d "$db" -f "test/docs/setup/$file.sql" 2>&1 >/dev/null); then
+            echo "# the setup of $file failed:"
+            echo "$out" | sed 's/^/#   /' | tail -n 15
         fi
     fi
     run_db=$db
