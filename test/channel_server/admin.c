@@ -400,6 +400,32 @@ admin_get_payment(http_reply *rep, const char *encoded_no)
 }
 
 static void
+list_one(const payment *p, void *arg)
+{
+	strbuf	   *out = arg;
+
+	if (out->data[out->len - 1] != '[')
+		strbuf_puts(out, ",");
+	payment_view(p, out);
+}
+
+/* GET /admin/payments: every payment's view (the channel's whole record). */
+static void
+admin_list_payments(http_reply *rep)
+{
+	strbuf		body;
+
+	rep->route = "admin.payments.list";
+	strbuf_init(&body);
+	strbuf_puts(&body, "{\"payments\":[");
+	store_lock();
+	store_each_payment(list_one, &body);
+	store_unlock();
+	strbuf_puts(&body, "]}");
+	reply_json(rep, 200, &body);
+}
+
+static void
 admin_faults(const http_request *req, http_reply *rep)
 {
 	strbuf		error,
@@ -541,6 +567,8 @@ admin_route(const http_request *req, http_reply *rep)
 		admin_create_payment(req, rep);
 	else if (is_get && path_has_prefix(rest, "payments/", &rest) && rest[0])
 		admin_get_payment(rep, rest);
+	else if (is_get && strcmp(rest, "payments") == 0)
+		admin_list_payments(rep);
 	else if (is_post && strcmp(rest, "pay") == 0)
 		admin_settle(req, rep, OUTCOME_PAY);
 	else if (is_post && strcmp(rest, "fail") == 0)

@@ -261,6 +261,13 @@ deliver(const notification *n)
 	bool		acked = false;
 	payment    *p;
 
+	/*
+	 * A notification may be queued under the store lock before the change
+	 * it tells of is journaled (store_unlock syncs it): taking the lock
+	 * once waits for that, so no callback tells of a state a restart forgets.
+	 */
+	store_lock();
+	store_unlock();
 	if (curl && ack)
 	{
 		for (int i = 0; i < n->n_headers; i++)

@@ -895,7 +895,9 @@ usage(void)
 {
 	fprintf(stderr,
 			"usage: payflow-test-channel --port N --keys DIR [--callback-url URL] [--threads N]\n"
+			"                            [--journal FILE]\n"
 			"  --port 0 picks a free port; the chosen one is printed on stdout.\n"
+			"  --journal FILE keeps payments and refunds across restarts (and kill -9).\n"
 			"  URL may contain {channel} (wechatpay_v3, stripe, http_json).\n");
 }
 
@@ -907,6 +909,7 @@ main(int argc, char **argv)
 		{"keys", required_argument, NULL, 'k'},
 		{"callback-url", required_argument, NULL, 'c'},
 		{"threads", required_argument, NULL, 't'},
+		{"journal", required_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
@@ -914,6 +917,8 @@ main(int argc, char **argv)
 	long		threads = 0;
 	const char *keys_dir = NULL;
 	const char *callback_url = NULL;
+	const char *journal = NULL;
+	int			replayed = 0;
 	struct sockaddr_in addr;
 	struct MHD_Daemon *daemon;
 	const union MHD_DaemonInfo *info;
@@ -922,7 +927,7 @@ main(int argc, char **argv)
 	int			signal_number,
 				opt;
 
-	while ((opt = getopt_long(argc, argv, "p:k:c:t:h", options, NULL)) != -1)
+	while ((opt = getopt_long(argc, argv, "p:k:c:t:j:h", options, NULL)) != -1)
 	{
 		switch (opt)
 		{
@@ -937,6 +942,9 @@ main(int argc, char **argv)
 				break;
 			case 't':
 				threads = strtol(optarg, NULL, 10);
+				break;
+			case 'j':
+				journal = optarg;
 				break;
 			default:
 				usage();
@@ -975,6 +983,16 @@ main(int argc, char **argv)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	server_config_defaults();
 	store_init();
+	if (journal && !store_open_journal(journal, &replayed))
+	{
+		store_shutdown();
+		free_keys();
+		curl_global_cleanup();
+		return 1;
+	}
+	if (journal)
+		fprintf(stderr, "payflow-test-channel: journal %s: %d payments replayed\n",
+				journal, replayed);
 	callback_start(callback_url);
 	timer_start();
 

@@ -445,6 +445,76 @@ rc=$?
 server_pid=""
 check "server exits cleanly on SIGTERM" eq "$rc" 0
 
+# ============================================================== journal
+# With --journal the server's record survives its own kill -9, as a real
+# channel does not forget what it took: payments, refunds (and how often
+# each was executed), Stripe idempotency keys.
+start_journaled() {
+	: >"$work/jserver.out"
+	"$here/payflow-test-channel" --port 0 --keys "$keys" --journal "$work/journal" \
+		>"$work/jserver.out" 2>"$work/jserver.err" &
+	server_pid=$!
+	for _ in $(seq 300); do
+		[ -s "$work/jserver.out" ] && break
+		sleep 0.1
+	done
+	base=http://127.0.0.1:$(sed -n 's/.*127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/jserver.out")
+}
+kill_server() { # kill -9, without the shell's "Killed" notice
+	exec 3>&2 2>/dev/null
+	kill -9 "$server_pid"
+	wait "$server_pid"
+	exec 2>&3 3>&-
+}
+start_journaled
+admin POST payments '{"channel":"http_json","payment_no":"J1","amount":900}' >/dev/null
+admin POST pay '{"channel":"http_json","payment_no":"J1","callback":"drop"}' >/dev/null
+http_json POST /refunds '{"refund_no":"J1-R1","payment_no":"J1","amount":300,"currency":"CNY"}'
+admin POST payments '{"channel":"http_json","payment_no":"J2","amount":500}' >/dev/null
+http_json POST /payments/J2/close
+admin POST payments '{"channel":"stripe","payment_no":"J3","amount":700,"stripe_id":"pi_test_J3","status":"paid"}' >/dev/null
+STRIPE_ARGS=(-H "Idempotency-Key: jkey-1")
+stripe POST /v1/refunds -d payment_intent=pi_test_J3 -d amount=100 -d "metadata[refund_no]=J3-R1"
+STRIPE_ARGS=()
+jrefund=$(jbody .id)
+admin GET payments/J1 >"$work/before1"
+kill_server
+start_journaled
+check "journal: the restarted server replays what it recorded" eq \
+	"$(grep -c 'payments replayed' "$work/jserver.err"):$(grep -o '[0-9]* payments replayed' "$work/jserver.err")" \
+	"1:3 payments replayed"
+admin GET payments/J1 >"$work/body"
+check "journal: a paid payment and its refund survive kill -9" eq \
+	"$(jbody '.status + " " + (.paid_amount|tostring) + " " + (.refunded_amount|tostring) + " " + .txn_id')" \
+	"$(jq -r '.status + " " + (.paid_amount|tostring) + " " + (.refunded_amount|tostring) + " " + .txn_id' "$work/before1")"
+http_json POST /refunds '{"refund_no":"J1-R1","payment_no":"J1","amount":300,"currency":"CNY"}'
+check "journal: a refund number replayed after the restart is the same refund" eq \
+	"$status:$(jbody .refund_id)" "200:$(jq -r '.refunds[0].refund_id' "$work/before1")"
+admin GET payments/J1 >"$work/body"
+check "journal: ... executed once, asked twice" eq \
+	"$(jbody '.executions_by_refund_no["J1-R1"]'):$(jbody '.refunds[0].create_requests')" "1:2"
+http_json GET /payments/J2
+check "journal: a closed payment stays closed" eq "$(jbody .status)" closed
+STRIPE_ARGS=(-H "Idempotency-Key: jkey-1")
+stripe POST /v1/refunds -d payment_intent=pi_test_J3 -d amount=100 -d "metadata[refund_no]=J3-R1"
+STRIPE_ARGS=()
+check "journal: a Stripe Idempotency-Key replays the same refund after the restart" eq \
+	"$(jbody .id):$(grep -ci '^Idempotent-Replayed: true' "$work/headers")" "$jrefund:1"
+admin POST pay '{"channel":"http_json","payment_no":"J2","if_open":true}' >"$work/body"
+check "journal: pay with if_open refuses the payment closed before the restart" eq "$(jbody .error)" \
+	"the payment is not open (if_open)"
+kill_server
+# a group torn by a kill in the middle of a write is ignored
+printf '{"type":"payment","payment_no":"TORN","channel":2,"amount":1,"currency":"CNY","state":1}\n' \
+	>>"$work/journal"
+start_journaled
+admin GET payments/TORN >"$work/body"
+check "journal: an uncommitted (torn) tail is ignored" eq "$(jbody .error)" "unknown payment_no"
+admin GET payments >"$work/body"
+check "journal: GET /admin/payments lists the whole record" eq "$(jbody '[.payments[].payment_no]|sort|join(",")')" "J1,J2,J3"
+kill "$server_pid" && wait "$server_pid"
+server_pid=""
+
 echo "# skipped: $skipped"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

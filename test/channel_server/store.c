@@ -6,15 +6,29 @@
  * merchant number and by channel id, Stripe Idempotency-Keys, and the
  * http_json nonce memory (with an insertion-ordered queue for expiry).
  * One mutex guards all of it; see store.h for the locking rule.
+ *
+ * Optionally (store_open_journal, --journal FILE) the store survives the
+ * server's own kill -9, as a real channel remembers what it took: every
+ * payment looked up or created while the lock is held is "touched", and
+ * store_unlock() appends the touched payments' records (with their
+ * refunds) and new idempotency records to an append-only journal, ends
+ * the group with a commit line and fdatasyncs it before releasing the
+ * lock -- so before any answer rendered under the lock is sent.  At start
+ * the journal is replayed (a group without its commit line, torn by a
+ * kill, is ignored: nobody was answered from it) and rewritten compactly.
  */
 #include "store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "crypto.h"
+#include "json.h"
 
 /* ------------------------------------------------------------ hash map */
 
@@ -195,6 +209,13 @@ static strmap nonces;			/* nonce -> its nonce_record */
 static nonce_record *nonce_head;	/* oldest first */
 static nonce_record *nonce_tail;
 
+/* The journal (-1: none) and what the current lock holder touched. */
+static int	journal_fd = -1;
+static payment **touched;
+static size_t n_touched,
+			touched_cap;
+static strbuf journal_pending;	/* idempotency records of this lock hold */
+
 static const char *const channel_names[CHANNEL_COUNT] = {
 	"wechatpay_v3", "stripe", "http_json"
 };
@@ -295,6 +316,365 @@ maps_destroy(void)
 	nonce_tail = NULL;
 }
 
+/* ------------------------------------------------------------- journal */
+
+static void
+journal_fail(const char *what)
+{
+	/* a channel that cannot record what it took must not answer */
+	fprintf(stderr, "payflow-test-channel: journal %s failed: %s\n", what, strerror(errno));
+	abort();
+}
+
+/* Note that the lock holder may change p: its record goes to the journal. */
+static payment *
+touch(payment *p)
+{
+	if (p == NULL || journal_fd < 0)
+		return p;
+	for (size_t i = 0; i < n_touched; i++)
+		if (touched[i] == p)
+			return p;
+	if (n_touched == touched_cap)
+	{
+		touched_cap = touched_cap ? touched_cap * 2 : 16;
+		touched = realloc(touched, touched_cap * sizeof(*touched));
+		if (touched == NULL)
+			abort();
+	}
+	touched[n_touched++] = p;
+	return p;
+}
+
+/* One line per record: the payment, then each of its refunds. */
+static void
+journal_payment(strbuf *out, const payment *p)
+{
+	strbuf_puts(out, "{\"type\":\"payment\",");
+	strbuf_json_kv_str(out, "payment_no", p->payment_no);
+	strbuf_printf(out, ",\"channel\":%d,\"amount\":%lld,\"paid_amount\":%lld,",
+				  (int) p->channel, (long long) p->amount, (long long) p->paid_amount);
+	strbuf_json_kv_str(out, "currency", p->currency);
+	strbuf_printf(out, ",\"state\":%d,\"created_at\":%lld,\"paid_at\":%lld,\"closed_at\":%lld,",
+				  (int) p->state, (long long) p->created_at, (long long) p->paid_at,
+				  (long long) p->closed_at);
+	strbuf_json_kv_str(out, "txn_id", p->txn_id);
+	strbuf_puts(out, ",");
+	strbuf_json_kv_str(out, "stripe_id", p->stripe_id);
+	strbuf_puts(out, ",");
+	strbuf_json_kv_str(out, "mchid", p->mchid);
+	strbuf_puts(out, ",");
+	strbuf_json_kv_str(out, "fail_reason", p->fail_reason);
+	strbuf_puts(out, ",");
+	strbuf_json_kv_str(out, "callback_url", p->callback_url);
+	strbuf_puts(out, ",");
+	strbuf_json_kv_str(out, "answer", p->answer);
+	strbuf_printf(out, ",\"queries\":%d,\"closes\":%d,\"callbacks_sent\":%d,"
+				  "\"callbacks_acked\":%d,\"callbacks_failed\":%d,\"last_callback_status\":%d}\n",
+				  p->queries, p->closes, p->callbacks_sent, p->callbacks_acked,
+				  p->callbacks_failed, p->last_callback_status);
+	for (const refund *r = p->refunds; r; r = r->next)
+	{
+		strbuf_puts(out, "{\"type\":\"refund\",");
+		strbuf_json_kv_str(out, "refund_id", r->refund_id);
+		strbuf_puts(out, ",");
+		strbuf_json_kv_str(out, "refund_no", r->refund_no);
+		strbuf_puts(out, ",");
+		strbuf_json_kv_str(out, "payment_no", r->payment_no);
+		strbuf_printf(out, ",\"amount\":%lld,", (long long) r->amount);
+		strbuf_json_kv_str(out, "reason", r->reason);
+		strbuf_puts(out, ",");
+		strbuf_json_kv_str(out, "metadata_json", r->metadata_json);
+		strbuf_puts(out, ",");
+		strbuf_json_kv_str(out, "requested_by", r->requested_by);
+		strbuf_printf(out, ",\"state\":%d,\"created_at\":%lld,\"succeeded_at\":%lld,"
+					  "\"create_requests\":%d,\"queries\":%d}\n",
+					  (int) r->state, (long long) r->created_at, (long long) r->succeeded_at,
+					  r->create_requests, r->queries);
+	}
+}
+
+static void
+journal_idempotent(strbuf *out, const char *key, const idempotent_reply *r)
+{
+	strbuf_puts(out, "{\"type\":\"idempotency\",");
+	strbuf_json_kv_str(out, "key", key);
+	strbuf_puts(out, ",");
+	strbuf_json_kv_str(out, "fingerprint", r->request_fingerprint);
+	strbuf_printf(out, ",\"status\":%u,", r->status);
+	strbuf_json_kv_str(out, "body", r->body);
+	strbuf_puts(out, "}\n");
+}
+
+static void
+write_all(int fd, const char *data, size_t len)
+{
+	while (len > 0)
+	{
+		ssize_t		n = write(fd, data, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			journal_fail("write");
+		data += n;
+		len -= (size_t) n;
+	}
+}
+
+/* Append what this lock hold touched, as one committed group; sync it. */
+static void
+journal_flush(void)
+{
+	strbuf		group;
+
+	strbuf_init(&group);
+	for (size_t i = 0; i < n_touched; i++)
+		journal_payment(&group, touched[i]);
+	if (journal_pending.len > 0)
+		strbuf_append(&group, journal_pending.data, journal_pending.len);
+	strbuf_puts(&group, "{\"type\":\"commit\"}\n");
+	write_all(journal_fd, group.data, group.len);
+	if (fdatasync(journal_fd) != 0)
+		journal_fail("fdatasync");
+	strbuf_free(&group);
+	strbuf_free(&journal_pending);
+}
+
+static char *
+line_text(const char *line, size_t len, const char *key)
+{
+	char	   *value = NULL;
+
+	json_get_string(line, len, key, &value);
+	return value;
+}
+
+static int64_t
+line_int(const char *line, size_t len, const char *key)
+{
+	int64_t		value = 0;
+
+	json_get_int64(line, len, key, &value);
+	return value;
+}
+
+/* Replace a string field with a value already malloc'd (or NULL). */
+static void
+take_text(char **field, char *value)
+{
+	free(*field);
+	*field = value;
+}
+
+static void
+replay_payment(const char *line, size_t len)
+{
+	char	   *no = line_text(line, len, "payment_no");
+	char	   *currency = line_text(line, len, "currency");
+	char	   *stripe_id = line_text(line, len, "stripe_id");
+	channel_kind channel = (channel_kind) line_int(line, len, "channel");
+	payment    *p;
+
+	if (no == NULL || channel >= CHANNEL_COUNT)
+	{
+		free(no);
+		free(currency);
+		free(stripe_id);
+		return;
+	}
+	p = map_get(&payments_by_no, no);
+	if (p == NULL)
+		p = store_create_payment(no, channel, 0, currency);
+	p->amount = line_int(line, len, "amount");
+	p->paid_amount = line_int(line, len, "paid_amount");
+	snprintf(p->currency, sizeof(p->currency), "%s", currency ? currency : "CNY");
+	p->state = (payment_state) line_int(line, len, "state");
+	p->created_at = (time_t) line_int(line, len, "created_at");
+	p->paid_at = (time_t) line_int(line, len, "paid_at");
+	p->closed_at = (time_t) line_int(line, len, "closed_at");
+	if (stripe_id)
+		store_set_stripe_id(p, stripe_id);
+	if (p->channel == CHANNEL_STRIPE && p->txn_id)
+		map_remove(&payments_by_charge, p->txn_id);
+	take_text(&p->txn_id, line_text(line, len, "txn_id"));
+	if (p->channel == CHANNEL_STRIPE && p->txn_id)
+		map_put(&payments_by_charge, p->txn_id, p);
+	take_text(&p->mchid, line_text(line, len, "mchid"));
+	take_text(&p->fail_reason, line_text(line, len, "fail_reason"));
+	take_text(&p->callback_url, line_text(line, len, "callback_url"));
+	take_text(&p->answer, line_text(line, len, "answer"));
+	p->queries = (int) line_int(line, len, "queries");
+	p->closes = (int) line_int(line, len, "closes");
+	p->callbacks_sent = (int) line_int(line, len, "callbacks_sent");
+	p->callbacks_acked = (int) line_int(line, len, "callbacks_acked");
+	p->callbacks_failed = (int) line_int(line, len, "callbacks_failed");
+	p->last_callback_status = (int) line_int(line, len, "last_callback_status");
+	free(no);
+	free(currency);
+	free(stripe_id);
+}
+
+static void
+replay_refund(const char *line, size_t len)
+{
+	char	   *id = line_text(line, len, "refund_id");
+	char	   *payment_no = line_text(line, len, "payment_no");
+	char	   *requested_by = line_text(line, len, "requested_by");
+	payment    *p = payment_no ? map_get(&payments_by_no, payment_no) : NULL;
+	refund	   *r = id ? map_get(&refunds_by_id, id) : NULL;
+
+	if (r == NULL && p != NULL && id != NULL)
+	{
+		char	   *refund_no = line_text(line, len, "refund_no");
+
+		/* store_add_refund makes an id: replace it with the recorded one */
+		r = store_add_refund(p, refund_no, line_int(line, len, "amount"), NULL, REFUND_PENDING);
+		map_remove(&refunds_by_id, r->refund_id);
+		store_set_text(&r->refund_id, id);
+		map_put(&refunds_by_id, id, r);
+		free(refund_no);
+	}
+	if (r != NULL)
+	{
+		r->amount = line_int(line, len, "amount");
+		take_text(&r->reason, line_text(line, len, "reason"));
+		take_text(&r->metadata_json, line_text(line, len, "metadata_json"));
+		r->requested_by = requested_by == NULL ? NULL :
+			strcmp(requested_by, "charge") == 0 ? "charge" : "payment_intent";
+		r->state = (refund_state) line_int(line, len, "state");
+		r->created_at = (time_t) line_int(line, len, "created_at");
+		r->succeeded_at = (time_t) line_int(line, len, "succeeded_at");
+		r->create_requests = (int) line_int(line, len, "create_requests");
+		r->queries = (int) line_int(line, len, "queries");
+	}
+	free(id);
+	free(payment_no);
+	free(requested_by);
+}
+
+static void
+replay_idempotent(const char *line, size_t len)
+{
+	char	   *key = line_text(line, len, "key");
+	char	   *fingerprint = line_text(line, len, "fingerprint");
+	char	   *body = line_text(line, len, "body");
+
+	if (key && fingerprint && body)
+		store_save_idempotent(key, fingerprint, (unsigned) line_int(line, len, "status"), body);
+	free(key);
+	free(fingerprint);
+	free(body);
+}
+
+/* Apply the records of one committed group: lines [from, to). */
+static void
+replay_group(const char *from, const char *to)
+{
+	while (from < to)
+	{
+		const char *end = memchr(from, '\n', (size_t) (to - from));
+		size_t		len = end ? (size_t) (end - from) : (size_t) (to - from);
+		char	   *type = line_text(from, len, "type");
+
+		if (type && strcmp(type, "payment") == 0)
+			replay_payment(from, len);
+		else if (type && strcmp(type, "refund") == 0)
+			replay_refund(from, len);
+		else if (type && strcmp(type, "idempotency") == 0)
+			replay_idempotent(from, len);
+		free(type);
+		from += len + 1;
+	}
+}
+
+/* Rewrite the journal as one group holding the whole store; then append. */
+static void
+journal_compact(const char *path)
+{
+	strbuf		all,
+				tmp_path;
+	int			fd;
+
+	strbuf_init(&all);
+	for (size_t i = 0; i < payments_by_no.nbuckets; i++)
+		for (map_entry *e = payments_by_no.buckets[i]; e; e = e->next)
+			journal_payment(&all, e->value);
+	for (size_t i = 0; i < idempotency.nbuckets; i++)
+		for (map_entry *e = idempotency.buckets[i]; e; e = e->next)
+			journal_idempotent(&all, e->key, e->value);
+	strbuf_puts(&all, "{\"type\":\"commit\"}\n");
+	strbuf_init(&tmp_path);
+	strbuf_printf(&tmp_path, "%s.tmp", path);
+	fd = open(tmp_path.data, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0)
+		journal_fail("open");
+	write_all(fd, all.data, all.len);
+	if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp_path.data, path) != 0)
+		journal_fail("rewrite");
+	strbuf_free(&tmp_path);
+	strbuf_free(&all);
+	journal_fd = open(path, O_WRONLY | O_APPEND);
+	if (journal_fd < 0)
+		journal_fail("open");
+}
+
+bool
+store_open_journal(const char *path, int *replayed)
+{
+	char	   *text;
+	size_t		len = 0,
+				cap = 1 << 16;
+	int			fd = open(path, O_RDONLY);
+	const char *group,
+			   *cursor;
+	static const char commit[] = "{\"type\":\"commit\"}\n";
+
+	text = malloc(cap);
+	if (text == NULL)
+		abort();
+	if (fd < 0 && errno != ENOENT)
+	{
+		fprintf(stderr, "payflow-test-channel: cannot read %s: %s\n", path, strerror(errno));
+		free(text);
+		return false;
+	}
+	for (;;)
+	{
+		ssize_t		n;
+
+		if (fd < 0)
+			break;
+		if (len + 1 == cap && (text = realloc(text, cap *= 2)) == NULL)
+			abort();
+		n = read(fd, text + len, cap - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t) n;
+	}
+	if (fd >= 0)
+		close(fd);
+	text[len] = '\0';
+
+	/* only whole groups count: a torn tail answered nobody (journal_fd is
+	 * not open yet, so replaying journals nothing) */
+	store_lock();
+	group = cursor = text;
+	while ((cursor = strstr(cursor, commit)) != NULL)
+	{
+		replay_group(group, cursor);
+		cursor += sizeof(commit) - 1;
+		group = cursor;
+	}
+	free(text);
+	*replayed = (int) payments_by_no.count;
+	journal_compact(path);
+	store_unlock();
+	return true;
+}
+
 void
 store_init(void)
 {
@@ -305,7 +685,15 @@ void
 store_shutdown(void)
 {
 	store_lock();
+	n_touched = 0;
 	maps_destroy();
+	if (journal_fd >= 0)
+		close(journal_fd);
+	journal_fd = -1;
+	free(touched);
+	touched = NULL;
+	touched_cap = 0;
+	strbuf_free(&journal_pending);
 	store_unlock();
 }
 
@@ -313,8 +701,12 @@ void
 store_reset(void)
 {
 	store_lock();
+	n_touched = 0;
+	strbuf_free(&journal_pending);
 	maps_destroy();
 	maps_init();
+	if (journal_fd >= 0 && (ftruncate(journal_fd, 0) != 0 || fdatasync(journal_fd) != 0))
+		journal_fail("truncate");
 	store_unlock();
 }
 
@@ -327,6 +719,9 @@ store_lock(void)
 void
 store_unlock(void)
 {
+	if (journal_fd >= 0 && (n_touched > 0 || journal_pending.len > 0))
+		journal_flush();
+	n_touched = 0;
 	pthread_mutex_unlock(&store_mutex);
 }
 
@@ -340,19 +735,19 @@ store_set_text(char **field, const char *value)
 payment *
 store_find_payment(const char *payment_no)
 {
-	return map_get(&payments_by_no, payment_no);
+	return touch(map_get(&payments_by_no, payment_no));
 }
 
 payment *
 store_find_payment_by_stripe_id(const char *stripe_id)
 {
-	return map_get(&payments_by_stripe_id, stripe_id);
+	return touch(map_get(&payments_by_stripe_id, stripe_id));
 }
 
 payment *
 store_find_payment_by_charge(const char *charge_id)
 {
-	return map_get(&payments_by_charge, charge_id);
+	return touch(map_get(&payments_by_charge, charge_id));
 }
 
 void
@@ -378,6 +773,7 @@ store_create_payment(const char *payment_no, channel_kind channel,
 	p->state = PAYMENT_PENDING;
 	p->created_at = time(NULL);
 	map_put(&payments_by_no, payment_no, p);
+	touch(p);
 	if (channel == CHANNEL_STRIPE)
 	{
 		char		id[3 + 24 + 1] = "pi_";
@@ -444,14 +840,23 @@ store_find_refund_by_no(channel_kind channel, const char *refund_no)
 {
 	char		key[512];
 
+	refund	   *r;
+
 	refund_key(key, sizeof(key), channel, refund_no);
-	return map_get(&refunds_by_no, key);
+	r = map_get(&refunds_by_no, key);
+	if (r)
+		touch(map_get(&payments_by_no, r->payment_no));
+	return r;
 }
 
 refund *
 store_find_refund_by_id(const char *refund_id)
 {
-	return map_get(&refunds_by_id, refund_id);
+	refund	   *r = map_get(&refunds_by_id, refund_id);
+
+	if (r)
+		touch(map_get(&payments_by_no, r->payment_no));
+	return r;
 }
 
 refund *
@@ -534,6 +939,8 @@ store_save_idempotent(const char *key, const char *fingerprint,
 	if (old)
 		free_idempotent(old);
 	map_put(&idempotency, key, r);
+	if (journal_fd >= 0)
+		journal_idempotent(&journal_pending, key, r);
 }
 
 bool
@@ -567,6 +974,14 @@ store_remember_nonce(const char *nonce, time_t now, int ttl_seconds)
 	nonce_tail = rec;
 	map_put(&nonces, nonce, rec);
 	return true;
+}
+
+void
+store_each_payment(void (*fn) (const payment *p, void *arg), void *arg)
+{
+	for (size_t i = 0; i < payments_by_no.nbuckets; i++)
+		for (map_entry *e = payments_by_no.buckets[i]; e; e = e->next)
+			fn(e->value, arg);
 }
 
 int

@@ -5,7 +5,8 @@
  * Owns the data and its indexes.  Every function here expects the caller
  * to hold the store lock (store_lock/store_unlock) for the whole time it
  * reads or changes a payment, so a response is rendered from one
- * consistent view.  Knows no protocol; the channel files map the neutral
+ * consistent view.  With a journal, releasing the lock first syncs what
+ * the holder touched (store.c).  Knows no protocol; the channel files map the neutral
  * states below to their own vocabularies.
  */
 #ifndef CHANNEL_SERVER_STORE_H
@@ -94,6 +95,16 @@ typedef struct idempotent_reply
 
 void		store_init(void);
 void		store_shutdown(void);
+
+/*
+ * Persist the store in an append-only journal at path (--journal): replay
+ * it now (*replayed: payments known afterwards), rewrite it compactly, and
+ * from then on append what each lock hold touched, synced before the lock
+ * is released.  False (with a message) when path cannot be read.
+ */
+bool		store_open_journal(const char *path, int *replayed);
+/* Call fn for every payment (admin listing); the caller holds the lock. */
+void		store_each_payment(void (*fn) (const payment *p, void *arg), void *arg);
 /* Forget everything (POST /admin/reset). */
 void		store_reset(void);
 void		store_lock(void);
