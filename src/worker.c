@@ -13,8 +13,10 @@
  * pins its whole session.
  *
  * The reconciler connects to payflow.database and loops: run a pass (up
- * to WORKER_PASS_CLAIMS batches); if it used all of them, run another at
- * once; otherwise sleep on its latch until the earliest due check or order
+ * to WORKER_PASS_CLAIMS batches) and, about once a second, the history's
+ * upkeep (fold the status counters, delete a batch of expired events;
+ * reconcile() runs it once after its pass); if the pass used all its
+ * batches, run another at once; otherwise sleep on its latch until the earliest due check or order
  * expiry (at most 10 s), or until a committing transaction that queued a
  * check wakes it (worker_state.c).  It does nothing while payflow is not
  * installed in that database or is installed at another version than this
@@ -56,6 +58,15 @@ PG_FUNCTION_INFO_V1(payflow_reconcile);
  * passes reloads settings and records progress.
  */
 #define WORKER_PASS_CLAIMS 8
+
+/*
+ * The upkeep of a shop's history after a pass (history_upkeep): at most
+ * once a second, or every loop (sleeping at most UPKEEP_BACKLOG_SLEEP_MS)
+ * while old events are still waiting to be deleted.
+ */
+#define EVENTS_PRUNE_BATCH 5000
+#define UPKEEP_INTERVAL_MS 1000
+#define UPKEEP_BACKLOG_SLEEP_MS 100
 
 /* How long the launcher waits before starting a reconciler that exited. */
 #define RESTART_MS 1000
@@ -191,6 +202,54 @@ milliseconds_until_due(TimestampTz pass_started)
 	return sleep_ms;
 }
 
+/*
+ * The history's upkeep, in one transaction of its own: fold the status
+ * counters' appended changes (status_counts.c), then delete a batch of
+ * events older than payflow.events_retention (retention.c).  An error is
+ * logged and changes nothing; the next upkeep tries again, and passes go
+ * on meanwhile.  Returns true when a whole batch was deleted (more wait).
+ */
+static bool
+history_upkeep(const ReconcileTransactions *txn)
+{
+	MemoryContext old;
+	ResourceOwner owner;
+	volatile int64 pruned = 0;
+
+	txn->begin("payflow: folding status counts, pruning old events");
+	old = CurrentMemoryContext;
+	owner = CurrentResourceOwner;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(old);
+	PG_TRY();
+	{
+		pf_fold_status_counts();
+		pruned = pf_prune_events(EVENTS_PRUNE_BATCH);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(old);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *error;
+
+		MemoryContextSwitchTo(old);
+		error = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(old);
+		CurrentResourceOwner = owner;
+		ereport(WARNING,
+				(errcode(error->sqlerrcode),
+				 errmsg("payflow: upkeep of the history failed: %s", error->message),
+				 errdetail("Neither the status counters' changes were folded nor old events deleted; payflow.stats stays exact, and payments are not affected."),
+				 errhint("The next pass tries again; if this repeats, look at the error and at payflow.events_retention_hold().")));
+	}
+	PG_END_TRY();
+	txn->commit();
+	return pruned >= EVENTS_PRUNE_BATCH;
+}
+
 static void
 record_loop(void)
 {
@@ -277,6 +336,8 @@ payflow_worker_main(Datum main_arg)
 										 ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
+		static TimestampTz last_upkeep = 0;
+		static bool upkeep_backlog = false;
 		long		sleep_ms = MAX_SLEEP_MS;
 		MemoryContext old;
 
@@ -297,7 +358,15 @@ payflow_worker_main(Datum main_arg)
 			TimestampTz pass_started = GetCurrentTimestamp();
 			int			made = reconcile_pass(max_checks, &worker_transactions);
 
+			if (upkeep_backlog ||
+				TimestampDifferenceExceeds(last_upkeep, GetCurrentTimestamp(), UPKEEP_INTERVAL_MS))
+			{
+				upkeep_backlog = history_upkeep(&worker_transactions);
+				last_upkeep = GetCurrentTimestamp();
+			}
 			sleep_ms = made >= max_checks ? 0 : milliseconds_until_due(pass_started);
+			if (upkeep_backlog)
+				sleep_ms = Min(sleep_ms, UPKEEP_BACKLOG_SLEEP_MS);
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_context);
@@ -473,6 +542,7 @@ payflow_reconcile(PG_FUNCTION_ARGS)
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect_ext(SPI_OPT_NONATOMIC);
 	made = reconcile_pass(max_checks, &procedure_transactions);
+	(void) history_upkeep(&procedure_transactions);
 	SPI_finish();
 
 	if (get_call_result_type(fcinfo, NULL, &result_desc) == TYPEFUNC_COMPOSITE)
