@@ -129,6 +129,7 @@ typedef struct PreparedQuery
 extern uint64 pf_execute(PreparedQuery *query, Datum *values, const char *nulls,
 						 long max_rows);
 extern int	pf_pin_search_path(void);
+extern ErrorData *pf_try_in_subtransaction(void (*fn) (void *arg), void *arg);
 extern bool pf_isnull(int row, const char *column);
 extern Datum pf_datum(int row, const char *column);
 extern int64 pf_int64(int row, const char *column);

@@ -65,6 +65,32 @@ column_text(HeapTuple row, TupleDesc desc, const char *column)
 }
 
 /*
+ * One side of a change, as two parameters of append_change: the row's
+ * status and confirmed_via when the status is final, NULLs (nothing to
+ * count) when it is open.
+ */
+static void
+count_side(const char *entity, HeapTuple row, TupleDesc desc, Datum *values, char *nulls)
+{
+	char	   *status = column_text(row, desc, "status");
+	char	   *via;
+
+	if (status == NULL)
+		elog(ERROR, "payflow_count_status_change: %s row without a status", entity);
+	nulls[0] = nulls[1] = 'n';
+	if (pf_status_is_open(entity, status))
+		return;
+	via = column_text(row, desc, "confirmed_via");
+	values[0] = CStringGetTextDatum(status);
+	nulls[0] = ' ';
+	if (via != NULL)
+	{
+		values[1] = CStringGetTextDatum(via);
+		nulls[1] = ' ';
+	}
+}
+
+/*
  * AFTER UPDATE row trigger, argument: the entity (order, payment, refund).
  * Appends the change of the final statuses' counts; nothing when the row
  * moves between open statuses.
@@ -73,12 +99,9 @@ Datum
 payflow_count_status_change(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	desc;
 	const char *entity;
-	char	   *old_status;
-	char	   *new_status;
 	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	char		nulls[5] = {' ', 'n', 'n', 'n', 'n'};
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
@@ -87,34 +110,10 @@ payflow_count_status_change(PG_FUNCTION_ARGS)
 		elog(ERROR, "payflow_count_status_change: must be an AFTER UPDATE ROW trigger with one argument");
 
 	entity = trigdata->tg_trigger->tgargs[0];
-	desc = trigdata->tg_relation->rd_att;
-	old_status = column_text(trigdata->tg_trigtuple, desc, "status");
-	new_status = column_text(trigdata->tg_newtuple, desc, "status");
-	if (old_status == NULL || new_status == NULL)
-		elog(ERROR, "payflow_count_status_change: %s row without a status", entity);
-
 	SPI_connect();
 	values[0] = CStringGetTextDatum(entity);
-	if (pf_status_is_open(entity, old_status))
-		nulls[1] = nulls[2] = 'n';
-	else
-	{
-		char	   *via = column_text(trigdata->tg_trigtuple, desc, "confirmed_via");
-
-		values[1] = CStringGetTextDatum(old_status);
-		values[2] = via ? CStringGetTextDatum(via) : (Datum) 0;
-		nulls[2] = via ? ' ' : 'n';
-	}
-	if (pf_status_is_open(entity, new_status))
-		nulls[3] = nulls[4] = 'n';
-	else
-	{
-		char	   *via = column_text(trigdata->tg_newtuple, desc, "confirmed_via");
-
-		values[3] = CStringGetTextDatum(new_status);
-		values[4] = via ? CStringGetTextDatum(via) : (Datum) 0;
-		nulls[4] = via ? ' ' : 'n';
-	}
+	count_side(entity, trigdata->tg_trigtuple, trigdata->tg_relation->rd_att, &values[1], &nulls[1]);
+	count_side(entity, trigdata->tg_newtuple, trigdata->tg_relation->rd_att, &values[3], &nulls[3]);
 	if (nulls[1] != 'n' || nulls[3] != 'n')
 		pf_execute(&append_change, values, nulls, 0);
 	SPI_finish();

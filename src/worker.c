@@ -209,43 +209,30 @@ milliseconds_until_due(TimestampTz pass_started)
  * logged and changes nothing; the next upkeep tries again, and passes go
  * on meanwhile.  Returns true when a whole batch was deleted (more wait).
  */
+static void
+fold_and_prune(void *pruned)
+{
+	pf_fold_status_counts();
+	*(int64 *) pruned = pf_prune_events(EVENTS_PRUNE_BATCH);
+}
+
 static bool
 history_upkeep(const ReconcileTransactions *txn)
 {
-	MemoryContext old;
-	ResourceOwner owner;
-	volatile int64 pruned = 0;
+	int64		pruned = 0;
+	ErrorData  *error;
 
 	txn->begin("payflow: folding status counts, pruning old events");
-	old = CurrentMemoryContext;
-	owner = CurrentResourceOwner;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(old);
-	PG_TRY();
+	error = pf_try_in_subtransaction(fold_and_prune, &pruned);
+	if (error != NULL)
 	{
-		pf_fold_status_counts();
-		pruned = pf_prune_events(EVENTS_PRUNE_BATCH);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(old);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *error;
-
-		MemoryContextSwitchTo(old);
-		error = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(old);
-		CurrentResourceOwner = owner;
+		pruned = 0;
 		ereport(WARNING,
 				(errcode(error->sqlerrcode),
 				 errmsg("payflow: upkeep of the history failed: %s", error->message),
 				 errdetail("Neither the status counters' changes were folded nor old events deleted; payflow.stats stays exact, and payments are not affected."),
 				 errhint("The next pass tries again; if this repeats, look at the error and at payflow.events_retention_hold().")));
 	}
-	PG_END_TRY();
 	txn->commit();
 	return pruned >= EVENTS_PRUNE_BATCH;
 }
