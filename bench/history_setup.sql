@@ -237,10 +237,21 @@ BEGIN
 END $$;
 
 -- src/worker.c, next_wake_up, with $1 (the pass's start) = now(), in
--- PL/pgSQL so that its plan is cached as the worker's is.
+-- PL/pgSQL so that its plan is cached as the worker's is: the query of the
+-- build under test (1.1 with payflow.events_horizon() reads the next expiry
+-- as the first index entry; before, as min()).
 CREATE FUNCTION hb.wake_up() RETURNS float8
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF to_regprocedure('payflow.events_horizon()') IS NOT NULL THEN
+        RETURN (SELECT extract(epoch FROM least(
+           (SELECT min(due_at) FROM payflow.pending_checks WHERE lease_until IS NULL),
+           (SELECT min(lease_until) FROM payflow.pending_checks WHERE lease_until IS NOT NULL),
+           (SELECT expires_at FROM payflow.orders
+             WHERE status = 'awaiting_payment' AND expires_at > now()
+             ORDER BY expires_at LIMIT 1))
+           - clock_timestamp())::float8 * 1000);
+    END IF;
     RETURN (SELECT extract(epoch FROM least(
        (SELECT min(due_at) FROM payflow.pending_checks WHERE lease_until IS NULL),
        (SELECT min(lease_until) FROM payflow.pending_checks WHERE lease_until IS NOT NULL),
