@@ -16,11 +16,11 @@
  * to WORKER_PASS_CLAIMS batches) and, about once a second, the history's
  * upkeep (fold the status counters, delete a batch of expired events;
  * reconcile() runs it once after its pass); if the pass used all its
- * batches, run another at once; otherwise sleep on its latch until the earliest due check or order
- * expiry (at most 10 s), or until a committing transaction that queued a
- * check wakes it (worker_state.c).  It does nothing while payflow is not
- * installed in that database or is installed at another version than this
- * library's (PAYFLOW_SQL_VERSION).  Each loop resets its memory context,
+ * batches, run another at once; otherwise sleep on its latch until the
+ * earliest due check or order expiry (at most 10 s), or until a
+ * committing transaction that queued a check wakes it (worker_state.c).
+ * It does nothing while payflow is not installed in that database or is
+ * installed at another version than this library's (PAYFLOW_SQL_VERSION).  Each loop resets its memory context,
  * checks for interrupts and reloads the configuration after SIGHUP.
  * SIGTERM (die) ends it cleanly; it exits with code 1 on error and the
  * launcher starts it again after a second.
