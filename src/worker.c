@@ -14,8 +14,8 @@
  *
  * The reconciler connects to payflow.database and loops: run a pass (up
  * to WORKER_PASS_CLAIMS batches) and, about once a second, the history's
- * upkeep (fold the status counters, delete a batch of expired events;
- * reconcile() runs it once after its pass); if the pass used all its
+ * upkeep (fold the status counters; a minute apart, delete a batch of
+ * expired events; reconcile() runs both once after its pass); if the pass used all its
  * batches, run another at once; otherwise sleep on its latch until the
  * earliest due check or order expiry (at most 10 s), or until a
  * committing transaction that queued a check wakes it (worker_state.c).
@@ -60,12 +60,15 @@ PG_FUNCTION_INFO_V1(payflow_reconcile);
 #define WORKER_PASS_CLAIMS 8
 
 /*
- * The upkeep of a shop's history after a pass (history_upkeep): at most
- * once a second, or every loop (sleeping at most UPKEEP_BACKLOG_SLEEP_MS)
- * while old events are still waiting to be deleted.
+ * The upkeep of a shop's history after a pass (history_upkeep): the status
+ * counters are folded at most once a second; old events are deleted a
+ * batch a minute (a batch reads EVENTS_PRUNE_BATCH events, however few it
+ * deletes), or every loop, sleeping at most UPKEEP_BACKLOG_SLEEP_MS, while
+ * whole batches are being deleted.
  */
 #define EVENTS_PRUNE_BATCH 5000
 #define UPKEEP_INTERVAL_MS 1000
+#define PRUNE_INTERVAL_MS 60000
 #define UPKEEP_BACKLOG_SLEEP_MS 100
 
 /* How long the launcher waits before starting a reconciler that exited. */
@@ -212,29 +215,39 @@ milliseconds_until_due(TimestampTz pass_started)
 
 /*
  * The history's upkeep, in one transaction of its own: fold the status
- * counters' appended changes (status_counts.c), then delete a batch of
- * events older than payflow.events_retention (retention.c).  An error is
- * logged and changes nothing; the next upkeep tries again, and passes go
- * on meanwhile.  Returns true when a whole batch was deleted (more wait).
+ * counters' appended changes (status_counts.c), then, when prune is set,
+ * delete a batch of events older than payflow.events_retention
+ * (retention.c).  An error is logged and changes nothing; the next upkeep
+ * tries again, and passes go on meanwhile.  Returns true when a whole
+ * batch was deleted (more wait).
  */
-static void
-fold_and_prune(void *pruned)
+typedef struct Upkeep
 {
+	bool		prune;
+	int64		pruned;
+} Upkeep;
+
+static void
+fold_and_prune(void *arg)
+{
+	Upkeep	   *upkeep = (Upkeep *) arg;
+
 	pf_fold_status_counts();
-	*(int64 *) pruned = pf_prune_events(EVENTS_PRUNE_BATCH);
+	if (upkeep->prune)
+		upkeep->pruned = pf_prune_events(EVENTS_PRUNE_BATCH);
 }
 
 static bool
-history_upkeep(const ReconcileTransactions *txn)
+history_upkeep(const ReconcileTransactions *txn, bool prune)
 {
-	int64		pruned = 0;
+	Upkeep		upkeep = {prune, 0};
 	ErrorData  *error;
 
 	txn->begin("payflow: folding status counts, pruning old events");
-	error = pf_try_in_subtransaction(fold_and_prune, &pruned);
+	error = pf_try_in_subtransaction(fold_and_prune, &upkeep);
 	if (error != NULL)
 	{
-		pruned = 0;
+		upkeep.pruned = 0;
 		ereport(WARNING,
 				(errcode(error->sqlerrcode),
 				 errmsg("payflow: upkeep of the history failed: %s", error->message),
@@ -242,7 +255,7 @@ history_upkeep(const ReconcileTransactions *txn)
 				 errhint("The next pass tries again; if this repeats, look at the error and at payflow.events_retention_hold().")));
 	}
 	txn->commit();
-	return pruned >= EVENTS_PRUNE_BATCH;
+	return upkeep.pruned >= EVENTS_PRUNE_BATCH;
 }
 
 static void
@@ -332,6 +345,7 @@ payflow_worker_main(Datum main_arg)
 	for (;;)
 	{
 		static TimestampTz last_upkeep = 0;
+		static TimestampTz last_prune = 0;
 		static bool upkeep_backlog = false;
 		long		sleep_ms = MAX_SLEEP_MS;
 		MemoryContext old;
@@ -353,11 +367,17 @@ payflow_worker_main(Datum main_arg)
 			TimestampTz pass_started = GetCurrentTimestamp();
 			int			made = reconcile_pass(max_checks, &worker_transactions);
 
-			if (upkeep_backlog ||
-				TimestampDifferenceExceeds(last_upkeep, GetCurrentTimestamp(), UPKEEP_INTERVAL_MS))
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (upkeep_backlog || TimestampDifferenceExceeds(last_upkeep, now, UPKEEP_INTERVAL_MS))
 			{
-				upkeep_backlog = history_upkeep(&worker_transactions);
-				last_upkeep = GetCurrentTimestamp();
+				bool		prune = upkeep_backlog ||
+					TimestampDifferenceExceeds(last_prune, now, PRUNE_INTERVAL_MS);
+
+				upkeep_backlog = history_upkeep(&worker_transactions, prune);
+				last_upkeep = now;
+				if (prune)
+					last_prune = now;
 			}
 			sleep_ms = made >= max_checks ? 0 : milliseconds_until_due(pass_started);
 			if (upkeep_backlog)
@@ -537,7 +557,7 @@ payflow_reconcile(PG_FUNCTION_ARGS)
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect_ext(SPI_OPT_NONATOMIC);
 	made = reconcile_pass(max_checks, &procedure_transactions);
-	(void) history_upkeep(&procedure_transactions);
+	(void) history_upkeep(&procedure_transactions, true);
 	SPI_finish();
 
 	if (get_call_result_type(fcinfo, NULL, &result_desc) == TYPEFUNC_COMPOSITE)
