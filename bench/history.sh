@@ -129,29 +129,17 @@ median() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f\n", a / b; else print "n/a" }'; }
 
-# CPU time (clock ticks) used so far by the cluster's processes, as
-# bench/run.sh counts it: other tenants of the host disturb it less than TPS.
-cluster_cpu_ticks() {
-    local postmaster pid ticks f
-    postmaster=$(head -n 1 "$PF_CLUSTER_DIR/data/postmaster.pid")
-    read -r -a f <"/proc/$postmaster/stat"
-    ticks=$((f[13] + f[14] + f[15] + f[16]))
-    for pid in $(pgrep -P "$postmaster"); do
-        read -r -a f <"/proc/$pid/stat" 2>/dev/null && ticks=$((ticks + f[13] + f[14]))
-    done
-    echo "$ticks"
-}
 # checkout DB -> "TPS CPU-us-per-transaction"
 checkout() {
     local out cpu0 tps txns
     q "$1" -c "CHECKPOINT"
-    cpu0=$(cluster_cpu_ticks)
+    cpu0=$(pf_cluster_cpu_ticks)
     out=$(pgbench -n -M prepared -c 4 -j 2 -T "$DURATION" -f bench/checkout.sql -D sku_base=0 "$1" 2>&1) ||
         { printf '%s\n' "$out" >&2; return 1; }
     sleep 0.2
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out")
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
-    awk -v tps="$tps" -v n="$txns" -v ticks=$(($(cluster_cpu_ticks) - cpu0)) -v hz="$(getconf CLK_TCK)" \
+    awk -v tps="$tps" -v n="$txns" -v ticks=$(($(pf_cluster_cpu_ticks) - cpu0)) -v hz="$(getconf CLK_TCK)" \
         'BEGIN { printf "%.1f %.0f\n", tps, ticks / hz * 1e6 / n }'
 }
 # Does this build have event retention?  Then the reconcile() runs keep
