@@ -625,21 +625,22 @@ SELECT w.pid AS worker_pid, w.started_at AS worker_started_at, w.last_loop_at AS
 FROM payflow.worker_status() w;
 
 -- Event retention: how far it has deleted, for payflow.events_horizon().
+-- One row, written by the first deletion (none before: a dump restored
+-- into a new CREATE EXTENSION brings its own).
 CREATE TABLE payflow.events_pruning (
     singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    horizon        timestamptz NOT NULL DEFAULT '-infinity',
-    pruned         bigint NOT NULL DEFAULT 0,
-    last_pruned_at timestamptz
+    horizon        timestamptz NOT NULL,
+    pruned         bigint NOT NULL,
+    last_pruned_at timestamptz NOT NULL
 );
 COMMENT ON TABLE payflow.events_pruning IS
     'Event retention so far: horizon is the latest time of an event deleted; every object created after it has all its events.';
-INSERT INTO payflow.events_pruning DEFAULT VALUES;
 
 -- The time after which every order, payment and refund created has all its
 -- events in payflow.events (-infinity: nothing was deleted).
 CREATE FUNCTION payflow.events_horizon() RETURNS timestamptz
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT horizon FROM payflow.events_pruning $$;
+AS $$ SELECT coalesce((SELECT horizon FROM payflow.events_pruning), '-infinity') $$;
 
 -- The hook through which event consumers hold retention back: the
 -- smallest event id that must be kept, NULL when nothing holds events.
@@ -656,7 +657,7 @@ REVOKE ALL ON FUNCTION payflow.count_status_change(), payflow.recount_stats(),
 -- the owner, the reconciler as payflow_worker; its upkeep folds and prunes.
 GRANT SELECT, INSERT, DELETE ON payflow.status_count_changes TO payflow_worker;
 GRANT SELECT, INSERT, UPDATE ON payflow.status_counts TO payflow_worker;
-GRANT SELECT, UPDATE ON payflow.events_pruning TO payflow_worker;
+GRANT SELECT, INSERT, UPDATE ON payflow.events_pruning TO payflow_worker;
 GRANT DELETE ON payflow.events TO payflow_worker;
 GRANT EXECUTE ON FUNCTION payflow.events_retention_hold() TO payflow_worker;
 GRANT EXECUTE ON FUNCTION payflow.events_horizon() TO payflow_app;

@@ -31,10 +31,11 @@ static PreparedQuery prune_batch = {
 	"               FROM head h, limits l WHERE h.at >= l.cutoff OR h.id >= l.hold),"
 	" deleted AS (DELETE FROM payflow.events e USING head, keep_from"
 	"             WHERE e.id = head.id AND head.id < keep_from.id RETURNING e.at),"
-	" noted AS (UPDATE payflow.events_pruning"
-	"           SET horizon = greatest(horizon, (SELECT max(at) FROM deleted)),"
-	"               pruned = pruned + (SELECT count(*) FROM deleted), last_pruned_at = now()"
-	"           WHERE EXISTS (SELECT FROM deleted))"
+	" noted AS (INSERT INTO payflow.events_pruning AS p (horizon, pruned, last_pruned_at)"
+	"           SELECT max(at), count(*), now() FROM deleted HAVING count(*) > 0"
+	"           ON CONFLICT (singleton) DO UPDATE"
+	"           SET horizon = greatest(p.horizon, excluded.horizon),"
+	"               pruned = p.pruned + excluded.pruned, last_pruned_at = excluded.last_pruned_at)"
 	" SELECT count(*) AS deleted FROM deleted",
 	.nargs = 2,
 	.argtypes = {INT4OID, INT4OID},
