@@ -28,6 +28,8 @@ OBJS = \
 	src/channel_hosts.o \
 	src/crypto.o \
 	src/notification.o \
+	src/status_counts.o \
+	src/retention.o \
 	src/reconcile.o \
 	src/worker_state.o \
 	src/worker.o

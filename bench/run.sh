@@ -141,18 +141,6 @@ declare -A dbs=([payflow-unpinned]="${DB}_unpinned")
 [ "$STOCK" = 1 ] && names+=(payflow+stock)
 [ "$UNPINNED" = 1 ] && names+=(payflow-unpinned)
 
-# CPU time (clock ticks) used so far by the cluster: the postmaster, its
-# live children, and its children that have exited (backends, autovacuum).
-cluster_cpu_ticks() {
-    local postmaster pid ticks f
-    postmaster=$(head -n 1 "$PF_CLUSTER_DIR/data/postmaster.pid")
-    read -r -a f <"/proc/$postmaster/stat"
-    ticks=$((f[13] + f[14] + f[15] + f[16]))
-    for pid in $(pgrep -P "$postmaster"); do
-        read -r -a f <"/proc/$pid/stat" 2>/dev/null && ticks=$((ticks + f[13] + f[14]))
-    done
-    echo "$ticks"
-}
 TICK=$(getconf CLK_TCK)
 
 # run_workload NAME SECONDS -> prints "TPS CPU-us-per-transaction" (fails on
@@ -160,7 +148,7 @@ TICK=$(getconf CLK_TCK)
 run_workload() {
     local name=$1 seconds=$2 out tps txns cpu_before cpu_after
     sql -c "CHECKPOINT"
-    cpu_before=$(cluster_cpu_ticks)
+    cpu_before=$(pf_cluster_cpu_ticks)
     # shellcheck disable=SC2086
     if ! out=$(pgbench -n -M prepared -c "$CLIENTS" -j "$THREADS" -T "$seconds" \
                    ${args[$name]} "${dbs[$name]:-$DB}" 2>&1); then
@@ -174,7 +162,7 @@ run_workload() {
         return 1
     fi
     sleep 0.2    # let the backends exit so the postmaster has reaped them
-    cpu_after=$(cluster_cpu_ticks)
+    cpu_after=$(pf_cluster_cpu_ticks)
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out")
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
     [ -n "$tps" ] && [ -n "$txns" ] || { printf '%s\n' "$out" >&2; return 1; }

@@ -443,8 +443,7 @@ ALTER FUNCTION payflow.create_order_from_cart(text, text) RESET search_path;
 
 -- ===========================================================================
 -- Part 8. The review queue
--- ===========================================================================
--- What the reconciler hands to people, in one view (payflow.review_queue),
+-- ====================================================================-- What the reconciler hands to people, in one view (payflow.review_queue),
 -- and the functions an operator resolves it with (src/review.c), for
 -- payflow_admin only.  Every action moves statuses through
 -- payflow.transitions and writes its events like any other writer, and is
@@ -631,6 +630,239 @@ SELECT pg_catalog.pg_extension_config_dump('payflow.review_audit', '');
 SELECT pg_catalog.pg_extension_config_dump('payflow.review_audit_id_seq', '');
 
 -- (part 8 ends here)
+
+-- ===========================================================================
+-- Part 9. History: views that stay flat, event retention
+-- ===========================================================================
+-- A shop accumulates millions of orders, attempts, refunds and events;
+-- nothing an operator polls may count them all.  Open statuses are few and
+-- indexed, and the views count them from the tables.  Final statuses grow
+-- forever, so rows entering and leaving them are counted as they move
+-- (src/status_counts.c): a trigger appends -1/+1 change rows, never a hot
+-- counter row that concurrent payments would queue on, and the reconciler's
+-- upkeep folds them into totals.  The checkout writes an order in an open
+-- status (every move from 'start' is to an open status, checked below), so
+-- it fires none of this.  Events are deleted after payflow.events_retention
+-- (src/retention.c), walking the primary key: no new index on events.
+DO $check$
+BEGIN
+    IF EXISTS (SELECT 1 FROM payflow.transitions t
+               JOIN payflow.statuses s ON s.entity = t.entity AND s.status = t.to_status
+               WHERE t.from_status = 'start' AND NOT s.open) THEN
+        RAISE EXCEPTION 'a row can be created in a final status: the status counters would miss it';
+    END IF;
+END
+$check$;
+
+-- Totals of rows in each final status (payments also by confirmed_via),
+-- as of the last fold.
+CREATE TABLE payflow.status_counts (
+    entity        text NOT NULL,
+    status        text NOT NULL,
+    confirmed_via text,
+    n             bigint NOT NULL,
+    UNIQUE NULLS NOT DISTINCT (entity, status, confirmed_via)
+);
+COMMENT ON TABLE payflow.status_counts IS
+    'Rows in each final status as of the last fold; the exact count is this plus payflow.status_count_changes.';
+
+-- Appended by the trigger, folded into status_counts by the reconciler.
+-- No index: it is only appended to, and read whole.
+CREATE TABLE payflow.status_count_changes (
+    entity        text NOT NULL,
+    status        text NOT NULL,
+    confirmed_via text,
+    delta         integer NOT NULL
+);
+COMMENT ON TABLE payflow.status_count_changes IS
+    'Changes of payflow.status_counts not folded yet: -1 for a final status left, +1 for one entered.';
+
+CREATE FUNCTION payflow.count_status_change() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'payflow_count_status_change' LANGUAGE C;
+CREATE TRIGGER orders_count_status AFTER UPDATE OF status ON payflow.orders
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION payflow.count_status_change('order');
+CREATE TRIGGER payments_count_status AFTER UPDATE OF status, confirmed_via ON payflow.payments
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+                       OR OLD.confirmed_via IS DISTINCT FROM NEW.confirmed_via)
+    EXECUTE FUNCTION payflow.count_status_change('payment');
+CREATE TRIGGER refunds_count_status AFTER UPDATE OF status ON payflow.refunds
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION payflow.count_status_change('refund');
+
+-- Count everything again: after rows were written with triggers off
+-- (session_replication_role = replica, other than restoring payflow's own
+-- dump, which carries the counters), or to check them.  Writers of statuses
+-- wait meanwhile; the checkout does not.  Takes the fold's locks in the
+-- fold's order.
+CREATE FUNCTION payflow.recount_stats() RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    LOCK TABLE payflow.status_counts IN EXCLUSIVE MODE;
+    LOCK TABLE payflow.status_count_changes IN EXCLUSIVE MODE;
+    DELETE FROM payflow.status_count_changes;
+    DELETE FROM payflow.status_counts;
+    INSERT INTO payflow.status_counts (entity, status, confirmed_via, n)
+    SELECT 'order', o.status, NULL, count(*) FROM payflow.orders o
+    JOIN payflow.statuses s ON s.entity = 'order' AND s.status = o.status AND NOT s.open
+    GROUP BY o.status
+    UNION ALL
+    SELECT 'payment', p.status, p.confirmed_via, count(*) FROM payflow.payments p
+    JOIN payflow.statuses s ON s.entity = 'payment' AND s.status = p.status AND NOT s.open
+    GROUP BY p.status, p.confirmed_via
+    UNION ALL
+    SELECT 'refund', r.status, NULL, count(*) FROM payflow.refunds r
+    JOIN payflow.statuses s ON s.entity = 'refund' AND s.status = r.status AND NOT s.open
+    GROUP BY r.status;
+END
+$$;
+
+-- Open refunds, counted by the views (attempts and orders have theirs).
+DO $index$
+BEGIN
+    EXECUTE pg_catalog.format(
+        'CREATE INDEX refunds_open ON payflow.refunds (order_id) WHERE status IN (%s)',
+        (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(status), ', ' ORDER BY status)
+         FROM payflow.statuses WHERE entity = 'refund' AND open));
+END
+$index$;
+-- The latency percentiles of payflow.stats read the last day's successes.
+CREATE INDEX payments_succeeded_by_resolved_at ON payflow.payments (resolved_at)
+    WHERE status = 'succeeded' AND confirmed_via IS NOT NULL;
+
+-- payflow.stats, same columns: counts are the counters plus the open rows
+-- (each set of open statuses written from payflow.statuses, so the
+-- planner matches its partial index); seconds_from_channel_payment_to_paid
+-- now covers the payments confirmed in the last 24 hours (at most the
+-- latest 10,000), not all of history.
+DO $view$
+DECLARE
+    open_list text[] := ARRAY(
+        SELECT pg_catalog.string_agg(pg_catalog.quote_literal(status), ', ' ORDER BY status)
+        FROM payflow.statuses WHERE open GROUP BY entity ORDER BY entity);
+BEGIN
+    -- entities in order: order, payment, refund
+    EXECUTE pg_catalog.format($sql$
+CREATE OR REPLACE VIEW payflow.stats AS
+WITH counts AS (
+    SELECT entity, status, confirmed_via, sum(n) AS n
+    FROM (SELECT entity, status, confirmed_via, n FROM payflow.status_counts
+          UNION ALL
+          SELECT entity, status, confirmed_via, delta FROM payflow.status_count_changes
+          UNION ALL
+          SELECT 'order', status, NULL, count(*) FROM payflow.orders
+          WHERE status IN (%1$s) GROUP BY status
+          UNION ALL
+          SELECT 'payment', status, confirmed_via, count(*) FROM payflow.payments
+          WHERE status IN (%2$s) GROUP BY status, confirmed_via
+          UNION ALL
+          SELECT 'refund', status, NULL, count(*) FROM payflow.refunds
+          WHERE status IN (%3$s) GROUP BY status) c
+    GROUP BY entity, status, confirmed_via
+    HAVING sum(n) > 0)
+SELECT
+    (SELECT jsonb_object_agg(status, n) FROM (SELECT status, sum(n) AS n FROM counts
+                                              WHERE entity = 'order' GROUP BY status) s)
+        AS orders_by_status,
+    (SELECT jsonb_object_agg(status, n) FROM (SELECT status, sum(n) AS n FROM counts
+                                              WHERE entity = 'payment' GROUP BY status) s)
+        AS payments_by_status,
+    (SELECT jsonb_object_agg(status, n) FROM (SELECT status, sum(n) AS n FROM counts
+                                              WHERE entity = 'refund' GROUP BY status) s)
+        AS refunds_by_status,
+    (SELECT jsonb_object_agg(confirmed_via, n) FROM (SELECT confirmed_via, sum(n) AS n FROM counts
+                                                     WHERE entity = 'payment' AND confirmed_via IS NOT NULL
+                                                     GROUP BY confirmed_via) s)
+        AS payments_confirmed_via,
+    (SELECT count(*) FROM payflow.pending_checks) AS open_checks,
+    (SELECT coalesce(sum(checks), 0) FROM payflow.pending_checks) AS checks_made_on_open,
+    (SELECT checks_made FROM payflow.worker_status()) AS checks_made_by_worker,
+    (SELECT jsonb_object_agg(confirmed_via, lag_stats)
+     FROM (SELECT confirmed_via,
+                  jsonb_build_object('count', count(*),
+                                     'p50', round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag)::numeric, 3),
+                                     'p99', round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)::numeric, 3),
+                                     'max', round(max(lag)::numeric, 3)) AS lag_stats
+           FROM (SELECT confirmed_via,
+                        (EXTRACT(epoch FROM resolved_at)
+                         - EXTRACT(epoch FROM paid_at))::float8 AS lag
+                 FROM payflow.payments
+                 WHERE status = 'succeeded' AND confirmed_via IS NOT NULL
+                   AND resolved_at >= now() - interval '24 hours'
+                   AND pg_catalog.isfinite(paid_at) AND pg_catalog.isfinite(resolved_at)
+                 ORDER BY resolved_at DESC LIMIT 10000) d
+           GROUP BY confirmed_via) g)
+        AS seconds_from_channel_payment_to_paid
+$sql$, open_list[1], open_list[2], open_list[3]);
+END
+$view$;
+
+-- payflow.health, same columns: failed refunds from the counters.
+CREATE OR REPLACE VIEW payflow.health AS
+SELECT w.pid AS worker_pid, w.started_at AS worker_started_at, w.last_loop_at AS worker_last_loop_at,
+       w.loops AS worker_loops,
+       (SELECT min(due_at) FROM payflow.pending_checks
+        WHERE due_at <= now() AND (lease_until IS NULL OR lease_until < now())) AS oldest_overdue_check,
+       (SELECT count(*) FROM payflow.pending_checks
+        WHERE due_at <= now() AND (lease_until IS NULL OR lease_until < now())) AS overdue_checks,
+       (SELECT count(*) FROM payflow.payments WHERE status = 'unknown') AS payments_in_review,
+       (SELECT coalesce(sum(n), 0)::bigint
+        FROM (SELECT n FROM payflow.status_counts WHERE entity = 'refund' AND status = 'failed'
+              UNION ALL
+              SELECT delta FROM payflow.status_count_changes WHERE entity = 'refund' AND status = 'failed') c)
+           AS refunds_failed,
+       (SELECT count(*) FROM payflow.pending_checks
+        WHERE refund_id IS NOT NULL AND last_outcome LIKE 'review: %') AS refunds_in_review
+FROM payflow.worker_status() w;
+
+-- Event retention: how far it has deleted, for payflow.events_horizon().
+-- One row, written by the first deletion (none before: a dump restored
+-- into a new CREATE EXTENSION brings its own).
+CREATE TABLE payflow.events_pruning (
+    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    horizon        timestamptz NOT NULL,
+    pruned         bigint NOT NULL,
+    last_pruned_at timestamptz NOT NULL
+);
+COMMENT ON TABLE payflow.events_pruning IS
+    'Event retention so far: horizon is the latest time of an event deleted; every object created after it has all its events.';
+
+-- The time after which every order, payment and refund created has all its
+-- events in payflow.events (-infinity: nothing was deleted).
+CREATE FUNCTION payflow.events_horizon() RETURNS timestamptz
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce((SELECT horizon FROM payflow.events_pruning), '-infinity') $$;
+
+-- The hook through which event consumers hold retention back: the
+-- smallest event id that must be kept, NULL when nothing holds events.
+-- Retention never deletes an event at or above it.  Nothing consumes
+-- events in 1.1: event consumers replace this function.
+CREATE FUNCTION payflow.events_retention_hold() RETURNS bigint
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT NULL::bigint $$;
+
+REVOKE ALL ON payflow.status_counts, payflow.status_count_changes, payflow.events_pruning FROM PUBLIC;
+REVOKE ALL ON FUNCTION payflow.count_status_change(), payflow.recount_stats(),
+    payflow.events_horizon(), payflow.events_retention_hold() FROM PUBLIC;
+-- The trigger runs as whoever changes a status: the API's functions run as
+-- the owner, the reconciler as payflow_worker; its upkeep folds and prunes.
+GRANT SELECT, INSERT, DELETE ON payflow.status_count_changes TO payflow_worker;
+GRANT SELECT, INSERT, UPDATE ON payflow.status_counts TO payflow_worker;
+GRANT SELECT, INSERT, UPDATE ON payflow.events_pruning TO payflow_worker;
+GRANT DELETE ON payflow.events TO payflow_worker;
+GRANT EXECUTE ON FUNCTION payflow.events_retention_hold() TO payflow_worker;
+GRANT EXECUTE ON FUNCTION payflow.events_horizon() TO payflow_app;
+GRANT SET, ALTER SYSTEM ON PARAMETER payflow.events_retention TO payflow_admin;
+SELECT pg_catalog.pg_extension_config_dump('payflow.status_counts', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.status_count_changes', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.events_pruning', '');
+
+-- An updated database counts its history once, here: the triggers above
+-- hold every writer of a status until this update commits.
+SELECT payflow.recount_stats();
+
+-- (part 9 ends here)
 
 -- ===========================================================================
 -- Part 10. verify(): the books checked

@@ -29,6 +29,7 @@ char	   *payflow_allowed_hosts = NULL;
 int			payflow_clock_skew_s = 5 * 60;
 int			payflow_max_cart_lines = 1000;
 int			payflow_max_notification_bytes = 1024 * 1024;
+int			payflow_events_retention_s = 90 * 24 * 60 * 60;
 
 #define DEFAULT_CHECK_SCHEDULE \
 	"2s,3s,5s,5s,10s,10s,10s,15s,30s,1min,2min,5min,10min,20min,30min,1h,3h,8h,24h"
@@ -284,6 +285,15 @@ payflow_define_gucs(void)
 							1024 * 1024, 1024, 64 * 1024 * 1024,
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("payflow.events_retention",
+							gettext_noop("How long events are kept in payflow.events; the reconciler deletes older ones."),
+							gettext_noop("0 keeps every event. Event consumers can hold retention back (payflow.events_retention_hold())."),
+							&payflow_events_retention_s,
+							90 * 24 * 60 * 60, 0, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("payflow");

@@ -75,6 +75,7 @@ extern char *payflow_allowed_hosts;
 extern int	payflow_clock_skew_s;
 extern int	payflow_max_cart_lines;
 extern int	payflow_max_notification_bytes;
+extern int	payflow_events_retention_s;
 
 /* A check schedule: the delay in seconds before check number i. */
 #define MAX_SCHEDULE_STEPS 64
@@ -95,6 +96,13 @@ extern void pf_register_worker(void);
 
 /* statuses.c: status sets named in SQL, read from payflow.statuses */
 extern char *pf_expand_status_sets(const char *sql);
+extern bool pf_status_is_open(const char *entity, const char *status);
+
+/* status_counts.c: counters of rows in final statuses */
+extern void pf_fold_status_counts(void);
+
+/* retention.c: payflow.events_retention */
+extern int64 pf_prune_events(int max_events);
 
 /* version.c: refuse to run against another version's SQL objects */
 extern bool pf_sql_version_ok;
@@ -124,6 +132,7 @@ typedef struct PreparedQuery
 extern uint64 pf_execute(PreparedQuery *query, Datum *values, const char *nulls,
 						 long max_rows);
 extern int	pf_pin_search_path(void);
+extern ErrorData *pf_try_in_subtransaction(void (*fn) (void *arg), void *arg);
 extern bool pf_isnull(int row, const char *column);
 extern Datum pf_datum(int row, const char *column);
 extern int64 pf_int64(int row, const char *column);

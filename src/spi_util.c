@@ -2,8 +2,9 @@
  * spi_util.c
  *		The SPI helpers every payflow function uses: prepare a query once per
  *		backend and keep its plan, execute it with parameters, read columns
- *		of the result by name, and turn a result row into the function's
- *		composite return value.
+ *		of the result by name, turn a result row into the function's
+ *		composite return value, and run a step in a subtransaction whose
+ *		error is returned rather than raised.
  *
  * Values always travel as parameters; no SQL text is ever built from input
  * (the only text built is a {{status set}} expanded from payflow.statuses,
@@ -16,11 +17,13 @@
 #include "payflow.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "funcapi.h"
 #include "utils/guc.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/resowner.h"
 #include "utils/typcache.h"
 
 /* Prepare the query on first use and keep the plan for the backend's life. */
@@ -323,4 +326,39 @@ TimestampTz
 pf_now_plus_seconds(int64 seconds)
 {
 	return GetCurrentTransactionStartTimestamp() + seconds * USECS_PER_SEC;
+}
+
+/*
+ * Run fn(arg) in a subtransaction of the current transaction, so that an
+ * error undoes only what fn did.  Returns NULL when fn returned, or the
+ * error (copied into the caller's memory context) after rolling the
+ * subtransaction back.
+ */
+ErrorData *
+pf_try_in_subtransaction(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext old = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(old);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(old);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		error = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(old);
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+	return error;
 }

@@ -144,3 +144,21 @@ pf_expand_status_sets(const char *sql)
 	MemoryContextSwitchTo(old);
 	return out.data;
 }
+
+/*
+ * Is this status of this entity open (not final)?  For code that classifies
+ * one row's status rather than naming a set in SQL (the status counters,
+ * status_counts.c).  A status payflow.statuses does not list is an error.
+ * The caller is connected to SPI.
+ */
+bool
+pf_status_is_open(const char *entity, const char *status)
+{
+	if (statuses == NULL)
+		load_statuses();
+	for (int i = 0; i < nstatuses; i++)
+		if (strcmp(statuses[i].entity, entity) == 0 && strcmp(statuses[i].status, status) == 0)
+			return statuses[i].open;
+	elog(ERROR, "payflow: status \"%s\" of %s is not in payflow.statuses", status, entity);
+	return false;
+}

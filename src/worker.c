@@ -13,12 +13,14 @@
  * pins its whole session.
  *
  * The reconciler connects to payflow.database and loops: run a pass (up
- * to WORKER_PASS_CLAIMS batches); if it used all of them, run another at
- * once; otherwise sleep on its latch until the earliest due check or order
- * expiry (at most 10 s), or until a committing transaction that queued a
- * check wakes it (worker_state.c).  It does nothing while payflow is not
- * installed in that database or is installed at another version than this
- * library's (PAYFLOW_SQL_VERSION).  Each loop resets its memory context,
+ * to WORKER_PASS_CLAIMS batches) and, about once a second, the history's
+ * upkeep (fold the status counters; a minute apart, delete a batch of
+ * expired events; reconcile() runs both once after its pass); if the pass used all its
+ * batches, run another at once; otherwise sleep on its latch until the
+ * earliest due check or order expiry (at most 10 s), or until a
+ * committing transaction that queued a check wakes it (worker_state.c).
+ * It does nothing while payflow is not installed in that database or is
+ * installed at another version than this library's (PAYFLOW_SQL_VERSION).  Each loop resets its memory context,
  * checks for interrupts and reloads the configuration after SIGHUP.
  * SIGTERM (die) ends it cleanly; it exits with code 1 on error and the
  * launcher starts it again after a second.
@@ -57,6 +59,18 @@ PG_FUNCTION_INFO_V1(payflow_reconcile);
  */
 #define WORKER_PASS_CLAIMS 8
 
+/*
+ * The upkeep of a shop's history after a pass (history_upkeep): the status
+ * counters are folded at most once a second; old events are deleted a
+ * batch a minute (a batch reads EVENTS_PRUNE_BATCH events, however few it
+ * deletes), or every loop, sleeping at most UPKEEP_BACKLOG_SLEEP_MS, while
+ * whole batches are being deleted.
+ */
+#define EVENTS_PRUNE_BATCH 5000
+#define UPKEEP_INTERVAL_MS 1000
+#define PRUNE_INTERVAL_MS 60000
+#define UPKEEP_BACKLOG_SLEEP_MS 100
+
 /* How long the launcher waits before starting a reconciler that exited. */
 #define RESTART_MS 1000
 #define MAX_RESTART_MS 30000
@@ -67,13 +81,21 @@ static PreparedQuery installed_version = {
 	.read_only = true,
 };
 
-/* Each min() is served by an index: due_at, lease_until, expires_at. */
+/*
+ * Each min() is served by an index: due_at, lease_until, expires_at.  The
+ * next expiry is read as the first entry of the awaiting orders' index
+ * after $1, never as an aggregate over them: with statistics taken when
+ * few orders were awaiting (a 2-million-order table is analyzed again only
+ * after 200,000 changes), the planner counted on few rows and read all of
+ * them, 80,000 in a burst of checkouts (bench/README.md, "History").
+ */
 static PreparedQuery next_wake_up = {
 	.sql = "SELECT extract(epoch FROM least("
 	"   (SELECT min(due_at) FROM payflow.pending_checks WHERE lease_until IS NULL),"
 	"   (SELECT min(lease_until) FROM payflow.pending_checks WHERE lease_until IS NOT NULL),"
-	"   (SELECT min(expires_at) FROM payflow.orders"
-	"     WHERE status = 'awaiting_payment' AND expires_at > $1))"
+	"   (SELECT expires_at FROM payflow.orders"
+	"     WHERE status = 'awaiting_payment' AND expires_at > $1"
+	"     ORDER BY expires_at LIMIT 1))"
 	"   - clock_timestamp()) * 1000 AS sleep_ms",
 	.nargs = 1,
 	.argtypes = {TIMESTAMPTZOID},
@@ -191,6 +213,51 @@ milliseconds_until_due(TimestampTz pass_started)
 	return sleep_ms;
 }
 
+/*
+ * The history's upkeep, in one transaction of its own: fold the status
+ * counters' appended changes (status_counts.c), then, when prune is set,
+ * delete a batch of events older than payflow.events_retention
+ * (retention.c).  An error is logged and changes nothing; the next upkeep
+ * tries again, and passes go on meanwhile.  Returns true when a whole
+ * batch was deleted (more wait).
+ */
+typedef struct Upkeep
+{
+	bool		prune;
+	int64		pruned;
+} Upkeep;
+
+static void
+fold_and_prune(void *arg)
+{
+	Upkeep	   *upkeep = (Upkeep *) arg;
+
+	pf_fold_status_counts();
+	if (upkeep->prune)
+		upkeep->pruned = pf_prune_events(EVENTS_PRUNE_BATCH);
+}
+
+static bool
+history_upkeep(const ReconcileTransactions *txn, bool prune)
+{
+	Upkeep		upkeep = {prune, 0};
+	ErrorData  *error;
+
+	txn->begin("payflow: folding status counts, pruning old events");
+	error = pf_try_in_subtransaction(fold_and_prune, &upkeep);
+	if (error != NULL)
+	{
+		upkeep.pruned = 0;
+		ereport(WARNING,
+				(errcode(error->sqlerrcode),
+				 errmsg("payflow: upkeep of the history failed: %s", error->message),
+				 errdetail("Neither the status counters' changes were folded nor old events deleted; payflow.stats stays exact, and payments are not affected."),
+				 errhint("The next pass tries again; if this repeats, look at the error and at payflow.events_retention_hold().")));
+	}
+	txn->commit();
+	return upkeep.pruned >= EVENTS_PRUNE_BATCH;
+}
+
 static void
 record_loop(void)
 {
@@ -277,6 +344,9 @@ payflow_worker_main(Datum main_arg)
 										 ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
+		static TimestampTz last_upkeep = 0;
+		static TimestampTz last_prune = 0;
+		static bool upkeep_backlog = false;
 		long		sleep_ms = MAX_SLEEP_MS;
 		MemoryContext old;
 
@@ -297,7 +367,21 @@ payflow_worker_main(Datum main_arg)
 			TimestampTz pass_started = GetCurrentTimestamp();
 			int			made = reconcile_pass(max_checks, &worker_transactions);
 
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (upkeep_backlog || TimestampDifferenceExceeds(last_upkeep, now, UPKEEP_INTERVAL_MS))
+			{
+				bool		prune = upkeep_backlog ||
+					TimestampDifferenceExceeds(last_prune, now, PRUNE_INTERVAL_MS);
+
+				upkeep_backlog = history_upkeep(&worker_transactions, prune);
+				last_upkeep = now;
+				if (prune)
+					last_prune = now;
+			}
 			sleep_ms = made >= max_checks ? 0 : milliseconds_until_due(pass_started);
+			if (upkeep_backlog)
+				sleep_ms = Min(sleep_ms, UPKEEP_BACKLOG_SLEEP_MS);
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_context);
@@ -473,6 +557,7 @@ payflow_reconcile(PG_FUNCTION_ARGS)
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect_ext(SPI_OPT_NONATOMIC);
 	made = reconcile_pass(max_checks, &procedure_transactions);
+	(void) history_upkeep(&procedure_transactions, true);
 	SPI_finish();
 
 	if (get_call_result_type(fcinfo, NULL, &result_desc) == TYPEFUNC_COMPOSITE)

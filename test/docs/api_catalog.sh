@@ -52,7 +52,7 @@ for call, name, args, returns in headings:
         if default is not None:
             want_defaults += 1
     got_modes = modes.split(',') if modes else ['i'] * len(want_names)
-    ok = (names.split(',') if names else []) == want_names and types.split(',') == want_types \
+    ok = (names.split(',') if names else []) == want_names and (types.split(',') if types else []) == want_types \
         and got_modes == want_modes and int(ndefaults) == want_defaults
     check(ok, f'{name}: arguments as documented',
           f'catalog: {names} / {types} / modes {modes or "all in"} / {ndefaults} defaults; doc: {args}')

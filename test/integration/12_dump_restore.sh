@@ -5,7 +5,7 @@
 # restored into a new database holds every payment, and the sequences go on
 # from where they were.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 5
+tap_plan 6
 db="payflow_dump_$$"
 trap 'for d in "$db" "${db}_src" "${db}_strict"; do dropdb --if-exists "$d" >/dev/null 2>&1; done; it_cleanup' EXIT
 createdb "${db}_src"
@@ -38,6 +38,10 @@ tap_is "$(PGDATABASE="$db" sql "$counts")" "$before" \
     "orders, lines, payments, refunds, events, checks, cart, stock and secrets all survive ($before)"
 tap_is "$(PGDATABASE="$db" sql "SELECT status || ' ' || paid_amount FROM payflow.orders")" "paid 1400" \
     "the paid order is paid in the restored database"
+tap_is "$(PGDATABASE="$db" sql "SELECT s.orders_by_status::text || ' ' || s.payments_by_status::text
+                                       || ' ' || s.refunds_by_status::text FROM payflow.stats s")" \
+    '{"paid": 1} {"succeeded": 1} {"requested": 1}' \
+    "the status counters came with the dump: payflow.stats counts the restored rows"
 PGDATABASE="$db" sql "SELECT payflow.cart_put('eve', 'X', 1, 1)" >/dev/null
 tap_is "$(PGDATABASE="$db" sql "SELECT id FROM payflow.create_order_from_cart('eve')")" "2" \
     "sequences go on: the next order is number 2"

@@ -13,7 +13,7 @@
 # triggers, functions and grants (any difference is printed).  Leaves
 # payflow 1.1 installed.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 15
+tap_plan 16
 it_start_channel
 sql "CREATE EXTENSION IF NOT EXISTS pgtap" >/dev/null
 
@@ -155,6 +155,12 @@ tap_ok $(grep -q 'has payflow 1.0, this library needs 1.1' "$PF_CLUSTER_DIR/serv
 # --- the update, under the running worker -----------------------------------
 tap_is "$(sqlstate "ALTER EXTENSION payflow UPDATE")" "ok" "ALTER EXTENSION payflow UPDATE succeeds"
 tap_is "$(sql "SELECT extversion FROM pg_extension WHERE extname = 'payflow'")" "1.1" "payflow is at 1.1"
+# The update counted 1.0's history into the status counters: payflow.stats
+# says what count(*) says (one statement, one snapshot; the worker runs).
+tap_is "$(sql "SELECT (SELECT s.orders_by_status::text || ' ' || s.payments_by_status::text FROM payflow.stats s)
+                      = (SELECT jsonb_object_agg(status, n)::text FROM (SELECT status, count(*) n FROM payflow.orders GROUP BY 1) o)
+                        || ' ' || (SELECT jsonb_object_agg(status, n)::text FROM (SELECT status, count(*) n FROM payflow.payments GROUP BY 1) p)")" "t" \
+    "the update counted 1.0's orders and attempts into payflow.stats exactly"
 took=$(wait_for 20 "SELECT status = 'succeeded' FROM payflow.payments WHERE payment_no = '$second_no'")
 tap_ok $? "the worker picks the database up and recovers the dropped payment (after ${took}s)"
 tap_is "$(sql "SELECT o.status || ' ' || count(e.*) FILTER (WHERE e.type = 'order.paid')

@@ -119,3 +119,18 @@ pf_verify_books() {
     fi
     echo "books: payflow.verify() reports no violation in $db (${ms} ms)"
 }
+
+# CPU time (clock ticks) used so far by the cluster: the postmaster, its
+# live children, and its children that have exited (backends, autovacuum).
+# The benchmarks report it per transaction: other tenants of a shared host
+# disturb it less than TPS.
+pf_cluster_cpu_ticks() {
+    local postmaster pid ticks f
+    postmaster=$(head -n 1 "$PF_CLUSTER_DIR/data/postmaster.pid")
+    read -r -a f <"/proc/$postmaster/stat"
+    ticks=$((f[13] + f[14] + f[15] + f[16]))
+    for pid in $(pgrep -P "$postmaster"); do
+        read -r -a f <"/proc/$pid/stat" 2>/dev/null && ticks=$((ticks + f[13] + f[14]))
+    done
+    echo "$ticks"
+}
