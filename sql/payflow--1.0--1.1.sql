@@ -639,3 +639,37 @@ SELECT pg_catalog.pg_extension_config_dump('payflow.review_audit', '');
 SELECT pg_catalog.pg_extension_config_dump('payflow.review_audit_id_seq', '');
 
 -- (part 8 ends here)
+
+-- ===========================================================================
+-- Part 12. Alipay
+-- ===========================================================================
+-- The alipay driver (src/channel_alipay.c) joins the drivers a channel may
+-- name: in the CHECK of payflow.channels.driver and in set_channel's own
+-- check (PF040).  set_channel is otherwise unchanged: its definition is
+-- taken from the catalog and only the list of drivers is rewritten, so it
+-- is not written twice; the block fails if that list is not found exactly
+-- once.
+ALTER TABLE payflow.channels DROP CONSTRAINT channels_driver_check;
+ALTER TABLE payflow.channels ADD CONSTRAINT channels_driver_check
+    CHECK (driver IN ('wechatpay_v3', 'stripe', 'http_json', 'alipay'));
+
+DO $part12$
+DECLARE
+    v_old text := pg_catalog.pg_get_functiondef(
+        'payflow.set_channel(text, text, text, jsonb, jsonb)'::pg_catalog.regprocedure);
+    v_new text;
+BEGIN
+    v_new := pg_catalog.replace(pg_catalog.replace(v_old,
+        $$driver NOT IN ('wechatpay_v3', 'stripe', 'http_json')$$,
+        $$driver NOT IN ('wechatpay_v3', 'stripe', 'http_json', 'alipay')$$),
+        'Use one of wechatpay_v3, stripe, http_json.',
+        'Use one of wechatpay_v3, stripe, http_json, alipay.');
+    IF pg_catalog.length(v_new) - pg_catalog.length(v_old)
+       <> pg_catalog.length(', ''alipay''') + pg_catalog.length(', alipay') THEN
+        RAISE EXCEPTION 'payflow update: set_channel''s list of drivers is not where Part 12 expects it';
+    END IF;
+    EXECUTE v_new;
+END
+$part12$;
+
+-- (part 12 ends here)

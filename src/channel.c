@@ -20,12 +20,14 @@
 extern const ChannelDriver http_json_driver;
 extern const ChannelDriver wechatpay_v3_driver;
 extern const ChannelDriver stripe_driver;
+extern const ChannelDriver alipay_driver;
 
 /* The drivers payflow has: one line per driver. */
 static const ChannelDriver *const drivers[] = {
 	&http_json_driver,
 	&wechatpay_v3_driver,
 	&stripe_driver,
+	&alipay_driver,
 };
 
 /*
@@ -85,7 +87,7 @@ channel_open(const char *name, MemoryContext context)
 				 errmsg("channel \"%s\" uses driver \"%s\", which this build of payflow does not have",
 						name, driver_name),
 				 errdetail("Channel %s was configured with driver %s.", name, driver_name),
-				 errhint("Configure the channel with one of the drivers payflow has: http_json, wechatpay_v3, stripe.")));
+				 errhint("Configure the channel with one of the drivers payflow has: http_json, wechatpay_v3, stripe, alipay.")));
 	/* the host check comes first: nothing of the channel is used before it */
 	channel->base_url = channel_check_base_url(name, channel->driver, pf_text(0, "base_url"));
 	if (DatumGetBool(pf_datum(0, "secrets_unbound")))
