@@ -702,10 +702,10 @@ form_fields(Channel *channel, const char *body, AlipayParam *fields)
 			malformed(channel, "A field of the body has no \"=\".");
 		if (count == ALIPAY_MAX_FIELDS)
 			malformed(channel, psprintf("The body has more than %d fields.", ALIPAY_MAX_FIELDS));
-		*eq = '\0';
 		for (char *c = pair; *c; c++)
 			if (*c == '+')
-				*c = ' ';
+				*c = ' ';		/* form encoding: "+" is a space, "%2B" a plus */
+		*eq = '\0';
 		fields[count].key = http_unescape(pair);
 		fields[count].value = http_unescape(eq + 1);
 		if (fields[count].key == NULL || fields[count].value == NULL || fields[count].key[0] == '\0')

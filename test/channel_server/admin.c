@@ -140,6 +140,9 @@ build_payment_notification(const payment *p, notification *n)
 		case CHANNEL_STRIPE:
 			stripe_payment_notification(p, n);
 			break;
+		case CHANNEL_ALIPAY:
+			alipay_payment_notification(p, n);
+			break;
 		default:
 			http_json_payment_notification(p, n);
 			break;

@@ -196,7 +196,7 @@ static nonce_record *nonce_head;	/* oldest first */
 static nonce_record *nonce_tail;
 
 static const char *const channel_names[CHANNEL_COUNT] = {
-	"wechatpay_v3", "stripe", "http_json"
+	"wechatpay_v3", "stripe", "http_json", "alipay"
 };
 
 const char *
