@@ -168,7 +168,8 @@ tap_is "$(psql -X -q -At -v raw="$(cat "$IT_TMP/good.obj")" <<<"SELECT :'raw'::j
     "the answer's object is not what a JSON re-serialization writes"
 sql "UPDATE payflow.pending_checks SET due_at = now() WHERE payment_id IN
      (SELECT id FROM payflow.payments WHERE channel = 'it_ali_kat')" >/dev/null
-psql -X -q -At -c "CALL payflow.reconcile()" >/dev/null
+# a pass takes at most a batch: call it until nothing is due
+for _ in 1 2 3 4 5; do [ "$(psql -X -q -At -c "CALL payflow.reconcile()")" = 0 ] && break; done
 tap_is "$(sql "SELECT status FROM payflow.payments WHERE payment_no = '$good_no'")" "succeeded" \
     "the answer signed by openssl over its raw response text is believed: the attempt is paid"
 tap_is "$(sql "SELECT count(*) FILTER (WHERE p.status = 'pending' AND c.last_error IS NOT NULL) || ' of ' || count(*)
