@@ -105,7 +105,8 @@ channel_open(const char *name, MemoryContext context)
 	}
 	channel->settings = DatumGetJsonbPCopy(pf_datum(0, "settings"));
 	channel->secrets = DatumGetJsonbPCopy(pf_datum(0, "secrets"));
-	channel->schedule = channel_schedule(json_get_text(channel->settings, "check_schedule"), name);
+	channel->schedule = channel_schedule(json_get_text(channel->settings, "check_schedule"),
+										 channel->driver, name);
 	channel->driver->open(channel);
 	MemoryContextSwitchTo(old);
 	return channel;
@@ -113,14 +114,17 @@ channel_open(const char *name, MemoryContext context)
 
 /*
  * A channel's own check schedule (settings.check_schedule, e.g. WeChat's
- * notify timetable), or NULL when it follows payflow.check_schedule.
+ * notify timetable), else its driver's default, or NULL when it follows
+ * payflow.check_schedule.  driver may be NULL (unknown: no default).
  */
 CheckSchedule *
-channel_schedule(const char *text, const char *channel_name)
+channel_schedule(const char *text, const ChannelDriver *driver, const char *channel_name)
 {
 	CheckSchedule *schedule;
 	const char *error = NULL;
 
+	if (text == NULL && driver != NULL)
+		text = driver->default_check_schedule;
 	if (text == NULL)
 		return NULL;
 	schedule = palloc(sizeof(CheckSchedule));

@@ -43,6 +43,13 @@
 /* Alipay resends a notification for about 25 hours; older is stale. */
 #define ALIPAY_NOTIFY_MAX_AGE (26 * 3600)
 #define ALIPAY_MAX_FIELDS 64
+/*
+ * Alipay resends an unacknowledged notification 4m, 10m, 10m, 1h, 2h, 6h
+ * and 15h apart: dense checks in the first minute, then one 5 s after each
+ * moment a resend was due (4m05s, 14m05s, 24m05s, 1h24m05s, ... 24h24m05s
+ * after the attempt began).  doc/reconciler.md.
+ */
+#define ALIPAY_CHECK_SCHEDULE "2s,3s,5s,10s,20s,30s,175s,10min,10min,1h,2h,6h,15h"
 
 typedef struct AlipayState
 {
@@ -810,6 +817,7 @@ alipay_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 const ChannelDriver alipay_driver = {
 	.name = "alipay",
 	.production_hosts = (const char *const[]) {"openapi.alipay.com", NULL},
+	.default_check_schedule = ALIPAY_CHECK_SCHEDULE,
 	.open = alipay_open,
 	.build_query = alipay_build_query,
 	.parse_query = alipay_parse_query,
