@@ -3,7 +3,7 @@
  * libmicrohttpd glue, fault injection, response delays and statistics.
  *
  * Owns: the HTTP layer (raw request-target capture, body collection,
- * routing to admin / wechat / stripe / http_json, replies), injected
+ * routing to admin / wechat / stripe / alipay / http_json, replies), injected
  * faults (/admin/faults) and the global delay (/admin/delay).  Delayed
  * replies are parked with MHD_suspend_connection and resumed by one timer
  * thread, so thousands of slow or "timed out" requests hold no thread.
