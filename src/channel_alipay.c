@@ -230,7 +230,8 @@ build_request(Channel *channel, HttpRequest *request, const char *method, const 
 
 	request->method = "POST";
 	request->url = psprintf("%s%s?%s", channel->base_url, ALIPAY_GATEWAY_PATH, query.data);
-	request->target = strchr(request->url + strlen(channel->base_url), '/');
+	/* path and query as sent: after the scheme and host of the URL */
+	request->target = strchr(strstr(request->url, "://") + 3, '/');
 	request->body = psprintf("biz_content=%s", http_escape(biz_content));
 	http_add_header(request, "Accept", "application/json");
 	http_add_header(request, "Content-Type", "application/x-www-form-urlencoded;charset=utf-8");
