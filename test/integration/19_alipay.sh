@@ -13,7 +13,7 @@
 # attempt closed at Alipay, a late success refunded once, a notification
 # replayed 100 times, and the faults of the test server.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 36
+tap_plan 37
 it_start_channel
 it_fast_schedule
 k=$IT_TMP/keys
@@ -277,6 +277,32 @@ $$;
 SELECT string_agg(state || ' ' || n, ', ' ORDER BY state) FROM (SELECT state, count(*) n FROM outcome GROUP BY state) s;
 SQL
 )" "PF030 $nvariants" "each of the $nvariants notifications with one byte of a field changed is refused as forged (PF030)"
+
+# A refund's notification (out_biz_no = the refund's out_request_no, with
+# refund_fee), signed by openssl, settles that refund.  The worker is
+# paused so that the notification, not the refund query, settles it.
+sql "ALTER SYSTEM SET payflow.worker_enabled = off" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+cli_refund=$(sql "SELECT (payflow.request_refund(order_id, 234, 'merchant')).refund_no
+                  FROM payflow.payments WHERE payment_no = '$cli_no'")
+python3 - "$IT_TMP/rf" "$cli_no" "$app_id" "$seller_id" "$cli_refund" <<'PY'
+import sys, urllib.parse, datetime
+out, no, app, seller, refund_no = sys.argv[1:]
+now = (datetime.datetime.utcnow() + datetime.timedelta(hours=8)).strftime("%Y-%m-%d %H:%M:%S")
+fields = {"notify_id": "rf" + refund_no, "notify_time": now, "notify_type": "trade_status_sync",
+          "app_id": app, "seller_id": seller, "out_trade_no": no, "trade_no": "2026120222001488000000000099",
+          "trade_status": "TRADE_SUCCESS", "total_amount": "12.34", "gmt_payment": now,
+          "out_biz_no": refund_no, "refund_fee": "2.34", "gmt_refund": now + ".123"}
+open(out + ".msg", "wb").write("&".join(f"{k}={v}" for k, v in sorted(fields.items())).encode())
+open(out + ".fields", "w").write(urllib.parse.urlencode(fields))
+PY
+sig=$(openssl dgst -sha256 -sign "$k/alipay_key.pem" "$IT_TMP/rf.msg" | base64 -w0 | sed 's/+/%2B/g; s/\//%2F/g; s/=/%3D/g')
+printf '%s&sign_type=RSA2&sign=%s' "$(cat "$IT_TMP/rf.fields")" "$sig" >"$IT_TMP/rf.txt"
+tap_is "$(notify "$IT_TMP/rf.txt" | json body) $(sql "SELECT status FROM payflow.refunds WHERE refund_no = '$cli_refund'")" \
+    "success succeeded" "a refund notification (out_biz_no, refund_fee) signed by openssl settles refund $cli_refund"
+sql "ALTER SYSTEM RESET payflow.worker_enabled" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
 
 # A notification for another app, a stale one, and one without notify_id.
 python3 - "$IT_TMP/odd" "$cli_no" "$app_id" "$seller_id" <<'PY'
