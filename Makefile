@@ -25,6 +25,7 @@ OBJS = \
 	src/channel_http_json.o \
 	src/channel_wechatpay_v3.o \
 	src/channel_stripe.o \
+	src/channel_alipay.o \
 	src/channel_hosts.o \
 	src/crypto.o \
 	src/notification.o \

@@ -38,6 +38,10 @@
 #   RECONCILE_WECHAT_SETTINGS / RECONCILE_WECHAT_SECRETS  JSON for
 #                             payflow.set_channel(..., 'wechatpay_v3', ...)
 #                             when src/channel.c registers that driver
+#   (alipay: when src/channel.c registers that driver, the same runs over
+#   the test server's Alipay gateway with its own keys: one RSA2 signature
+#   per request on each side; the RSA-2048 sign rate of `openssl speed` is
+#   printed beside it)
 #   BENCH_BUILD=1             build and install payflow first (default only
 #                             when payflow.so is not installed)
 # Writes the report to bench/results/reconcile-<date>.txt as well.
@@ -167,6 +171,23 @@ if grep -q wechatpay_v3_driver src/channel.c; then
         WECHAT=yes
     else
         WECHAT_WHY="set_channel('benchwx', 'wechatpay_v3', ...) failed"
+    fi
+fi
+
+ALIPAY=no
+ALIPAY_WHY="this build has no alipay driver"
+if grep -q alipay_driver src/channel.c; then
+    # The test server's keys; the channel's own check_schedule replaces the
+    # driver's Alipay timetable, so every armed check is made once here too.
+    keys=$CHAN_TMP/keys
+    if sql -c "SELECT payflow.set_channel('benchali', 'alipay', '$CHAN_URL',
+                   '{\"app_id\": \"2021000000000001\", \"check_schedule\": \"1h,1h\"}',
+                   jsonb_build_object('app_private_key', \$k\$$(cat "$keys/alipay_app_key.pem")\$k\$,
+                                      'alipay_public_key', \$k\$$(cat "$keys/alipay_pub.pem")\$k\$))" >/dev/null; then
+        ALIPAY=yes
+        RSA_SIGN_RATE=$(openssl speed -seconds 2 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ { print $6 }')
+    else
+        ALIPAY_WHY="set_channel('benchali', 'alipay', ...) failed"
     fi
 fi
 
@@ -352,6 +373,19 @@ if [ "$WECHAT" = yes ]; then
         detail "2. pending (wechatpay_v3), worker, c=$conc: $(jget .made "$out") checks in $(jget .elapsed_s "$out" | cut -c1-6) s; $(pass_line "$out")"
     done
 fi
+if [ "$ALIPAY" = yes ]; then
+    paid_run alipaid64 "$N_PAID_64" 64 benchali alipay ali_paid_worker_64
+    paid_run alipaid1 "$N_PAID_1" 1 benchali alipay ali_paid_worker_1
+    # still pending at Alipay: lazily created WAIT_BUYER_PAY trades
+    make_attempts alipend "$N_PEND_64" benchali
+    for conc in 64 1; do
+        n=$([ $conc = 64 ] && echo $N_PEND_64 || echo $N_PEND_1)
+        sql -c "SELECT rb.arm('alipend', $n)" >/dev/null
+        out=$(worker_run "$n" "$conc" 120)
+        R[ali_pend_worker_$conc]=$(rate "$(jget .made "$out")" "$(jget .elapsed_s "$out")")
+        detail "2. pending (alipay), worker, c=$conc: $(jget .made "$out") checks in $(jget .elapsed_s "$out" | cut -c1-6) s; $(pass_line "$out")"
+    done
+fi
 
 fi
 
@@ -436,6 +470,14 @@ fi
         row "2. wechatpay_v3, recovered payments/s, worker" wx_paid_worker ">= 2000"
     else
         echo "2. wechatpay_v3: not run: $WECHAT_WHY"
+    fi
+    if [ "$ALIPAY" = yes ]; then
+        row "2. alipay, pending checks/s, worker" ali_pend_worker ">= 5000"
+        row "2. alipay, recovered payments/s, worker" ali_paid_worker ">= 2000"
+        echo "   (alipay: RSA-2048 signs/s on this host, openssl speed, one core: ${RSA_SIGN_RATE:-n/a};" \
+             "each check costs one sign in payflow and one in the test server)"
+    else
+        echo "2. alipay: not run: $ALIPAY_WHY"
     fi
     row "3. timeliness, lag p50 s (due_at -> checked)" timely_p50 ""
     row "3. timeliness, lag p99 s" timely_p99 "<= 1"

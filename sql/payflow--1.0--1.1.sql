@@ -222,11 +222,11 @@ BEGIN
                   DETAIL = format('Channel %s got base_url %L.', name, base_url),
                   HINT = 'Use the channel API''s root, such as https://api.mch.weixin.qq.com.';
     END IF;
-    IF driver NOT IN ('wechatpay_v3', 'stripe', 'http_json') THEN
+    IF driver NOT IN ('wechatpay_v3', 'stripe', 'http_json', 'alipay') THEN
         RAISE EXCEPTION 'unknown channel driver "%"', driver
             USING ERRCODE = 'PF040',
                   DETAIL = format('Channel %s names driver %s, which payflow does not have.', name, driver),
-                  HINT = 'Use one of wechatpay_v3, stripe, http_json.';
+                  HINT = 'Use one of wechatpay_v3, stripe, http_json, alipay.';
     END IF;
     IF secrets IS NOT NULL THEN
         IF pg_catalog.jsonb_typeof(secrets) <> 'object' THEN
@@ -633,6 +633,8 @@ SELECT pg_catalog.pg_extension_config_dump('payflow.review_audit_id_seq', '');
 
 -- ===========================================================================
 -- Part 9. History: views that stay flat, event retention
+-- ====================================================================
+
 -- ===========================================================================
 -- A shop accumulates millions of orders, attempts, refunds and events;
 -- nothing an operator polls may count them all.  Open statuses are few and
@@ -1248,3 +1250,15 @@ REVOKE ALL ON FUNCTION payflow.verify() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION payflow.verify() TO payflow_admin;
 
 -- (part 10 ends here)
+
+-- ===========================================================================
+-- Part 11. Alipay
+-- ===========================================================================
+-- The alipay driver (src/channel_alipay.c) joins the drivers a channel may
+-- name: in the CHECK of payflow.channels.driver here, and in set_channel's
+-- own check (PF040, Part 2).
+ALTER TABLE payflow.channels DROP CONSTRAINT channels_driver_check;
+ALTER TABLE payflow.channels ADD CONSTRAINT channels_driver_check
+    CHECK (driver IN ('wechatpay_v3', 'stripe', 'http_json', 'alipay'));
+
+-- (part 11 ends here)

@@ -20,12 +20,14 @@
 extern const ChannelDriver http_json_driver;
 extern const ChannelDriver wechatpay_v3_driver;
 extern const ChannelDriver stripe_driver;
+extern const ChannelDriver alipay_driver;
 
 /* The drivers payflow has: one line per driver. */
 static const ChannelDriver *const drivers[] = {
 	&http_json_driver,
 	&wechatpay_v3_driver,
 	&stripe_driver,
+	&alipay_driver,
 };
 
 /*
@@ -85,7 +87,7 @@ channel_open(const char *name, MemoryContext context)
 				 errmsg("channel \"%s\" uses driver \"%s\", which this build of payflow does not have",
 						name, driver_name),
 				 errdetail("Channel %s was configured with driver %s.", name, driver_name),
-				 errhint("Configure the channel with one of the drivers payflow has: http_json, wechatpay_v3, stripe.")));
+				 errhint("Configure the channel with one of the drivers payflow has: http_json, wechatpay_v3, stripe, alipay.")));
 	/* the host check comes first: nothing of the channel is used before it */
 	channel->base_url = channel_check_base_url(name, channel->driver, pf_text(0, "base_url"));
 	if (DatumGetBool(pf_datum(0, "secrets_unbound")))
@@ -103,7 +105,8 @@ channel_open(const char *name, MemoryContext context)
 	}
 	channel->settings = DatumGetJsonbPCopy(pf_datum(0, "settings"));
 	channel->secrets = DatumGetJsonbPCopy(pf_datum(0, "secrets"));
-	channel->schedule = channel_schedule(json_get_text(channel->settings, "check_schedule"), name);
+	channel->schedule = channel_schedule(json_get_text(channel->settings, "check_schedule"),
+										 channel->driver, name);
 	channel->driver->open(channel);
 	MemoryContextSwitchTo(old);
 	return channel;
@@ -111,14 +114,17 @@ channel_open(const char *name, MemoryContext context)
 
 /*
  * A channel's own check schedule (settings.check_schedule, e.g. WeChat's
- * notify timetable), or NULL when it follows payflow.check_schedule.
+ * notify timetable), else its driver's default, or NULL when it follows
+ * payflow.check_schedule.  driver may be NULL (unknown: no default).
  */
 CheckSchedule *
-channel_schedule(const char *text, const char *channel_name)
+channel_schedule(const char *text, const ChannelDriver *driver, const char *channel_name)
 {
 	CheckSchedule *schedule;
 	const char *error = NULL;
 
+	if (text == NULL && driver != NULL)
+		text = driver->default_check_schedule;
 	if (text == NULL)
 		return NULL;
 	schedule = palloc(sizeof(CheckSchedule));

@@ -111,6 +111,12 @@ typedef struct ChannelDriver
 	 *	.production_hosts = (const char *const[]) {"api.example.com", NULL},
 	 */
 	const char *const *production_hosts;
+	/*
+	 * The check schedule of its channels without settings.check_schedule
+	 * (e.g. following the channel's own notification retry timetable), or
+	 * NULL for payflow.check_schedule.
+	 */
+	const char *default_check_schedule;
 	/* parse settings and secrets into driver state; ereport on bad config */
 	void		(*open) (Channel *channel);
 	void		(*build_query) (Channel *channel, const PaymentRef *payment, HttpRequest *request);
@@ -155,7 +161,8 @@ extern char *channel_check_base_url(const char *channel_name, const ChannelDrive
 /* channel.c */
 extern const ChannelDriver *channel_driver_by_name(const char *name);
 extern Channel *channel_open(const char *name, MemoryContext context);
-extern CheckSchedule *channel_schedule(const char *text, const char *channel_name);
+extern CheckSchedule *channel_schedule(const char *text, const ChannelDriver *driver,
+									  const char *channel_name);
 extern char *channel_setting(Jsonb *object, const char *key, bool required, const char *channel_name);
 extern bool json_get_value(Jsonb *object, const char *path, JsonbValue *value);
 extern char *json_get_text(Jsonb *object, const char *path);

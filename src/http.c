@@ -94,6 +94,25 @@ http_escape(const char *text)
 	return result;
 }
 
+/*
+ * A URL-encoded component decoded ("+" is not touched: form decoding
+ * turns it into a space before calling this).  NULL when it decodes to a
+ * NUL byte, which no text payflow reads may contain.
+ */
+char *
+http_unescape(const char *text)
+{
+	int			len = 0;
+	char	   *decoded = curl_easy_unescape(NULL, text, 0, &len);
+	char	   *result;
+
+	if (decoded == NULL)
+		elog(ERROR, "payflow: out of memory decoding a URL component");
+	result = memchr(decoded, '\0', len) ? NULL : pnstrdup(decoded, len);
+	curl_free(decoded);
+	return result;
+}
+
 static size_t
 collect_body(char *data, size_t size, size_t nmemb, void *userdata)
 {

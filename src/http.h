@@ -39,6 +39,7 @@ typedef struct HttpResponse
 extern void http_add_header(HttpRequest *request, const char *name, const char *value);
 extern char *http_response_header(HttpResponse *response, const char *name);
 extern char *http_escape(const char *text);
+extern char *http_unescape(const char *text);
 typedef struct HttpBatch HttpBatch;
 
 extern HttpBatch *http_batch_begin(int max_in_flight, int timeout_ms);

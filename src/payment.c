@@ -355,7 +355,8 @@ payflow_begin_payment(PG_FUNCTION_ARGS)
 					 errdetail("Order %s asked for channel %s, which payflow.channels does not have.",
 							   order_no, channel),
 					 errhint("An administrator configures channels with payflow.set_channel().")));
-		schedule = channel_schedule(pf_text(0, "check_schedule"), channel);
+		schedule = channel_schedule(pf_text(0, "check_schedule"),
+									channel_driver_by_name(pf_text(0, "driver")), channel);
 	}
 
 	{

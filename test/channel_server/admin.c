@@ -140,6 +140,9 @@ build_payment_notification(const payment *p, notification *n)
 		case CHANNEL_STRIPE:
 			stripe_payment_notification(p, n);
 			break;
+		case CHANNEL_ALIPAY:
+			alipay_payment_notification(p, n);
+			break;
 		default:
 			http_json_payment_notification(p, n);
 			break;
@@ -155,7 +158,7 @@ body_channel(const http_request *req, http_reply *rep, channel_kind *channel)
 
 	if (!json_get_string(req->body, req->body_len, "channel", &name))
 	{
-		admin_error(rep, 400, "channel is required: wechatpay_v3, stripe or http_json");
+		admin_error(rep, 400, "channel is required: wechatpay_v3, stripe, alipay or http_json");
 		return false;
 	}
 	ok = channel_from_name(name, channel);

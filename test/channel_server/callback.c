@@ -245,6 +245,8 @@ acknowledged(channel_kind channel, long status, const ack_buffer *ack)
 			return status == 200 || status == 204;
 		case CHANNEL_STRIPE:
 			return status >= 200 && status < 300;
+		case CHANNEL_ALIPAY:
+			return status == 200 && ack->len == 7 && memcmp(ack->data, "success", 7) == 0;
 		default:
 			return status == 200 &&
 				json_get_bool(ack->data, ack->len, "ok", &ok) && ok;
@@ -452,6 +454,9 @@ callback_notify_refund(const payment *p, const refund *r)
 			break;
 		case CHANNEL_STRIPE:
 			stripe_refund_notification(p, r, &n);
+			break;
+		case CHANNEL_ALIPAY:
+			alipay_refund_notification(p, r, &n);
 			break;
 		default:
 			http_json_refund_notification(p, r, &n);

@@ -3,7 +3,7 @@
  * libmicrohttpd glue, fault injection, response delays and statistics.
  *
  * Owns: the HTTP layer (raw request-target capture, body collection,
- * routing to admin / wechat / stripe / http_json, replies), injected
+ * routing to admin / wechat / stripe / alipay / http_json, replies), injected
  * faults (/admin/faults) and the global delay (/admin/delay).  Delayed
  * replies are parked with MHD_suspend_connection and resumed by one timer
  * thread, so thousands of slow or "timed out" requests hold no thread.
@@ -435,7 +435,8 @@ reply_is_signed(const http_reply *rep)
 		if (strcasecmp(rep->header_names[i], "Wechatpay-Signature") == 0 ||
 			strcasecmp(rep->header_names[i], "X-Payflow-Signature") == 0)
 			return true;
-	return false;
+	/* Alipay signs in the body: {"..._response":{...},"sign":"..."} */
+	return rep->route && strncmp(rep->route, "alipay.", 7) == 0;
 }
 
 /*
@@ -452,6 +453,9 @@ make_garbage(http_reply *rep, unsigned variant)
 
 		replace_first(&rep->body, &rep->body_len, "\"trade_state\":\"NOTPAY\"",
 					  "\"trade_state\":\"SUCCESS\"");
+		if (rep->body_len == before)
+			replace_first(&rep->body, &rep->body_len, "\"trade_status\":\"WAIT_BUYER_PAY\"",
+						  "\"trade_status\":\"TRADE_SUCCESS\"");
 		if (rep->body_len == before)
 			replace_first(&rep->body, &rep->body_len, "\"status\":\"pending\"",
 						  "\"status\":\"succeeded\"");
@@ -698,7 +702,8 @@ send_reply(struct MHD_Connection *connection, const http_reply *rep)
 static void
 route_channel(const http_request *req, http_reply *rep)
 {
-	if (!wechat_route(req, rep) && !stripe_route(req, rep) && !http_json_route(req, rep))
+	if (!wechat_route(req, rep) && !stripe_route(req, rep) && !alipay_route(req, rep) &&
+		!http_json_route(req, rep))
 	{
 		strbuf		body;
 
@@ -863,6 +868,14 @@ load_keys(const char *dir)
 	g_keys.stripe_secret_key = load_text(dir, "stripe_sk.txt");
 	g_keys.stripe_webhook_secret = load_text(dir, "stripe_whsec.txt");
 	g_keys.http_json_secret = load_text(dir, "http_json_secret.txt");
+	path = key_path(dir, "alipay_app_pub.pem");
+	g_keys.alipay_app_public_key = crypto_load_public_key(path);
+	free(path);
+	path = key_path(dir, "alipay_key.pem");
+	g_keys.alipay_private_key = crypto_load_private_key(path);
+	free(path);
+	if (!g_keys.alipay_app_public_key || !g_keys.alipay_private_key)
+		return false;
 	if (!g_keys.merchant_public_key || !g_keys.platform_private_key ||
 		!g_keys.merchant_serial || !g_keys.platform_serial || !g_keys.apiv3_key ||
 		!g_keys.stripe_secret_key || !g_keys.stripe_webhook_secret ||
@@ -881,6 +894,8 @@ free_keys(void)
 {
 	EVP_PKEY_free(g_keys.merchant_public_key);
 	EVP_PKEY_free(g_keys.platform_private_key);
+	EVP_PKEY_free(g_keys.alipay_app_public_key);
+	EVP_PKEY_free(g_keys.alipay_private_key);
 	free(g_keys.merchant_serial);
 	free(g_keys.platform_serial);
 	free(g_keys.apiv3_key);

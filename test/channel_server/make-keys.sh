@@ -3,6 +3,8 @@
 # needs, with the openssl command line only:
 #   merchant_key.pem (PKCS#8), merchant_pub.pem, merchant_cert.pem, merchant_serial.txt
 #   platform_key.pem (PKCS#8), platform_cert.pem, platform_serial.txt
+#   alipay_app_key.pem, alipay_app_pub.pem (the app's RSA2 key pair),
+#   alipay_key.pem, alipay_pub.pem (the "Alipay public key" pair),
 #   apiv3_key.txt (32 ASCII bytes), stripe_sk.txt, stripe_whsec.txt,
 #   http_json_secret.txt
 # Serials are upper-case hex as "openssl x509 -serial" prints them.
@@ -41,6 +43,8 @@ make_rsa() {
 
 make_rsa merchant "/C=CN/O=payflow test merchant/CN=1900000001"
 make_rsa platform "/C=CN/O=Tenpay.com/CN=Tenpay.com Root CA (payflow test platform)"
+make_rsa alipay_app "/C=CN/O=payflow test merchant/CN=2021000000000001"
+make_rsa alipay "/C=CN/O=Alipay.com/CN=Alipay public key (payflow test)"
 
 random_alnum 32 >"$dir/apiv3_key.txt"
 printf 'sk_test_%s' "$(random_alnum 40)" >"$dir/stripe_sk.txt"

@@ -74,6 +74,8 @@ typedef struct server_keys
 	char	   *stripe_secret_key;
 	char	   *stripe_webhook_secret;
 	char	   *http_json_secret;
+	EVP_PKEY   *alipay_app_public_key;	/* verifies Alipay request signatures */
+	EVP_PKEY   *alipay_private_key; /* signs Alipay answers and notifications */
 } server_keys;
 
 extern server_keys g_keys;
@@ -144,6 +146,10 @@ void		stripe_refund_notification(const payment *p, const refund *r, notification
 bool		http_json_route(const http_request *req, http_reply *rep);
 void		http_json_payment_notification(const payment *p, notification *n);
 void		http_json_refund_notification(const payment *p, const refund *r, notification *n);
+
+bool		alipay_route(const http_request *req, http_reply *rep);
+void		alipay_payment_notification(const payment *p, notification *n);
+void		alipay_refund_notification(const payment *p, const refund *r, notification *n);
 
 /* admin.c */
 bool		admin_route(const http_request *req, http_reply *rep);

@@ -217,7 +217,7 @@ static size_t n_touched,
 static strbuf journal_pending;	/* idempotency records of this lock hold */
 
 static const char *const channel_names[CHANNEL_COUNT] = {
-	"wechatpay_v3", "stripe", "http_json"
+	"wechatpay_v3", "stripe", "http_json", "alipay"
 };
 
 const char *

@@ -21,6 +21,7 @@ typedef enum channel_kind
 	CHANNEL_WECHATPAY_V3,
 	CHANNEL_STRIPE,
 	CHANNEL_HTTP_JSON,
+	CHANNEL_ALIPAY,
 	CHANNEL_COUNT
 } channel_kind;
 
