@@ -79,6 +79,8 @@ typedef struct RefundRef
 	int64		amount;
 	char	   *reason;
 	char	   *channel_refund_id;	/* the channel's id, once it gave one */
+	TimestampTz requested_at;	/* when this request of the refund began (its
+								 * check was queued): its first post */
 } RefundRef;
 
 /* A verified, decoded callback. */

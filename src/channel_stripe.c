@@ -22,6 +22,12 @@
  * Refunds are re-checked with GET /v1/refunds/{id} (RefundRef's
  * channel_refund_id); before Stripe gave an id, by re-posting the refund
  * under the same Idempotency-Key, which Stripe answers with the same refund.
+ * Stripe keeps a key for 24 hours: after that a re-post would execute again
+ * if the first post had been executed with its answer lost.  So from
+ * STRIPE_IDEMPOTENCY_WINDOW after the refund was first posted, payflow
+ * lists the payment's refunds instead and looks for its refund_no in their
+ * metadata: found, it is that refund; not found, none was made, and the
+ * refund fails for a person to retry (review_retry_refund posts it anew).
  *
  * settings: {"api_version"?: sent as Stripe-Version} ;
  * secrets: {"secret_key": "sk_...", "webhook_secret": "whsec_..."}
@@ -318,19 +324,45 @@ stripe_parse_close(Channel *channel, const PaymentRef *payment, HttpRequest *req
 	return false;
 }
 
+/* Less than Stripe's 24 hours, for clocks and the time a post takes. */
+#define STRIPE_IDEMPOTENCY_WINDOW ((int64) 23 * SECS_PER_HOUR * USECS_PER_SEC)
+
+/* The PaymentIntent (or charge) a refund of this payment names. */
+static void
+append_refunded_payment(StringInfo form, const PaymentRef *payment)
+{
+	if (payment->channel_ref != NULL)
+		append_form(form, "payment_intent", payment->channel_ref);
+	else if (payment->channel_txn_id != NULL &&
+			 strncmp(payment->channel_txn_id, "pi_", 3) == 0)
+		append_form(form, "payment_intent", payment->channel_txn_id);
+	else
+		append_form(form, "charge", payment->channel_txn_id);	/* found by search */
+}
+
+/* A refund with no id from Stripe, first posted before its key may expire. */
+static bool
+refund_key_may_be_expired(const RefundRef *refund)
+{
+	return refund->channel_refund_id == NULL && refund->requested_at != 0 &&
+		GetCurrentTimestamp() - refund->requested_at > STRIPE_IDEMPOTENCY_WINDOW;
+}
+
 static void
 stripe_build_refund(Channel *channel, const RefundRef *refund, HttpRequest *request)
 {
 	StringInfoData form;
 
 	initStringInfo(&form);
-	if (refund->payment.channel_ref != NULL)
-		append_form(&form, "payment_intent", refund->payment.channel_ref);
-	else if (refund->payment.channel_txn_id != NULL &&
-			 strncmp(refund->payment.channel_txn_id, "pi_", 3) == 0)
-		append_form(&form, "payment_intent", refund->payment.channel_txn_id);
-	else
-		append_form(&form, "charge", refund->payment.channel_txn_id);	/* found by search */
+	if (refund_key_may_be_expired(refund))
+	{
+		/* Look for it rather than post again (the file's header says why). */
+		append_refunded_payment(&form, &refund->payment);
+		build_request(channel, request, "GET",
+					  psprintf("/v1/refunds?%s&limit=100", form.data), NULL);
+		return;
+	}
+	append_refunded_payment(&form, &refund->payment);
 	append_form(&form, "amount", psprintf(INT64_FORMAT, refund->amount));
 	append_form(&form, "reason", strcmp(refund->reason, "duplicate_payment") == 0 ?
 				"duplicate" : "requested_by_customer");
@@ -378,6 +410,55 @@ refund_from_object(Channel *channel, Jsonb *object, ChannelRefund *result)
 	}
 }
 
+/*
+ * The answer to the list of a payment's refunds (refund_key_may_be_expired):
+ * the one whose metadata names this refund_no, or none made.
+ */
+static void
+refund_from_list(Channel *channel, const RefundRef *refund, Jsonb *body, ChannelRefund *result)
+{
+	JsonbValue	data;
+	int			n = 0;
+
+	if (getKeyJsonValueFromContainer(&body->root, "data", 4, &data) == NULL ||
+		data.type != jbvBinary || !JsonContainerIsArray(data.val.binary.data))
+	{
+		result->state = CHANNEL_REFUND_ERROR;
+		result->detail = psprintf("%s listed refunds without a data array", channel->name);
+		return;
+	}
+	for (;;)
+	{
+		JsonbValue *item = getIthJsonbValueFromContainer(data.val.binary.data, n++);
+		Jsonb	   *object;
+		char	   *refund_no;
+
+		if (item == NULL)
+			break;
+		if (item->type != jbvBinary)
+			continue;
+		object = JsonbValueToJsonb(item);
+		refund_no = json_get_string(object, "metadata.refund_no");
+		if (refund_no != NULL && strcmp(refund_no, refund->refund_no) == 0)
+		{
+			refund_from_object(channel, object, result);
+			return;
+		}
+	}
+	if (json_get_value(body, "has_more", &data) && data.type == jbvBool && data.val.boolean)
+	{
+		result->state = CHANNEL_REFUND_ERROR;
+		result->detail = psprintf("%s lists more than 100 refunds of this payment: look for refund_no %s by hand",
+								  channel->name, refund->refund_no);
+		return;
+	}
+	result->state = CHANNEL_REFUND_FAILED;
+	result->detail = psprintf("%s has no refund with refund_no %s, first posted over 23 hours ago: none was made, "
+							  "and payflow does not post it again by itself once Stripe may have forgotten its "
+							  "Idempotency-Key; retry it with payflow.review_retry_refund()",
+							  channel->name, refund->refund_no);
+}
+
 static void
 stripe_parse_refund(Channel *channel, const RefundRef *refund, HttpRequest *request,
 					HttpResponse *response, ChannelRefund *result)
@@ -391,6 +472,9 @@ stripe_parse_refund(Channel *channel, const RefundRef *refund, HttpRequest *requ
 		result->state = CHANNEL_REFUND_ERROR;
 		result->detail = error;
 	}
+	else if (response->status == 200 && strcmp(request->method, "GET") == 0 &&
+			 refund->channel_refund_id == NULL)
+		refund_from_list(channel, refund, body, result);
 	else if (response->status == 200)
 		refund_from_object(channel, body, result);
 	else

@@ -158,7 +158,7 @@ static PreparedQuery leased_checks = {
 	"        coalesce(p.currency, rp.currency)::text AS currency,"
 	"        coalesce(p.created_at, rp.created_at) AS payment_created_at,"
 	"        r.refund_no, r.amount AS refund_amount, r.reason AS refund_reason,"
-	"        r.status AS refund_status, r.channel_refund_id"
+	"        r.status AS refund_status, r.channel_refund_id, cl.created_at AS check_created_at"
 	" FROM unnest($1::bigint[]) AS leased(id)"
 	" CROSS JOIN LATERAL (SELECT * FROM payflow.pending_checks WHERE id = leased.id) cl"
 	" LEFT JOIN LATERAL (SELECT * FROM payflow.payments WHERE id = cl.payment_id) p ON true"
@@ -336,6 +336,7 @@ claim(Pass *pass, CheckItem **items_out, int max_checks)
 			item->refund.amount = pf_int64(i, "refund_amount");
 			item->refund.reason = pf_text(i, "refund_reason");
 			item->refund.channel_refund_id = pf_text(i, "channel_refund_id");
+			item->refund.requested_at = DatumGetTimestampTz(pf_datum(i, "check_created_at"));
 			if (strcmp(status, "processing") == 0)
 				item->action = ACTION_QUERY_REFUND;
 			else if (!payflow_auto_refund && strcmp(item->refund.reason, "merchant") != 0)

@@ -555,6 +555,21 @@ admin_reset(http_reply *rep)
 	reply_json(rep, 200, &body);
 }
 
+/* POST /admin/forget_idempotency_keys: as Stripe, 24 hours later. */
+static void
+admin_forget_idempotency(http_reply *rep)
+{
+	strbuf		body;
+
+	rep->route = "admin.forget_idempotency_keys";
+	store_lock();
+	store_forget_idempotency();
+	store_unlock();
+	strbuf_init(&body);
+	strbuf_puts(&body, "{\"ok\":true}");
+	reply_json(rep, 200, &body);
+}
+
 bool
 admin_route(const http_request *req, http_reply *rep)
 {
@@ -588,6 +603,8 @@ admin_route(const http_request *req, http_reply *rep)
 		admin_stats(rep);
 	else if (is_post && strcmp(rest, "reset") == 0)
 		admin_reset(rep);
+	else if (is_post && strcmp(rest, "forget_idempotency_keys") == 0)
+		admin_forget_idempotency(rep);
 	else if (is_get && strcmp(rest, "health") == 0)
 	{
 		rep->route = "admin.health";

@@ -711,6 +711,13 @@ store_reset(void)
 }
 
 void
+store_forget_idempotency(void)
+{
+	map_destroy(&idempotency, free_idempotent);
+	map_init(&idempotency);
+}
+
+void
 store_lock(void)
 {
 	pthread_mutex_lock(&store_mutex);

@@ -108,6 +108,12 @@ bool		store_open_journal(const char *path, int *replayed);
 void		store_each_payment(void (*fn) (const payment *p, void *arg), void *arg);
 /* Forget everything (POST /admin/reset). */
 void		store_reset(void);
+/*
+ * Forget the idempotency records, as Stripe does after 24 hours (POST
+ * /admin/forget_idempotency_keys); the caller holds the lock.  Not
+ * journaled: a restart brings them back.
+ */
+void		store_forget_idempotency(void);
 void		store_lock(void);
 void		store_unlock(void);
 

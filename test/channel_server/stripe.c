@@ -549,6 +549,34 @@ retrieve_refund(http_reply *rep, const char *id)
 	reply_json(rep, 200, &body);
 }
 
+/* GET /v1/refunds?payment_intent=pi_...|charge=ch_...: a payment's refunds. */
+static void
+list_refunds(const http_request *req, http_reply *rep)
+{
+	char	   *intent_id = request_query_param(req, "payment_intent");
+	char	   *charge_id = request_query_param(req, "charge");
+	payment    *p;
+	strbuf		body;
+
+	rep->route = "stripe.refund.list";
+	store_lock();
+	p = charge_id ? store_find_payment_by_charge(charge_id) :
+		intent_id ? store_find_payment_by_stripe_id(intent_id) : NULL;
+	strbuf_init(&body);
+	strbuf_puts(&body, "{\"object\":\"list\",\"url\":\"/v1/refunds\",\"has_more\":false,\"data\":[");
+	for (refund *r = p ? p->refunds : NULL; r; r = r->next)
+	{
+		if (r != p->refunds)
+			strbuf_puts(&body, ",");
+		refund_json(p, r, &body);
+	}
+	strbuf_puts(&body, "]}");
+	store_unlock();
+	free(intent_id);
+	free(charge_id);
+	reply_json(rep, 200, &body);
+}
+
 static char *
 single_segment(const char *rest)
 {
@@ -591,6 +619,8 @@ stripe_route(const http_request *req, http_reply *rep)
 	}
 	else if (strcmp(req->path, "/v1/refunds") == 0 && is_post)
 		create_refund(req, rep);
+	else if (strcmp(req->path, "/v1/refunds") == 0 && is_get)
+		list_refunds(req, rep);
 	else if (path_has_prefix(req->path, "/v1/refunds/", &rest) && is_get)
 	{
 		char	   *id = single_segment(rest);

@@ -4,7 +4,7 @@
 # search, webhooks verified by Stripe-Signature, refunds with an
 # Idempotency-Key executed exactly once.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 27
+tap_plan 33
 it_start_channel
 it_fast_schedule
 k=$IT_TMP/keys
@@ -179,3 +179,46 @@ tap_ok $? "the worker refunds it at Stripe (after ${took}s)"
 view=$(admin_get "payments/$charge_no")
 tap_is "$(echo "$view" | json refunds.0.requested_by) $(echo "$view" | json "executions_by_refund_no.$refund_no") $(echo "$view" | json refunded_amount)" \
     "charge 1 300" "the refund names the charge, and Stripe executed it once for 300"
+
+# Stripe keeps an Idempotency-Key for 24 hours.  A refund whose answers were
+# all lost (executed at Stripe, every answer a 500) and still open a day
+# later must not be posted again: Stripe would execute it a second time.
+# payflow lists the payment's refunds and finds it by its refund_no.
+refund_check() { # REFUND_NO: its check was first queued 25 hours ago, and is due
+    sql "UPDATE payflow.pending_checks SET created_at = now() - interval '25 hours', due_at = now()
+         WHERE refund_id = (SELECT id FROM payflow.refunds WHERE refund_no = '$1')" >/dev/null
+}
+admin faults '{"mode":"5xx","execute":true,"count":-1,"path_prefix":"/v1/refunds"}' >/dev/null
+lost_no=$(sql "SELECT (payflow.request_refund(order_id, 200, 'merchant')).refund_no
+               FROM payflow.payments WHERE payment_no = '$charge_no'")
+for _ in $(seq 1 100); do
+    [ "$(admin_get "payments/$charge_no" | json "executions_by_refund_no.$lost_no")" = 1 ] && break
+    sleep 0.1
+done
+refund_check "$lost_no"
+admin forget_idempotency_keys '{}' >/dev/null
+admin faults '{"mode":"none"}' >/dev/null
+took=$(wait_for 15 "SELECT status = 'succeeded' FROM payflow.refunds WHERE refund_no = '$lost_no'")
+tap_ok $? "a day later, the refund whose answers were lost is found among the payment's refunds (after ${took}s)"
+view=$(admin_get "payments/$charge_no")
+tap_is "$(echo "$view" | json "executions_by_refund_no.$lost_no") $(echo "$view" | json refunded_amount)" "1 500" \
+    "it is not posted again after Stripe forgot its key: executed once, 500 refunded in all"
+
+# Never made (every post refused with a 500 before Stripe ran it): a day
+# later the list has no such refund, so it fails for a person to retry, and
+# the retry posts it once.
+admin faults '{"mode":"5xx","count":-1,"path_prefix":"/v1/refunds"}' >/dev/null
+never_no=$(sql "SELECT (payflow.request_refund(order_id, 100, 'merchant')).refund_no
+                FROM payflow.payments WHERE payment_no = '$charge_no'")
+for _ in $(seq 1 100); do [ "$(sql "SELECT count(*) FROM payflow.pending_checks c JOIN payflow.refunds r ON r.id = c.refund_id
+                                     WHERE r.refund_no = '$never_no' AND c.checks > 0")" = 1 ] && break; sleep 0.1; done
+refund_check "$never_no"
+admin faults '{"mode":"none"}' >/dev/null
+took=$(wait_for 15 "SELECT status = 'failed' FROM payflow.refunds WHERE refund_no = '$never_no'")
+tap_ok $? "a refund Stripe never made fails a day later instead of being posted again (after ${took}s)"
+tap_is "$(sql "SELECT last_error LIKE '%no refund with refund_no%' FROM payflow.refunds WHERE refund_no = '$never_no'") $(admin_get "payments/$charge_no" | json "executions_by_refund_no.$never_no")" \
+    "t " "its error says none was made, and Stripe has none"
+sql "SELECT payflow.review_retry_refund('$never_no', 'no refund at Stripe for it: post it again')" >/dev/null
+took=$(wait_for 15 "SELECT status = 'succeeded' FROM payflow.refunds WHERE refund_no = '$never_no'")
+tap_ok $? "retried from the review queue, it is posted anew and succeeds (after ${took}s)"
+tap_is "$(admin_get "payments/$charge_no" | json "executions_by_refund_no.$never_no")" "1" "executed once"
