@@ -19,7 +19,10 @@ CREATE FUNCTION hb.generate(n integer) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     t0 timestamptz := now() - interval '365 days';
-    step interval := (interval '365 days' - interval '2 hours') / greatest(n, 1);
+    -- The history ends a day ago: the last day is the same in every
+    -- database (below), so "empty" has the recent work any live shop has.
+    step interval := (interval '364 days' - interval '2 hours') / greatest(n, 1);
+    day_n integer := 5000;  -- orders paid in the last 24 hours
     base bigint := n;   -- ids of the open work follow the history's
 BEGIN
     IF current_setting('session_replication_role') <> 'replica' THEN
@@ -158,17 +161,22 @@ BEGIN
     -- The open work of the last half hour, the same in every database:
     -- 300 orders awaiting payment (150 with a pending attempt, 15 with a
     -- superseded and a pending one, 10 in review), and 20 paid orders with
-    -- a refund in progress.  Their checks are due in an hour.
+    -- a refund in progress.  Their checks are due in an hour.  Then the
+    -- last day's day_n paid orders, one every 17 s (the 24-hour window of
+    -- payflow.stats' percentiles reads them in every database alike).
     INSERT INTO payflow.orders (id, order_no, customer_id, status, currency, total_amount,
                                 paid_amount, created_at, expires_at, paid_at, idempotency_key)
     SELECT base + j, 'PF' || lpad((base + j)::text, 12, '0'), 'open-' || j,
            CASE WHEN j <= 300 THEN 'awaiting_payment' ELSE 'paid' END, 'CNY', 5000,
            CASE WHEN j <= 300 THEN 0 ELSE 5000 END,
-           now() - (j % 300) * interval '5 s', now() + interval '2 hours',
-           CASE WHEN j > 300 THEN now() - interval '10 min' END, 'open-' || j
-    FROM generate_series(1, 320) j;
+           CASE WHEN j <= 320 THEN now() - (j % 300) * interval '5 s'
+                ELSE now() - (j - 320) * interval '17 s' - interval '2 min' END,
+           now() + interval '2 hours',
+           CASE WHEN j > 320 THEN now() - (j - 320) * interval '17 s'
+                WHEN j > 300 THEN now() - interval '10 min' END, 'open-' || j
+    FROM generate_series(1, 320 + day_n) j;
     INSERT INTO payflow.order_lines (order_id, sku, title, quantity, unit_price, reserved)
-    SELECT base + j, 'sku-' || j, 'item', 1, 5000, false FROM generate_series(1, 320) j;
+    SELECT base + j, 'sku-' || j % 1000, 'item', 1, 5000, false FROM generate_series(1, 320 + day_n) j;
     INSERT INTO payflow.payments (id, payment_no, order_id, attempt, channel, amount, currency, status,
                                   channel_txn_id, confirmed_via, created_at, paid_at, resolved_at)
     SELECT 4 * (base + j) + k, 'PF' || lpad((base + j)::text, 12, '0') || '-' || k, base + j, k, 'bench',
@@ -176,10 +184,13 @@ BEGIN
            CASE WHEN j > 300 THEN 'succeeded' WHEN j % 30 = 3 THEN 'unknown'
                 WHEN j % 20 = 1 AND k = 1 THEN 'superseded' ELSE 'pending' END,
            CASE WHEN j > 300 THEN 'txn-open-' || j END, CASE WHEN j > 300 THEN 'callback' END,
-           now() - interval '20 min' + k * interval '1 min',
-           CASE WHEN j > 300 THEN now() - interval '10 min' END,
-           CASE WHEN j > 300 THEN now() - interval '10 min' END
-    FROM generate_series(1, 320) j,
+           CASE WHEN j > 320 THEN now() - (j - 320) * interval '17 s' - interval '1 min'
+                ELSE now() - interval '20 min' + k * interval '1 min' END,
+           CASE WHEN j > 320 THEN now() - (j - 320) * interval '17 s'
+                WHEN j > 300 THEN now() - interval '10 min' END,
+           CASE WHEN j > 320 THEN now() - (j - 320) * interval '17 s' + interval '1 s'
+                WHEN j > 300 THEN now() - interval '10 min' END
+    FROM generate_series(1, 320 + day_n) j,
          generate_series(1, CASE WHEN j % 20 = 1 AND j <= 300 THEN 2 ELSE 1 END) k
     WHERE j % 2 = 0 OR j % 20 = 1 OR j % 30 = 3 OR j > 300;
     INSERT INTO payflow.refunds (id, refund_no, payment_id, order_id, amount, currency, reason, status,
