@@ -1399,8 +1399,7 @@ AS $$
 DECLARE
     c payflow.event_consumers;
     horizon bigint;
-    e payflow.events;
-    n integer := 0;
+    n integer;
     last_id bigint;
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -1418,18 +1417,18 @@ BEGIN
     END IF;
     c := payflow.lock_consumer(consumer);
     horizon := payflow.events_committed_horizon();
-    last_id := c.acked_id;
-    -- A statement started after the horizon sees every event up to it.
-    FOR e IN
+    -- Statements started after the horizon see every event up to it, and
+    -- the same ones each time: where the batch ends, then the batch.
+    SELECT count(*), coalesce(max(b.id), c.acked_id) INTO n, last_id
+    FROM (SELECT ev.id FROM payflow.events ev
+          WHERE ev.id > c.acked_id AND ev.id <= horizon
+            AND (c.event_types IS NULL OR ev.type = ANY (c.event_types))
+          ORDER BY ev.id LIMIT max_events) b;
+    RETURN QUERY
         SELECT * FROM payflow.events ev
-        WHERE ev.id > c.acked_id AND ev.id <= horizon
+        WHERE ev.id > c.acked_id AND ev.id <= last_id
           AND (c.event_types IS NULL OR ev.type = ANY (c.event_types))
-        ORDER BY ev.id LIMIT max_events
-    LOOP
-        RETURN NEXT e;
-        n := n + 1;
-        last_id := e.id;
-    END LOOP;
+        ORDER BY ev.id;
     -- An empty batch leaves nothing to acknowledge up to the horizon: the
     -- cursor passes the events of other types at once.
     UPDATE payflow.event_consumers ec
