@@ -36,24 +36,47 @@
 
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_sequence.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(payflow_events_committed_horizon);
 
-/* The last id drawn from payflow.events' identity sequence, 0 if none. */
+/*
+ * The last id drawn from payflow.events' identity sequence, 0 if none.
+ * Every id up to it was handed out already: the sequence caches no ids in
+ * backends (CACHE 1, as payflow creates it), or a backend could hold a
+ * smaller id it has not drawn yet, and write it in a later transaction.
+ */
 static int64
 events_last_id(Oid events)
 {
 	LOCAL_FCINFO(fcinfo, 1);
+	Oid			seq = getIdentitySequence(events, 1, false);
+	HeapTuple	tuple;
+	int64		cache;
 	Datum		last;
 
+	tuple = SearchSysCache1(SEQRELID, ObjectIdGetDatum(seq));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "payflow: cache lookup failed for sequence %u", seq);
+	cache = ((Form_pg_sequence) GETSTRUCT(tuple))->seqcache;
+	ReleaseSysCache(tuple);
+	if (cache != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_NOT_SET_UP),
+				 errmsg("payflow: the sequence of payflow.events caches %lld ids per session",
+						(long long) cache),
+				 errdetail("Event consumers need every event id handed out in order: with a cache, a session may write a smaller id after a larger one was read."),
+				 errhint("ALTER SEQUENCE payflow.events_id_seq CACHE 1;")));
+
 	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = ObjectIdGetDatum(getIdentitySequence(events, 1, false));
+	fcinfo->args[0].value = ObjectIdGetDatum(seq);
 	fcinfo->args[0].isnull = false;
 	last = pg_sequence_last_value(fcinfo);
 	return fcinfo->isnull ? 0 : DatumGetInt64(last);
