@@ -689,9 +689,10 @@ pf_expire_order_if_settled(int64 order_id)
 
 /* An amount column of the deformed row; NULL reads as 0 (NOT NULL says the rest). */
 static int64
-order_amount(TupleDesc tupdesc, const Datum *values, const bool *nulls, const char *column)
+order_amount(TupleDesc tupdesc, const Datum *values, const bool *nulls, const char *column,
+			 int *attno_cache)
 {
-	int			attno = SPI_fnumber(tupdesc, column);
+	int			attno = pf_column_number(tupdesc, column, attno_cache);
 
 	if (attno <= 0)
 		elog(ERROR, "payflow_check_order_row: table has no column \"%s\"", column);
@@ -720,6 +721,11 @@ order_no_of(HeapTuple row, TupleDesc tupdesc)
  * A NULL is left to the NOT NULL constraints, which come after BEFORE
  * triggers.  SQLSTATE 23514, as the CHECK constraints raised.
  */
+static int	currency_attno_cache;
+static int	total_attno_cache;
+static int	paid_attno_cache;
+static int	refunded_attno_cache;
+
 Datum
 payflow_check_order_row(PG_FUNCTION_ARGS)
 {
@@ -750,7 +756,7 @@ payflow_check_order_row(PG_FUNCTION_ARGS)
 	nulls = palloc(sizeof(bool) * tupdesc->natts);
 	heap_deform_tuple(row, tupdesc, values, nulls);
 
-	currency_attno = SPI_fnumber(tupdesc, "currency");
+	currency_attno = pf_column_number(tupdesc, "currency", &currency_attno_cache);
 	if (currency_attno <= 0)
 		elog(ERROR, "payflow_check_order_row: table has no column \"currency\"");
 	if (!nulls[currency_attno - 1])
@@ -768,9 +774,10 @@ payflow_check_order_row(PG_FUNCTION_ARGS)
 					 errtable(rel)));
 	}
 
-	total_amount = order_amount(tupdesc, values, nulls, "total_amount");
-	paid_amount = order_amount(tupdesc, values, nulls, "paid_amount");
-	refunded_amount = order_amount(tupdesc, values, nulls, "refunded_amount");
+	total_amount = order_amount(tupdesc, values, nulls, "total_amount", &total_attno_cache);
+	paid_amount = order_amount(tupdesc, values, nulls, "paid_amount", &paid_attno_cache);
+	refunded_amount = order_amount(tupdesc, values, nulls, "refunded_amount",
+								   &refunded_attno_cache);
 	if (total_amount < 0 || paid_amount < 0 || refunded_amount < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
