@@ -34,6 +34,7 @@ OBJS = \
 	src/retention.o \
 	src/reconcile.o \
 	src/worker_state.o \
+	src/statement.o \
 	src/worker.o
 
 DATA = $(wildcard sql/payflow--*.sql)
