@@ -1486,6 +1486,7 @@ GRANT EXECUTE ON FUNCTION payflow.statement_differences(bigint) TO payflow_worke
 GRANT SELECT ON payflow.statements, payflow.statement_lines, payflow.statement_mismatches
     TO payflow_admin;
 GRANT EXECUTE ON PROCEDURE payflow.compare_statement(text, date, text) TO payflow_admin;
+GRANT SET, ALTER SYSTEM ON PARAMETER payflow.fetch_statements TO payflow_admin;
 SELECT pg_catalog.pg_extension_config_dump('payflow.statements', '');
 SELECT pg_catalog.pg_extension_config_dump('payflow.statement_lines', '');
 SELECT pg_catalog.pg_extension_config_dump('payflow.statement_mismatches', '');
