@@ -305,12 +305,13 @@ apply_fetch(int64 statement_id, Channel *channel, ChannelStatementFetch *fetch)
 	}
 	{
 		bool		none = fetch->state == STATEMENT_NONE;
+		bool		no_file = none || fetch->file_sha1[0] == '\0';	/* a list, not a file */
 		Datum		values[7] = {id, CStringGetTextDatum(none ? "no_statement" : "downloaded"),
-			none ? (Datum) 0 : CStringGetTextDatum(fetch->file_sha1),
+			no_file ? (Datum) 0 : CStringGetTextDatum(fetch->file_sha1),
 			Int32GetDatum((int32) lines->nlines), Int64GetDatum(lines->payments_total),
 			Int64GetDatum(lines->refunds_total),
 		lines->summary ? CStringGetTextDatum(lines->summary) : (Datum) 0};
-		char		nulls[7] = {' ', ' ', none ? 'n' : ' ', ' ', ' ', ' ', lines->summary ? ' ' : 'n'};
+		char		nulls[7] = {' ', ' ', no_file ? 'n' : ' ', ' ', ' ', ' ', lines->summary ? ' ' : 'n'};
 
 		pf_execute(&statement_read, values, nulls, 0);
 	}

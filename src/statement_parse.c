@@ -193,6 +193,44 @@ next_line(char **cursor, char *end)
 	return line;
 }
 
+/* A new zeroed line at the end of the statement. */
+static PfStatementLine *
+new_line(PfStatement *statement)
+{
+	PfStatementLine *line;
+
+	/* capacity doubles from 256: grow when nlines reaches a power of two */
+	if (statement->nlines >= 256 && (statement->nlines & (statement->nlines - 1)) == 0)
+		statement->lines = realloc(statement->lines, 2 * statement->nlines * sizeof(PfStatementLine));
+	else if (statement->nlines == 0)
+		statement->lines = malloc(256 * sizeof(PfStatementLine));
+	if (statement->lines == NULL)
+		abort();
+	line = &statement->lines[statement->nlines++];
+	memset(line, 0, sizeof(PfStatementLine));
+	return line;
+}
+
+void
+pf_statement_add_line(PfStatement *statement, const PfStatementLine *line)
+{
+	PfStatementLine *row = new_line(statement);
+
+	row->kind = line->kind;
+	row->occurred_at = copy(line->occurred_at ? line->occurred_at : "");
+	row->payment_no = copy(line->payment_no ? line->payment_no : "");
+	row->channel_txn_id = copy(line->channel_txn_id ? line->channel_txn_id : "");
+	row->refund_no = copy(line->refund_no ? line->refund_no : "");
+	row->channel_refund_id = copy(line->channel_refund_id ? line->channel_refund_id : "");
+	row->state = copy(line->state ? line->state : "");
+	row->currency = copy(line->currency ? line->currency : "");
+	row->amount = line->amount;
+	if (line->kind == PF_LINE_PAYMENT)
+		statement->payments_total += line->amount;
+	else if (line->kind == PF_LINE_REFUND)
+		statement->refunds_total += line->amount;
+}
+
 enum
 {
 	COL_TIME, COL_TXN, COL_PAYMENT_NO, COL_STATE, COL_CURRENCY, COL_REFUND_ID,
@@ -210,7 +248,6 @@ pf_parse_wechat_bill(const char *text, size_t len, PfStatement *out)
 	char	   *fields[BILL_MAX_COLUMNS];
 	int			ncolumns;
 	int			col[NCOLS];
-	size_t		capacity = 0;
 	int			line_no = 1;
 	bool		ok = true;
 
@@ -305,18 +342,7 @@ pf_parse_wechat_bill(const char *text, size_t len, PfStatement *out)
 						ncolumns);
 			break;
 		}
-		if (out->nlines == capacity)
-		{
-			PfStatementLine *bigger;
-
-			capacity = capacity ? capacity * 2 : 256;
-			bigger = realloc(out->lines, capacity * sizeof(PfStatementLine));
-			if (bigger == NULL)
-				abort();
-			out->lines = bigger;
-		}
-		row = &out->lines[out->nlines++];
-		memset(row, 0, sizeof(PfStatementLine));
+		row = new_line(out);
 		state = fields[col[COL_STATE]];
 		row->kind = strcmp(state, "SUCCESS") == 0 ? PF_LINE_PAYMENT :
 			strcmp(state, "REFUND") == 0 ? PF_LINE_REFUND : PF_LINE_OTHER;

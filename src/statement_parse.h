@@ -69,6 +69,12 @@ extern void pf_sha1_hex(const char *data, size_t len, char hex[41]);
  */
 extern bool pf_parse_wechat_bill(const char *text, size_t len, PfStatement *out);
 
+/*
+ * Append a line built by a driver (Stripe's list pages); copies the strings
+ * (NULL reads as "") and counts the amount in the totals.
+ */
+extern void pf_statement_add_line(PfStatement *statement, const PfStatementLine *line);
+
 extern void pf_statement_free(PfStatement *statement);
 
 #endif							/* PAYFLOW_STATEMENT_PARSE_H */

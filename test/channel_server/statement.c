@@ -11,6 +11,11 @@
  * without rows is 400 NO_STATEMENT_EXIST.  GET /v3/billdownload/file
  * serves the gzip, unsigned, as WeChat Pay does.
  *
+ * GET /v1/balance_transactions (Stripe) lists the charges of succeeded
+ * payments and the refunds made within created[gte]..created[lt], newest
+ * first, limit (at most 100) a page after starting_after, each with its
+ * source and the source's PaymentIntent expanded.
+ *
  * POST /admin/statement {"not_ready", "corrupt", "amount_off", "drop"}:
  * answer STATEMENT_CREATING; serve a file that fails its hash; show
  * payment amount_off one fen more; leave payment drop's line out.
@@ -274,6 +279,152 @@ statement_download(const http_request *req, http_reply *rep)
 	}
 	pthread_mutex_unlock(&file_lock);
 	free(token);
+}
+
+/* One entry of Stripe's balance: a charge or a refund. */
+typedef struct balance_entry
+{
+	time_t		created;
+	char		id[64];
+	const payment *p;
+	const refund *r;
+} balance_entry;
+
+typedef struct balance
+{
+	long long	from;
+	long long	until;
+	balance_entry *entries;
+	size_t		count;
+	size_t		capacity;
+} balance;
+
+static void
+balance_add(balance *b, time_t created, const payment *p, const refund *r)
+{
+	balance_entry *e;
+
+	if ((long long) created < b->from || (long long) created >= b->until)
+		return;
+	if (b->count == b->capacity)
+	{
+		b->capacity = b->capacity ? 2 * b->capacity : 64;
+		b->entries = realloc(b->entries, b->capacity * sizeof(balance_entry));
+		if (b->entries == NULL)
+			abort();
+	}
+	e = &b->entries[b->count++];
+	e->created = created;
+	e->p = p;
+	e->r = r;
+	snprintf(e->id, sizeof(e->id), "txn_%s", r ? r->refund_id + 3 : p->txn_id + 3);
+}
+
+static void
+balance_payment(const payment *p, void *arg)
+{
+	balance    *b = arg;
+
+	if (p->channel != CHANNEL_STRIPE)
+		return;
+	if (p->state == PAYMENT_SUCCEEDED && p->txn_id &&
+		!(inject.drop && strcmp(inject.drop, p->payment_no) == 0))
+		balance_add(b, p->paid_at, p, NULL);
+	for (const refund *r = p->refunds; r != NULL; r = r->next)
+		if (r->state != REFUND_FAILED)
+			balance_add(b, r->created_at, p, r);
+}
+
+/* newest first, as Stripe lists them */
+static int
+newest_first(const void *a, const void *b)
+{
+	const balance_entry *x = a;
+	const balance_entry *y = b;
+
+	if (x->created != y->created)
+		return x->created < y->created ? 1 : -1;
+	return -strcmp(x->id, y->id);
+}
+
+static void
+balance_entry_json(const balance_entry *e, strbuf *out)
+{
+	const payment *p = e->p;
+	int64_t		amount = e->r ? e->r->amount :
+		p->paid_amount + (inject.amount_off && strcmp(inject.amount_off, p->payment_no) == 0);
+	char		currency[4];
+
+	for (int i = 0; i < 3; i++)
+		currency[i] = (char) (p->currency[i] | 0x20);
+	currency[3] = '\0';
+	strbuf_puts(out, "{");
+	strbuf_json_kv_str(out, "id", e->id);
+	strbuf_printf(out, ",\"object\":\"balance_transaction\",\"amount\":%lld,\"created\":%lld,"
+				  "\"currency\":\"%s\",\"fee\":0,\"net\":%lld,\"status\":\"available\","
+				  "\"reporting_category\":\"%s\",\"type\":\"%s\",\"source\":{",
+				  (long long) (e->r ? -amount : amount), (long long) e->created, currency,
+				  (long long) (e->r ? -amount : amount), e->r ? "refund" : "charge",
+				  e->r ? "refund" : "charge");
+	strbuf_json_kv_str(out, "id", e->r ? e->r->refund_id : p->txn_id);
+	strbuf_printf(out, ",\"object\":\"%s\",\"amount\":%lld,\"created\":%lld,\"currency\":\"%s\",",
+				  e->r ? "refund" : "charge", (long long) amount, (long long) e->created, currency);
+	if (e->r)
+	{
+		strbuf_json_kv_str(out, "charge", p->txn_id);
+		strbuf_printf(out, ",\"metadata\":%s,", e->r->metadata_json ? e->r->metadata_json : "{}");
+	}
+	else
+		strbuf_puts(out, "\"metadata\":{},");
+	strbuf_puts(out, "\"status\":\"succeeded\",\"payment_intent\":");
+	stripe_intent_json(p, out);
+	strbuf_puts(out, "}}");
+}
+
+/* GET /v1/balance_transactions */
+void
+statement_balance_transactions(const http_request *req, http_reply *rep)
+{
+	char	   *from = request_query_param(req, "created[gte]");
+	char	   *until = request_query_param(req, "created[lt]");
+	char	   *limit_text = request_query_param(req, "limit");
+	char	   *after = request_query_param(req, "starting_after");
+	long		limit = limit_text ? strtol(limit_text, NULL, 10) : 10;
+	balance		b;
+	size_t		first = 0;
+	size_t		shown = 0;
+	strbuf		body;
+
+	rep->route = "stripe.balance_transactions";
+	memset(&b, 0, sizeof(b));
+	b.from = from ? strtoll(from, NULL, 10) : 0;
+	b.until = until ? strtoll(until, NULL, 10) : (long long) 1 << 62;
+	if (limit < 1 || limit > 100)
+		limit = 10;
+	strbuf_init(&body);
+	store_lock();
+	store_each_payment(balance_payment, &b);
+	if (b.count > 0)
+		qsort(b.entries, b.count, sizeof(balance_entry), newest_first);
+	if (after)
+		for (size_t i = 0; i < b.count; i++)
+			if (strcmp(b.entries[i].id, after) == 0)
+				first = i + 1;
+	strbuf_puts(&body, "{\"object\":\"list\",\"url\":\"/v1/balance_transactions\",\"data\":[");
+	for (size_t i = first; i < b.count && shown < (size_t) limit; i++, shown++)
+	{
+		if (shown > 0)
+			strbuf_puts(&body, ",");
+		balance_entry_json(&b.entries[i], &body);
+	}
+	strbuf_printf(&body, "],\"has_more\":%s}", first + shown < b.count ? "true" : "false");
+	store_unlock();
+	free(b.entries);
+	free(from);
+	free(until);
+	free(limit_text);
+	free(after);
+	reply_json(rep, 200, &body);
 }
 
 static void
