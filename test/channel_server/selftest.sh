@@ -2,7 +2,8 @@
 # selftest.sh -- end-to-end check of payflow-test-channel with curl and the
 # openssl command line: builds the server, makes keys in a temp dir, starts
 # it on a free port with a small callback receiver, and checks each channel's
-# signatures (both directions), idempotency, callbacks, faults and delays.
+# signatures (both directions), idempotency, callbacks, the daily
+# statements, faults and delays.
 # SELFTEST_WRAPPER="valgrind --leak-check=full --log-file=/tmp/vg.log" runs
 # the server under valgrind (timing checks may then fail).
 # Needs: bash, curl, openssl, jq, python3 (the callback receiver; the
