@@ -64,7 +64,7 @@ static PreparedQuery insert_lines = {
 	.sql = "INSERT INTO payflow.statement_lines (statement_id, line_no, kind, occurred_at,"
 	"           payment_no, channel_txn_id, refund_no, channel_refund_id, channel_state, amount,"
 	"           currency)"
-	" SELECT $1, u.n, u.kind, u.at::timestamp AT TIME ZONE $2, u.payment_no,"
+	" SELECT $1, u.n, u.kind, nullif(u.at, '')::timestamp AT TIME ZONE $2, u.payment_no,"
 	"        nullif(u.txn, ''), nullif(u.refund_no, ''), nullif(u.refund_id, ''), u.state,"
 	"        u.amount, u.currency"
 	" FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],"
