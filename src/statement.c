@@ -34,8 +34,10 @@
 
 /* At most this many requests for one statement (pages of a busy day). */
 #define STATEMENT_MAX_REQUESTS 10000
-/* A statement not ready, or whose fetch failed, is asked for again after this. */
+/* A statement not ready, or whose fetch failed, is asked for again after this, */
 #define STATEMENT_RETRY "30 minutes"
+/* ... by the worker while its day is at most this many days old. */
+#define STATEMENT_RETRY_DAYS "7"
 
 static PreparedQuery open_statement = {
 	.sql = "INSERT INTO payflow.statements AS s (channel, day, day_start, day_end)"
@@ -410,13 +412,21 @@ static PreparedQuery statement_channels = {
 	.read_only = true,
 };
 
-/* Is yesterday's statement (channel time) of the channel due?  Which day? */
+/*
+ * The days of a channel whose statement is due: yesterday (channel time)
+ * once available and never asked for, and any day of the last week asked
+ * for that is to be asked again (not ready, or its fetch failed).
+ */
 static PreparedQuery statement_due = {
 	.sql = "SELECT d.day FROM (SELECT (now() AT TIME ZONE $2)::date - 1 AS day) d"
-	" LEFT JOIN payflow.statements s ON s.channel = $1 AND s.day = d.day"
 	" WHERE (now() AT TIME ZONE $2)::time >= $3::time"
-	"   AND (s.id IS NULL OR (s.state IN ('requested', 'not_ready')"
-	"                         AND coalesce(s.next_try_at, '-infinity') <= now()))",
+	"   AND NOT EXISTS (SELECT 1 FROM payflow.statements s WHERE s.channel = $1 AND s.day = d.day)"
+	" UNION"
+	" SELECT s.day FROM payflow.statements s"
+	" WHERE s.channel = $1 AND s.state IN ('requested', 'not_ready')"
+	"   AND s.day >= (now() AT TIME ZONE $2)::date - " STATEMENT_RETRY_DAYS
+	"   AND coalesce(s.next_try_at, s.requested_at + interval '" STATEMENT_RETRY "') <= now()"
+	" ORDER BY 1",
 	.nargs = 3,
 	.argtypes = {TEXTOID, TEXTOID, TEXTOID},
 	.read_only = true,
@@ -432,7 +442,8 @@ typedef struct DueStatement
  * The worker's statements: for every channel whose driver has statements,
  * yesterday's (in the channel's time zone) once it is available (the
  * driver's statement_time, or settings.statement_time, local time), and
- * again after STATEMENT_RETRY while it is not ready or its fetch failed.
+ * any day of the last STATEMENT_RETRY_DAYS again after STATEMENT_RETRY
+ * while it is not ready or its fetch failed.
  * A statement that fails is logged and left for the next pass.  Returns
  * the number of statements fetched.
  */
@@ -466,14 +477,18 @@ statement_due_pass(const ReconcileTransactions *txn)
 			values[0] = CStringGetTextDatum(name);
 			values[1] = CStringGetTextDatum(driver->statement_timezone);
 			values[2] = CStringGetTextDatum(time);
-			if (pf_execute(&statement_due, values, NULL, 1) == 1)
 			{
+				uint64		ndays = pf_execute(&statement_due, values, NULL, 0);
 				MemoryContext old = MemoryContextSwitchTo(pass_context);
-				DueStatement *item = palloc(sizeof(DueStatement));
 
-				item->channel = name;
-				item->day = DatumGetDateADT(pf_datum(0, "day"));
-				due = lappend(due, item);
+				for (uint64 d = 0; d < ndays; d++)
+				{
+					DueStatement *item = palloc(sizeof(DueStatement));
+
+					item->channel = name;
+					item->day = DatumGetDateADT(pf_datum(d, "day"));
+					due = lappend(due, item);
+				}
 				MemoryContextSwitchTo(old);
 			}
 		}
