@@ -207,6 +207,7 @@ extern Channel *channel_open(const char *name, MemoryContext context);
 extern CheckSchedule *channel_schedule(const char *text, const ChannelDriver *driver,
 									  const char *channel_name);
 extern char *channel_setting(Jsonb *object, const char *key, bool required, const char *channel_name);
+extern bool channel_statement_time_valid(const char *text);
 extern bool json_get_value(Jsonb *object, const char *path, JsonbValue *value);
 extern char *json_get_text(Jsonb *object, const char *path);
 extern char *json_get_string(Jsonb *object, const char *path);

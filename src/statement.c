@@ -474,6 +474,13 @@ statement_due_pass(const ReconcileTransactions *txn)
 			name = MemoryContextStrdup(pass_context, pf_text(i, "name"));
 			time = pf_isnull(i, "statement_time") ? (char *) driver->statement_time :
 				pf_text(i, "statement_time");
+			if (!channel_statement_time_valid(time))
+			{
+				ereport(LOG,
+						(errmsg("payflow: statement of channel %s not fetched: settings.statement_time \"%s\" is no HH:MM",
+								name, time)));
+				continue;
+			}
 			values[0] = CStringGetTextDatum(name);
 			values[1] = CStringGetTextDatum(driver->statement_timezone);
 			values[2] = CStringGetTextDatum(time);

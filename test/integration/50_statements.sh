@@ -14,7 +14,7 @@
 # executes the late refund, which the next comparison finds as payflow's
 # own.  it_cleanup runs payflow.verify().
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 20
+tap_plan 21
 it_start_channel
 trap 'sql "ALTER SYSTEM RESET payflow.fetch_statements" >/dev/null 2>&1; it_reset_settings; it_cleanup' EXIT
 sql "ALTER SYSTEM SET payflow.worker_enabled = off" >/dev/null
@@ -131,6 +131,10 @@ admin statement '{"corrupt":false}' >/dev/null
 
 tap_is "$(sqlstate "BEGIN; CALL payflow.compare_statement('it_st', '$day'); COMMIT;")" "2D000" \
     "inside a transaction block it refuses (it commits between its steps)"
+
+tap_is "$(sqlstate "SELECT payflow.set_channel('it_st', 'wechatpay_v3', '$IT_CHANNEL_URL',
+        (SELECT settings FROM payflow.channels WHERE name = 'it_st') || '{\"statement_time\": \"25:00\"}')")" \
+    "PF040" "a statement_time that is no time of day is refused (PF040)"
 
 # Available from 00:00 here, yesterday is fetched by the worker by itself
 # (a day without trades: NO_STATEMENT_EXIST).
