@@ -28,12 +28,14 @@ OBJS = \
 	src/channel_stripe.o \
 	src/channel_alipay.o \
 	src/channel_hosts.o \
+	src/statement_parse.o \
 	src/crypto.o \
 	src/notification.o \
 	src/status_counts.o \
 	src/retention.o \
 	src/reconcile.o \
 	src/worker_state.o \
+	src/statement.o \
 	src/worker.o
 
 DATA = $(wildcard sql/payflow--*.sql)
@@ -43,7 +45,7 @@ REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/payflow--%,$(wildcard sql/*.sq
 REGRESS_OPTS = --inputdir=. --load-extension=payflow
 
 PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror
-SHLIB_LINK = -lcurl -lssl -lcrypto
+SHLIB_LINK = -lcurl -lssl -lcrypto -lz
 
 
 PG_CONFIG ?= pg_config

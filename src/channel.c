@@ -107,9 +107,39 @@ channel_open(const char *name, MemoryContext context)
 	channel->secrets = DatumGetJsonbPCopy(pf_datum(0, "secrets"));
 	channel->schedule = channel_schedule(json_get_text(channel->settings, "check_schedule"),
 										 channel->driver, name);
+	{
+		char	   *statement_time = json_get_text(channel->settings, "statement_time");
+
+		if (statement_time != NULL && !channel_statement_time_valid(statement_time))
+			ereport(ERROR,
+					(errcode(ERRCODE_PF_CHANNEL_NOT_CONFIGURED),
+					 errmsg("channel \"%s\" has an invalid statement_time", name),
+					 errdetail("settings.statement_time is \"%s\".", statement_time),
+					 errhint("Give the local time of day after which the channel's statement of the day before is fetched, as HH:MM, such as \"10:30\".")));
+	}
 	channel->driver->open(channel);
 	MemoryContextSwitchTo(old);
 	return channel;
+}
+
+/* settings.statement_time: "H:MM" or "HH:MM", a time of day. */
+bool
+channel_statement_time_valid(const char *text)
+{
+	size_t		len = strlen(text);
+	const char *colon = strchr(text, ':');
+	int			hour;
+	int			minute;
+
+	if (colon == NULL || (colon - text != 1 && colon - text != 2) ||
+		len - (size_t) (colon - text) != 3)
+		return false;
+	for (const char *c = text; *c; c++)
+		if (c != colon && (*c < '0' || *c > '9'))
+			return false;
+	hour = atoi(text);
+	minute = atoi(colon + 1);
+	return hour <= 23 && minute <= 59;
 }
 
 /*

@@ -20,6 +20,8 @@
 
 #include "http.h"
 #include "payflow.h"
+#include "statement_parse.h"
+#include "utils/date.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -102,6 +104,32 @@ typedef struct ChannelNotification
 	char	   *ack;			/* the body the channel expects back */
 } ChannelNotification;
 
+/*
+ * Fetching a day's statement: a driver builds one request after another
+ * (the bill, then its file; or page after page) and reads each answer
+ * into this, until state is no longer STATEMENT_ASKING.
+ */
+typedef enum ChannelStatementState
+{
+	STATEMENT_ASKING,			/* another request to make */
+	STATEMENT_READY,			/* lines holds the whole day */
+	STATEMENT_NOT_READY,		/* the channel is still making it: ask later */
+	STATEMENT_NONE,				/* the channel has no statement: no trades */
+	STATEMENT_ERROR				/* no usable answer (detail): ask later */
+} ChannelStatementState;
+
+typedef struct ChannelStatementFetch
+{
+	DateADT		day;
+	ChannelStatementState state;
+	int			step;			/* requests made so far */
+	char	   *next;			/* the driver's cursor: a download URL, a page's last id */
+	char	   *expected_sha1;	/* the hash the channel gave for the file */
+	char		file_sha1[41];	/* the hash of the file read ("" for none) */
+	PfStatement lines;			/* malloc'd; pf_statement_free */
+	char	   *detail;
+} ChannelStatementFetch;
+
 typedef struct Channel Channel;
 
 typedef struct ChannelDriver
@@ -143,6 +171,19 @@ typedef struct ChannelDriver
 	/* verify (PF030/PF031) and decode (PF032) a callback */
 	void		(*decode_notification) (Channel *channel, Jsonb *headers, const char *body,
 										ChannelNotification *result);
+
+	/*
+	 * Daily statements (doc/statements.md); NULL when the driver has none.
+	 * statement_timezone bounds its days; statement_time is when the
+	 * statement of day D is available, local time on D + 1 (a channel's
+	 * settings.statement_time overrides it).
+	 */
+	const char *statement_timezone;
+	const char *statement_time;
+	void		(*build_statement) (Channel *channel, ChannelStatementFetch *fetch,
+									HttpRequest *request);
+	void		(*parse_statement) (Channel *channel, ChannelStatementFetch *fetch,
+									HttpRequest *request, HttpResponse *response);
 } ChannelDriver;
 
 struct Channel
@@ -166,6 +207,7 @@ extern Channel *channel_open(const char *name, MemoryContext context);
 extern CheckSchedule *channel_schedule(const char *text, const ChannelDriver *driver,
 									  const char *channel_name);
 extern char *channel_setting(Jsonb *object, const char *key, bool required, const char *channel_name);
+extern bool channel_statement_time_valid(const char *text);
 extern bool json_get_value(Jsonb *object, const char *path, JsonbValue *value);
 extern char *json_get_text(Jsonb *object, const char *path);
 extern char *json_get_string(Jsonb *object, const char *path);

@@ -34,9 +34,12 @@
  */
 #include "payflow.h"
 #include "channel.h"
+#include "channel_parse.h"
 #include "crypto.h"
 
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/formatting.h"
 
 #define STRIPE_WEBHOOK_TOLERANCE 300
 
@@ -565,6 +568,162 @@ stripe_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 		result->kind = CHANNEL_NOTIFY_IGNORED;	/* e.g. charge.refunded: see refund.* */
 }
 
+/*
+ * The balance transactions of a UTC day: GET /v1/balance_transactions with
+ * created[gte]/created[lt], 100 a page, newest first, starting_after the
+ * last id while has_more; the source (a Charge or a Refund) and its
+ * PaymentIntent expanded, so each line carries payflow's payment_no (the
+ * PaymentIntent's metadata) and the refund's refund_no (payflow's refunds
+ * carry it in their metadata).  Amounts are the source's, in its currency
+ * (the balance transaction's own may be converted).  Charges and refunds
+ * are lines; disputes and failed refunds are lines for a person (other);
+ * payouts, fees and transfers move the balance, not a payment, and are
+ * left out.
+ */
+#define STRIPE_STATEMENT_PAGE 100
+
+static void
+stripe_build_statement(Channel *channel, ChannelStatementFetch *fetch, HttpRequest *request)
+{
+	int64		start = ((int64) fetch->day + (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE)) * SECS_PER_DAY;
+	StringInfoData query;
+
+	initStringInfo(&query);
+	append_form(&query, "created[gte]", psprintf(INT64_FORMAT, start));
+	append_form(&query, "created[lt]", psprintf(INT64_FORMAT, start + SECS_PER_DAY));
+	append_form(&query, "limit", psprintf("%d", STRIPE_STATEMENT_PAGE));
+	append_form(&query, "expand[]", "data.source");
+	append_form(&query, "expand[]", "data.source.payment_intent");
+	append_form(&query, "starting_after", fetch->next);
+	build_request(channel, request, "GET", psprintf("/v1/balance_transactions?%s", query.data), NULL);
+}
+
+/* A Unix time as the channel's (UTC) local time text of the lines. */
+static char *
+utc_text(Jsonb *object, const char *path)
+{
+	char	   *seconds = json_get_text(object, path);
+	int64		value;
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (seconds == NULL || !pf_parse_unix_seconds(seconds, strlen(seconds), &value) ||
+		timestamp2tm(time_t_to_timestamptz((pg_time_t) value), NULL, &tm, &fsec, NULL, NULL) != 0)
+		return NULL;
+	return psprintf("%04d-%02d-%02d %02d:%02d:%02d", tm.tm_year, tm.tm_mon, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* One balance transaction as a line; false when it is no line of ours. */
+static bool
+line_from_transaction(Jsonb *txn, PfStatementLine *line, char **error)
+{
+	char	   *category = json_get_string(txn, "reporting_category");
+	JsonbValue	source;
+	Jsonb	   *object;
+	char	   *amount;
+	char	   *currency;
+
+	memset(line, 0, sizeof(PfStatementLine));
+	if (category == NULL)
+		category = json_get_string(txn, "type");
+	if (category == NULL)
+		category = "";
+	if (strcmp(category, "charge") == 0 || strcmp(category, "payment") == 0)
+		line->kind = PF_LINE_PAYMENT;
+	else if (strcmp(category, "refund") == 0)
+		line->kind = PF_LINE_REFUND;
+	else if (strcmp(category, "dispute") == 0 || strcmp(category, "dispute_reversal") == 0 ||
+			 strcmp(category, "refund_failure") == 0 || strcmp(category, "charge_failure") == 0 ||
+			 strcmp(category, "partial_capture_reversal") == 0)
+		line->kind = PF_LINE_OTHER;
+	else
+		return false;
+	line->state = category;
+	if (!json_get_value(txn, "source", &source) || source.type != jbvBinary)
+	{
+		*error = psprintf("balance transaction %s came without its source expanded",
+						  json_get_string(txn, "id"));
+		return false;
+	}
+	object = JsonbValueToJsonb(&source);
+	amount = json_get_text(object, "amount");
+	currency = json_get_string(object, "currency");
+	if (amount == NULL || currency == NULL || !pf_parse_int64_exact(amount, strlen(amount), &line->amount) ||
+		line->amount < 0 || !pf_valid_currency(currency, strlen(currency), true))
+	{
+		*error = psprintf("balance transaction %s has a source without an exact amount and currency",
+						  json_get_string(txn, "id"));
+		return false;
+	}
+	line->currency = asc_toupper(currency, strlen(currency));
+	line->occurred_at = utc_text(object, "created");
+	line->payment_no = json_get_string(object, "payment_intent.metadata.payment_no");
+	if (line->kind == PF_LINE_REFUND)
+	{
+		line->channel_refund_id = json_get_string(object, "id");
+		line->refund_no = json_get_string(object, "metadata.refund_no");
+		line->channel_txn_id = json_get_string(object, "charge");
+		if (line->payment_no == NULL)
+			line->payment_no = json_get_string(object, "metadata.payment_no");
+	}
+	else
+		line->channel_txn_id = json_get_string(object, "id");
+	return true;
+}
+
+static void
+stripe_parse_statement(Channel *channel, ChannelStatementFetch *fetch, HttpRequest *request,
+					   HttpResponse *response)
+{
+	char	   *error;
+	Jsonb	   *body = json_answer(channel, response, &error);
+	JsonbValue	data;
+	JsonbValue	more;
+	char	   *last_id = NULL;
+
+	if (error == NULL && response->status != 200)
+		error = psprintf("HTTP %ld from %s (%s)", response->status, channel->name, error_code(body));
+	if (error == NULL &&
+		(getKeyJsonValueFromContainer(&body->root, "data", 4, &data) == NULL ||
+		 data.type != jbvBinary || !JsonContainerIsArray(data.val.binary.data)))
+		error = psprintf("%s listed balance transactions without a data array", channel->name);
+	for (int n = 0; error == NULL; n++)
+	{
+		JsonbValue *item = getIthJsonbValueFromContainer(data.val.binary.data, n);
+		Jsonb	   *txn;
+		PfStatementLine line;
+
+		if (item == NULL)
+			break;
+		if (item->type != jbvBinary)
+			continue;
+		txn = JsonbValueToJsonb(item);
+		last_id = json_get_string(txn, "id");
+		if (line_from_transaction(txn, &line, &error))
+			pf_statement_add_line(&fetch->lines, &line);
+	}
+	if (error != NULL)
+	{
+		fetch->state = STATEMENT_ERROR;
+		fetch->detail = error;
+		return;
+	}
+	fetch->step++;
+	if (json_get_value(body, "has_more", &more) && more.type == jbvBool && more.val.boolean)
+	{
+		if (last_id == NULL)
+		{
+			fetch->state = STATEMENT_ERROR;
+			fetch->detail = psprintf("%s said has_more after an empty page", channel->name);
+		}
+		fetch->next = last_id;
+		return;
+	}
+	/* every page read: a day without a transaction is an empty statement */
+	fetch->state = fetch->lines.nlines > 0 ? STATEMENT_READY : STATEMENT_NONE;
+}
+
 const ChannelDriver stripe_driver = {
 	.name = "stripe",
 	.production_hosts = (const char *const[]) {"api.stripe.com", NULL},
@@ -577,4 +736,8 @@ const ChannelDriver stripe_driver = {
 	.build_refund_query = stripe_build_refund_query,
 	.parse_refund = stripe_parse_refund,
 	.decode_notification = stripe_decode_notification,
+	.statement_timezone = "UTC",
+	.statement_time = "01:00",
+	.build_statement = stripe_build_statement,
+	.parse_statement = stripe_parse_statement,
 };

@@ -24,6 +24,7 @@
 #include "crypto.h"
 
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/memutils.h"
 
 #define WECHAT_SIGNATURE_WINDOW 300
@@ -585,6 +586,145 @@ wechat_decode_notification(Channel *channel, Jsonb *headers, const char *body,
 		result->kind = CHANNEL_NOTIFY_IGNORED;
 }
 
+/*
+ * The trade bill of a day (bill_type ALL, gzipped): step 0 asks for it
+ * (GET /v3/bill/tradebill, a signed answer naming download_url and the
+ * SHA-1 of the unpacked file), step 1 downloads it with a signed request
+ * whose answer WeChat Pay does not sign, so the hash is what vouches for
+ * the file.  The download URL must be under the channel's base_url: the
+ * merchant's signature goes nowhere else.
+ */
+static void
+wechat_build_statement(Channel *channel, ChannelStatementFetch *fetch, HttpRequest *request)
+{
+	int			year,
+				month,
+				mday;
+
+	if (fetch->step == 0)
+	{
+		j2date(fetch->day + POSTGRES_EPOCH_JDATE, &year, &month, &mday);
+		build_request(channel, request, "GET",
+					  psprintf("/v3/bill/tradebill?bill_date=%04d-%02d-%02d&bill_type=ALL&tar_type=GZIP",
+							   year, month, mday), NULL);
+	}
+	else
+		build_request(channel, request, "GET", fetch->next + strlen(channel->base_url), NULL);
+}
+
+static void
+statement_error(ChannelStatementFetch *fetch, char *detail)
+{
+	fetch->state = STATEMENT_ERROR;
+	fetch->detail = detail;
+}
+
+static void
+wechat_parse_statement(Channel *channel, ChannelStatementFetch *fetch, HttpRequest *request,
+					   HttpResponse *response)
+{
+	char	   *error;
+
+	if (fetch->step == 0)
+	{
+		Jsonb	   *body = verified_response(channel, response, &error);
+		char	   *url;
+		char	   *hash_type;
+
+		if (error != NULL)
+		{
+			statement_error(fetch, error);
+			return;
+		}
+		if (response->status != 200)
+		{
+			const char *code = error_code(body);
+
+			if (strcmp(code, "STATEMENT_CREATING") == 0)
+			{
+				fetch->state = STATEMENT_NOT_READY;
+				fetch->detail = psprintf("%s is still making the bill (STATEMENT_CREATING)", channel->name);
+			}
+			else if (strcmp(code, "NO_STATEMENT_EXIST") == 0)
+			{
+				fetch->state = STATEMENT_NONE;
+				fetch->detail = psprintf("%s has no bill for the day (NO_STATEMENT_EXIST)", channel->name);
+			}
+			else
+				statement_error(fetch, psprintf("HTTP %ld from %s (%s)", response->status,
+												channel->name, code));
+			return;
+		}
+		url = body ? json_get_string(body, "download_url") : NULL;
+		hash_type = body ? json_get_string(body, "hash_type") : NULL;
+		fetch->expected_sha1 = body ? json_get_string(body, "hash_value") : NULL;
+		if (url == NULL || fetch->expected_sha1 == NULL || hash_type == NULL ||
+			strcmp(hash_type, "SHA1") != 0 || strlen(fetch->expected_sha1) != 40)
+		{
+			statement_error(fetch, psprintf("%s answered the bill request without download_url "
+												   "and a SHA1 hash_value", channel->name));
+			return;
+		}
+		if (strncmp(url, channel->base_url, strlen(channel->base_url)) != 0 ||
+			url[strlen(channel->base_url)] != '/')
+		{
+			statement_error(fetch, psprintf("%s named a download_url outside its base_url %s",
+												   channel->name, channel->base_url));
+			return;
+		}
+		fetch->next = url;
+		fetch->step = 1;
+		return;
+	}
+
+	/* step 1: the file; its answer carries no signature */
+	error = channel_transport_error(channel, response);
+	if (error != NULL)
+	{
+		statement_error(fetch, error);
+		return;
+	}
+	if (response->status != 200)
+	{
+		statement_error(fetch, psprintf("HTTP %ld from %s for the bill file", response->status,
+											   channel->name));
+		return;
+	}
+	{
+		size_t		len = 0;
+		const char *gzip_error;
+		char	   *file = pf_gunzip(response->body.data, response->body.len, &len, &gzip_error);
+
+		if (file == NULL)
+		{
+			statement_error(fetch, psprintf("the bill file from %s: %s", channel->name, gzip_error));
+			return;
+		}
+		pf_sha1_hex(file, len, fetch->file_sha1);
+		if (pg_strcasecmp(fetch->file_sha1, fetch->expected_sha1) != 0)
+		{
+			free(file);
+		{
+			statement_error(fetch, psprintf("the bill file from %s fails its hash: SHA-1 %s, "
+												   "the channel said %s", channel->name,
+												   fetch->file_sha1, fetch->expected_sha1));
+			return;
+		}
+		}
+		if (!pf_parse_wechat_bill(file, len, &fetch->lines))
+		{
+			free(file);
+		{
+			statement_error(fetch, psprintf("the bill file from %s: %s", channel->name,
+												   fetch->lines.error));
+			return;
+		}
+		}
+		free(file);
+		fetch->state = STATEMENT_READY;
+	}
+}
+
 const ChannelDriver wechatpay_v3_driver = {
 	.name = "wechatpay_v3",
 	.production_hosts = (const char *const[]) {"api.mch.weixin.qq.com", "api2.mch.weixin.qq.com", NULL},
@@ -597,4 +737,8 @@ const ChannelDriver wechatpay_v3_driver = {
 	.build_refund_query = wechat_build_refund_query,
 	.parse_refund = wechat_parse_refund,
 	.decode_notification = wechat_decode_notification,
+	.statement_timezone = "Asia/Shanghai",
+	.statement_time = "10:00",
+	.build_statement = wechat_build_statement,
+	.parse_statement = wechat_parse_statement,
 };

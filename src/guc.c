@@ -23,6 +23,7 @@ int			payflow_payment_lock_window_s = 10;
 int			payflow_max_attempts = 3;
 int			payflow_resume_window_s = 30 * 60;
 bool		payflow_auto_refund = true;
+bool		payflow_fetch_statements = false;
 bool		payflow_restore_cart_on_expiry = true;
 char	   *payflow_worker_role = NULL;
 char	   *payflow_allowed_hosts = NULL;
@@ -232,6 +233,15 @@ payflow_define_gucs(void)
 							 &payflow_auto_refund,
 							 true,
 							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("payflow.fetch_statements",
+							 gettext_noop("Whether the worker fetches and compares each channel's daily statement once it is available."),
+							 NULL,
+							 &payflow_fetch_statements,
+							 false,
+							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
 

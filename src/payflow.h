@@ -73,6 +73,7 @@ extern int	payflow_payment_lock_window_s;
 extern int	payflow_max_attempts;
 extern int	payflow_resume_window_s;
 extern bool payflow_auto_refund;
+extern bool payflow_fetch_statements;
 extern bool payflow_restore_cart_on_expiry;
 extern char *payflow_worker_role;
 extern char *payflow_allowed_hosts;
@@ -127,7 +128,7 @@ typedef struct PreparedQuery
 	SPIPlanPtr	plan;
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[10];
+	Oid			argtypes[12];
 	bool		read_only;		/* true for queries of STABLE functions */
 	/*
 	 * The statement resolves no name through search_path: every relation
@@ -236,6 +237,7 @@ extern int64 pf_apply_payment_failure(const char *payment_no, const char *reason
 extern void pf_supersede_open_attempts(int64 order_id, int64 except_payment_id);
 extern int64 pf_settle_attempt(int64 payment_id, const char *status, const char *reason);
 extern void pf_record_channel_ref(int64 payment_id, const char *channel_ref);
+extern int64 pf_add_refund(int64 order_id, int64 payment_id, int64 amount, const char *reason);
 
 /* refund.c: outcomes of refunds at the channel */
 extern void pf_refund_processing(int64 refund_id, const char *channel_refund_id);
@@ -243,6 +245,8 @@ extern void pf_refund_final(int64 refund_id, bool succeeded, const char *channel
 							const char *detail);
 extern void pf_refund_succeeded_by_hand(int64 refund_id, const char *channel_refund_id,
 										const char *evidence);
+extern int64 pf_record_channel_refund(int64 payment_id, int64 amount,
+									  const char *channel_refund_id, const char *evidence);
 
 /* order.c: expiry */
 extern bool pf_expire_order_if_settled(int64 order_id);

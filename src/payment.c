@@ -275,8 +275,8 @@ pf_supersede_open_attempts(int64 order_id, int64 except_payment_id)
 }
 
 /* Record a refund of a payment and queue it for the reconciler. */
-static int64
-add_refund(int64 order_id, int64 payment_id, int64 amount, const char *reason)
+int64
+pf_add_refund(int64 order_id, int64 payment_id, int64 amount, const char *reason)
 {
 	Datum		values[3] = {Int64GetDatum(payment_id), Int64GetDatum(amount),
 	CStringGetTextDatum(reason)};
@@ -583,7 +583,7 @@ pf_apply_payment_success(const char *payment_no, const char *channel_txn_id,
 				 errdetail("The channel took " INT64_FORMAT " %s; the order cannot take it, so the money goes back.",
 						   amount, expected_currency),
 				 errhint("The refund is executed by the reconciler when payflow.auto_refund is on.")));
-		add_refund(order_id, payment_id, amount,
+		pf_add_refund(order_id, payment_id, amount,
 				   duplicate ? "duplicate_payment" : "late_payment");
 	}
 	return payment_id;
@@ -776,7 +776,7 @@ payflow_request_refund(PG_FUNCTION_ARGS)
 				 errhint("Pass an amount between 1 and the refundable amount, or NULL for all of it.")));
 
 	{
-		Datum		refund_id = Int64GetDatum(add_refund(order_id, payment_id, amount, reason));
+		Datum		refund_id = Int64GetDatum(pf_add_refund(order_id, payment_id, amount, reason));
 
 		pf_execute(&refund_by_id, &refund_id, NULL, 1);
 		result = pf_row_as_result(fcinfo, caller_context, 0);

@@ -5,9 +5,10 @@
  *		the order to partially_refunded or refunded; a refund of a surplus
  *		(duplicate or late) payment leaves the order alone.
  *
- * Refund rows are created by payment.c (add_refund) and executed by the
+ * Refund rows are created by payment.c (pf_add_refund) and executed by the
  * reconciler; this file only records outcomes, idempotently, and a refund
- * an operator made by hand at the channel (review.c) the same way.
+ * an operator made by hand at the channel (review.c) the same way, or one
+ * a channel's statement shows and payflow never asked for (statement.c).
  */
 #include "payflow.h"
 
@@ -140,4 +141,89 @@ pf_refund_succeeded_by_hand(int64 refund_id, const char *channel_refund_id, cons
 	if (pf_execute(&lock_refund, &value, NULL, 1) == 0)
 		elog(ERROR, "payflow: refund " INT64_FORMAT " vanished", refund_id);
 	write_final(refund_id, true, channel_refund_id, NULL, evidence);
+}
+
+static PreparedQuery lock_refunded_payment = {
+	.sql = "SELECT p.id, p.payment_no, p.order_id, p.status, p.amount, p.refund_needed,"
+	"       o.status AS order_status, o.paid_amount - o.refunded_amount AS order_left,"
+	"       coalesce((SELECT sum(r.amount) FROM payflow.refunds r WHERE r.payment_id = p.id"
+	"                 AND (r.status = 'succeeded' OR r.status IN ({{refund:open}}))), 0)::bigint"
+	"           AS committed,"
+	"       coalesce((SELECT sum(r.amount) FROM payflow.refunds r JOIN payflow.payments q"
+	"                 ON q.id = r.payment_id WHERE r.order_id = o.id AND NOT q.refund_needed"
+	"                 AND r.status IN ({{refund:open}})), 0)::bigint AS order_open,"
+	"       (SELECT r.id FROM payflow.refunds r WHERE r.payment_id = p.id AND r.amount = $2"
+	"          AND r.channel_refund_id IS NULL"
+	"          AND (r.status IN ({{refund:open}}) OR r.status = 'failed')"
+	"        ORDER BY r.id LIMIT 1) AS unsent_refund"
+	" FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id"
+	" WHERE p.id = $1 FOR UPDATE OF o, p",
+	.nargs = 2,
+	.argtypes = {INT8OID, INT8OID},
+};
+
+/*
+ * A refund the channel made that payflow never asked for (a refund in the
+ * merchant console, found in a statement): recorded against its attempt as
+ * succeeded, with both events.  When the attempt has a refund payflow
+ * still owes of that amount that the channel never acknowledged (a held
+ * late-success refund, or a failed one), that is the one the merchant
+ * made: it succeeds.  Otherwise a new merchant refund is added; it must fit
+ * in what is left of the attempt (and of its order, unless the attempt is
+ * a surplus one), or nothing is changed (PF013, PF014).  Returns the
+ * refund's id.
+ */
+int64
+pf_record_channel_refund(int64 payment_id, int64 amount, const char *channel_refund_id,
+						 const char *evidence)
+{
+	Datum		values[2] = {Int64GetDatum(payment_id), Int64GetDatum(amount)};
+	char	   *payment_no;
+	int64		refund_id;
+	bool		surplus;
+	int64		left;
+
+	if (pf_execute(&lock_refunded_payment, values, NULL, 1) == 0)
+		elog(ERROR, "payflow: payment " INT64_FORMAT " vanished", payment_id);
+	payment_no = pf_text(0, "payment_no");
+	if (strcmp(pf_text(0, "status"), "succeeded") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_ORDER_NOT_REFUNDABLE),
+				 errmsg("the channel refunded payment %s, which payflow has %s",
+						payment_no, pf_text(0, "status")),
+				 errdetail("Refund %s of " INT64_FORMAT " at the channel; payflow records refunds of succeeded attempts only.",
+						   channel_refund_id, amount),
+				 errhint("Review the attempt at the channel; once its success is applied the refund can be recorded.")));
+	if (!pf_isnull(0, "unsent_refund"))
+	{
+		refund_id = pf_int64(0, "unsent_refund");
+		pf_refund_succeeded_by_hand(refund_id, channel_refund_id, evidence);
+		return refund_id;
+	}
+	surplus = DatumGetBool(pf_datum(0, "refund_needed"));
+	left = pf_int64(0, "amount") - pf_int64(0, "committed");
+	if (!surplus)
+	{
+		int64		order_left = pf_int64(0, "order_left") - pf_int64(0, "order_open");
+		char	   *order_status = pf_text(0, "order_status");
+
+		if (strcmp(order_status, "paid") != 0 && strcmp(order_status, "partially_refunded") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_PF_ORDER_NOT_REFUNDABLE),
+					 errmsg("the channel refunded payment %s, whose order is %s", payment_no, order_status),
+					 errdetail("Refund %s of " INT64_FORMAT " at the channel.", channel_refund_id, amount),
+					 errhint("Review the order: payflow has nothing left to refund of it.")));
+		left = Min(left, order_left);
+	}
+	if (amount <= 0 || amount > left)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_REFUND_AMOUNT),
+				 errmsg("the channel refunded " INT64_FORMAT " of payment %s, more than payflow has left to refund",
+						amount, payment_no),
+				 errdetail("Refund %s at the channel; payflow has " INT64_FORMAT " of the attempt left, counting refunds in progress.",
+						   channel_refund_id, left),
+				 errhint("Review the attempt's refunds at the channel.")));
+	refund_id = pf_add_refund(pf_int64(0, "order_id"), payment_id, amount, "merchant");
+	pf_refund_succeeded_by_hand(refund_id, channel_refund_id, evidence);
+	return refund_id;
 }

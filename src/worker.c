@@ -27,6 +27,7 @@
  */
 #include "payflow.h"
 #include "reconcile.h"
+#include "statement.h"
 #include "worker_state.h"
 
 #include "access/xact.h"
@@ -49,6 +50,7 @@ PGDLLEXPORT void payflow_launcher_main(Datum main_arg);
 PGDLLEXPORT void payflow_worker_main(Datum main_arg);
 
 PG_FUNCTION_INFO_V1(payflow_reconcile);
+PG_FUNCTION_INFO_V1(payflow_compare_statement);
 
 #define MAX_SLEEP_MS 10000
 
@@ -68,6 +70,8 @@ PG_FUNCTION_INFO_V1(payflow_reconcile);
  */
 #define EVENTS_PRUNE_BATCH 5000
 #define UPKEEP_INTERVAL_MS 1000
+/* How often the worker looks for daily statements that are due. */
+#define STATEMENT_INTERVAL_MS (60 * 1000)
 #define PRUNE_INTERVAL_MS 60000
 #define UPKEEP_BACKLOG_SLEEP_MS 100
 
@@ -346,6 +350,7 @@ payflow_worker_main(Datum main_arg)
 	{
 		static TimestampTz last_upkeep = 0;
 		static TimestampTz last_prune = 0;
+		static TimestampTz last_statements = 0;
 		static bool upkeep_backlog = false;
 		long		sleep_ms = MAX_SLEEP_MS;
 		MemoryContext old;
@@ -378,6 +383,13 @@ payflow_worker_main(Datum main_arg)
 				last_upkeep = now;
 				if (prune)
 					last_prune = now;
+			}
+			/* daily statements, once a minute at most (statement.c) */
+			if (payflow_fetch_statements &&
+				TimestampDifferenceExceeds(last_statements, now, STATEMENT_INTERVAL_MS))
+			{
+				(void) statement_due_pass(&worker_transactions);
+				last_statements = now;
 			}
 			sleep_ms = made >= max_checks ? 0 : milliseconds_until_due(pass_started);
 			if (upkeep_backlog)
@@ -514,6 +526,41 @@ pf_register_worker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
+/* Was the procedure called by CALL outside a transaction block? */
+static bool
+call_is_nonatomic(FunctionCallInfo fcinfo)
+{
+	return fcinfo->context != NULL && IsA(fcinfo->context, CallContext) &&
+		!castNode(CallContext, fcinfo->context)->atomic;
+}
+
+/* Each transaction of a procedure's pass runs as the worker role (see above). */
+static void
+procedure_take_worker_role(const char *procedure)
+{
+	const char *problem = worker_role_problem(&procedure_role);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_NOT_SET_UP),
+				 errmsg("%s cannot run as role \"%s\"", procedure, payflow_worker_role),
+				 errdetail("payflow.worker_role: %s.", problem),
+				 errhint("See the worker's role in doc/security.md.")));
+}
+
+/* A procedure's INOUT result. */
+static Datum
+procedure_result(FunctionCallInfo fcinfo, Datum value)
+{
+	TupleDesc	result_desc;
+	bool		nulls[1] = {false};
+
+	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
+		return value;
+	result_desc = BlessTupleDesc(result_desc);
+	return HeapTupleGetDatum(heap_form_tuple(result_desc, &value, nulls));
+}
+
 /*
  * CALL payflow.reconcile(max_checks): one pass from SQL, committing between
  * its steps like the worker does; so it must be called outside a
@@ -524,12 +571,9 @@ Datum
 payflow_reconcile(PG_FUNCTION_ARGS)
 {
 	int			max_checks = PG_ARGISNULL(0) ? payflow_batch_size : PG_GETARG_INT32(0);
-	bool		nonatomic = fcinfo->context != NULL && IsA(fcinfo->context, CallContext) &&
-		!castNode(CallContext, fcinfo->context)->atomic;
 	int			made;
-	TupleDesc	result_desc;
 
-	if (!nonatomic)
+	if (!call_is_nonatomic(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
 				 errmsg("payflow.reconcile() must be called with CALL outside a transaction block"),
@@ -541,32 +585,56 @@ payflow_reconcile(PG_FUNCTION_ARGS)
 				 errmsg("max_checks must be positive"),
 				 errdetail("reconcile() was called with max_checks %d.", max_checks),
 				 errhint("Pass the number of due checks to make in this pass, e.g. 500.")));
-
-	/* Each transaction of the pass runs as the worker role (see above). */
-	{
-		const char *problem = worker_role_problem(&procedure_role);
-
-		if (problem != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_PF_NOT_SET_UP),
-					 errmsg("payflow.reconcile() cannot run as role \"%s\"", payflow_worker_role),
-					 errdetail("payflow.worker_role: %s.", problem),
-					 errhint("See the worker's role in doc/security.md.")));
-	}
+	procedure_take_worker_role("payflow.reconcile()");
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect_ext(SPI_OPT_NONATOMIC);
 	made = reconcile_pass(max_checks, &procedure_transactions);
 	(void) history_upkeep(&procedure_transactions, true);
 	SPI_finish();
+	PG_RETURN_DATUM(procedure_result(fcinfo, Int32GetDatum(made)));
+}
 
-	if (get_call_result_type(fcinfo, NULL, &result_desc) == TYPEFUNC_COMPOSITE)
-	{
-		Datum		values[1] = {Int32GetDatum(made)};
-		bool		nulls[1] = {false};
+/*
+ * CALL payflow.compare_statement(channel, day): fetch the channel's
+ * statement of day and compare it with the books (statement.c), committing
+ * between asking the channel and applying, as reconcile() does and as
+ * payflow.worker_role.  Returns the statement's state.
+ */
+Datum
+payflow_compare_statement(PG_FUNCTION_ARGS)
+{
+	char	   *channel;
+	DateADT		day;
+	const char *state;
 
-		result_desc = BlessTupleDesc(result_desc);
-		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(result_desc, values, nulls)));
-	}
-	PG_RETURN_INT32(made);
+	if (!call_is_nonatomic(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
+				 errmsg("payflow.compare_statement() must be called with CALL outside a transaction block"),
+				 errdetail("It commits between asking the channel for its statement and comparing it, so that no lock is held during network I/O."),
+				 errhint("Run CALL payflow.compare_statement('channel', 'yyyy-mm-dd'); on its own.")));
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+				 errmsg("compare_statement needs a channel and a day"),
+				 errdetail("It was called with channel %s and day %s.",
+						   PG_ARGISNULL(0) ? "NULL" : "given", PG_ARGISNULL(1) ? "NULL" : "given"),
+				 errhint("CALL payflow.compare_statement('wechat', current_date - 1);")));
+	channel = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	day = PG_GETARG_DATEADT(1);
+	if (DATE_NOT_FINITE(day))
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_INVALID_ARGUMENT),
+				 errmsg("compare_statement needs a finite day"),
+				 errdetail("It was called with day infinity or -infinity for channel %s.", channel),
+				 errhint("Pass the calendar day of the statement, such as current_date - 1.")));
+	procedure_take_worker_role("payflow.compare_statement()");
+
+	PF_REQUIRE_SQL_VERSION();
+	SPI_connect_ext(SPI_OPT_NONATOMIC);
+	state = statement_run(channel, day, &procedure_transactions);
+	SPI_finish();
+
+	PG_RETURN_DATUM(procedure_result(fcinfo, CStringGetTextDatum(state)));
 }

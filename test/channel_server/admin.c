@@ -551,6 +551,7 @@ admin_reset(http_reply *rep)
 	store_reset();
 	store_lock();
 	server_config_defaults();
+	statement_reset();
 	store_unlock();
 	stats_reset();
 	faults_reset();
@@ -610,6 +611,8 @@ admin_route(const http_request *req, http_reply *rep)
 		admin_reset(rep);
 	else if (is_post && strcmp(rest, "forget_idempotency_keys") == 0)
 		admin_forget_idempotency(rep);
+	else if (statement_admin_route(req, rep, rest))
+		;
 	else if (is_get && strcmp(rest, "health") == 0)
 	{
 		rep->route = "admin.health";

@@ -2,7 +2,8 @@
 # selftest.sh -- end-to-end check of payflow-test-channel with curl and the
 # openssl command line: builds the server, makes keys in a temp dir, starts
 # it on a free port with a small callback receiver, and checks each channel's
-# signatures (both directions), idempotency, callbacks, faults and delays.
+# signatures (both directions), idempotency, callbacks, the daily
+# statements, faults and delays.
 # SELFTEST_WRAPPER="valgrind --leak-check=full --log-file=/tmp/vg.log" runs
 # the server under valgrind (timing checks may then fail).
 # Needs: bash, curl, openssl, jq, python3 (the callback receiver; the
@@ -376,6 +377,39 @@ admin POST payments "{\"channel\":\"stripe\",\"payment_no\":\"S9\",\"amount\":10
 admin POST fail '{"channel":"stripe","payment_no":"S9"}' >/dev/null
 n=$(wait_callbacks 1 '.path=="/override" and (.body|fromjson|.type)=="payment_intent.payment_failed"')
 check "admin: per-payment callback_url override, payment_failed webhook" eq "$n" 1
+
+# ========================================================== statements
+echo "# statements"
+today=$(TZ=Asia/Shanghai date +%F)
+wechat GET "/v3/bill/tradebill?bill_date=$today&bill_type=ALL&tar_type=GZIP"
+check "bill: the trade bill of today is offered" eq "$status" 200
+check "bill: its answer is signed" wechat_response_verifies
+check "bill: hash_type SHA1" eq "$(jbody .hash_type)" SHA1
+hash=$(jbody .hash_value)
+bill_target=$(jbody .download_url); bill_target=${bill_target#"$base"}
+wechat GET "$bill_target"
+check "bill: the file downloads with a signed request" eq "$status" 200
+check "bill: the download is not signed, as at WeChat Pay" eq "$(header Wechatpay-Signature)" ""
+check "bill: SHA-1 of the gunzipped file is hash_value" \
+	eq "$(gunzip -c "$work/body" | sha1sum | cut -d' ' -f1)" "$hash"
+gunzip -c "$work/body" >"$work/bill.csv"
+check "bill: the header comes first" eq "$(head -n 1 "$work/bill.csv" | cut -d, -f1)" "交易时间"
+check "bill: the summary header is next to last" eq "$(tail -n 2 "$work/bill.csv" | head -n 1 | cut -d, -f1)" "总交易单数"
+check "bill: every other line's fields start with a backtick" \
+	eq "$(sed '1d;$d' "$work/bill.csv" | sed '$d' | grep -vc '^`')" 0
+admin POST statement '{"corrupt":true}' >/dev/null
+wechat GET "/v3/bill/tradebill?bill_date=$today&bill_type=ALL&tar_type=GZIP"
+hash=$(jbody .hash_value)
+bill_target=$(jbody .download_url); bill_target=${bill_target#"$base"}
+wechat GET "$bill_target"
+check "bill: a corrupted file fails its hash" \
+	test "$(gunzip -c "$work/body" | sha1sum | cut -d' ' -f1)" != "$hash"
+admin POST statement '{"corrupt":false,"not_ready":true}' >/dev/null
+wechat GET "/v3/bill/tradebill?bill_date=$today&bill_type=ALL&tar_type=GZIP"
+check "bill: not ready is 400 STATEMENT_CREATING" eq "$status $(jbody .code)" "400 STATEMENT_CREATING"
+admin POST statement '{"not_ready":false}' >/dev/null
+wechat GET "/v3/bill/tradebill?bill_date=2001-01-01&bill_type=ALL&tar_type=GZIP"
+check "bill: a day without trades is 400 NO_STATEMENT_EXIST" eq "$status $(jbody .code)" "400 NO_STATEMENT_EXIST"
 
 # ============================================================== faults
 echo "# faults"

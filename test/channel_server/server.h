@@ -136,10 +136,21 @@ void		settle_pending_refund(payment *p, refund *r);
 
 /* Channel entry points.  *_route returns false when the path is not theirs. */
 bool		wechat_route(const http_request *req, http_reply *rep);
+/* A WeChat Pay error answer {"code","message"} (signed by wechat_route). */
+void		wechat_error(http_reply *rep, unsigned status, const char *code, const char *message);
+
+/* statement.c: WeChat Pay trade bills of what was recorded, and discrepancies. */
+void		statement_tradebill(const http_request *req, http_reply *rep);
+void		statement_download(const http_request *req, http_reply *rep);
+void		statement_balance_transactions(const http_request *req, http_reply *rep);
+bool		statement_admin_route(const http_request *req, http_reply *rep, const char *rest);
+void		statement_reset(void);
 void		wechat_payment_notification(const payment *p, notification *n);
 void		wechat_refund_notification(const payment *p, const refund *r, notification *n);
 
 bool		stripe_route(const http_request *req, http_reply *rep);
+/* The PaymentIntent object of a payment, as retrieve answers it. */
+void		stripe_intent_json(const payment *p, strbuf *out);
 void		stripe_payment_notification(const payment *p, notification *n);
 void		stripe_refund_notification(const payment *p, const refund *r, notification *n);
 

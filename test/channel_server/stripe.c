@@ -80,8 +80,8 @@ stripe_error(http_reply *rep, unsigned status, const char *type, const char *cod
 	reply_json(rep, status, &body);
 }
 
-static void
-intent_json(const payment *p, strbuf *out)
+void
+stripe_intent_json(const payment *p, strbuf *out)
 {
 	char		currency[4];
 
@@ -291,7 +291,7 @@ retrieve_intent(http_reply *rep, const char *id)
 	}
 	p->queries++;
 	strbuf_init(&body);
-	intent_json(p, &body);
+	stripe_intent_json(p, &body);
 	store_unlock();
 	reply_json(rep, 200, &body);
 }
@@ -321,14 +321,14 @@ cancel_intent(http_reply *rep, const char *id)
 					  "may be canceled: requires_payment_method, requires_capture, "
 					  "requires_confirmation, requires_action, processing.\","
 					  "\"payment_intent\":", intent_status(p));
-		intent_json(p, &body);
+		stripe_intent_json(p, &body);
 		strbuf_puts(&body, ",\"type\":\"invalid_request_error\"}}");
 		store_unlock();
 		reply_json(rep, 400, &body);
 		return;
 	}
 	store_mark_closed(p);
-	intent_json(p, &body);
+	stripe_intent_json(p, &body);
 	store_unlock();
 	reply_json(rep, 200, &body);
 }
@@ -385,7 +385,7 @@ search_intents(const http_request *req, http_reply *rep)
 	if (p && p->channel == CHANNEL_STRIPE)
 	{
 		p->queries++;
-		intent_json(p, &body);
+		stripe_intent_json(p, &body);
 	}
 	store_unlock();
 	strbuf_puts(&body, "],\"has_more\":false,\"next_page\":null,"
@@ -617,6 +617,8 @@ stripe_route(const http_request *req, http_reply *rep)
 						 "Unrecognized request URL.");
 		free(id);
 	}
+	else if (strcmp(req->path, "/v1/balance_transactions") == 0 && is_get)
+		statement_balance_transactions(req, rep);
 	else if (strcmp(req->path, "/v1/refunds") == 0 && is_post)
 		create_refund(req, rep);
 	else if (strcmp(req->path, "/v1/refunds") == 0 && is_get)
@@ -687,7 +689,7 @@ stripe_payment_notification(const payment *p, notification *n)
 	if (type == NULL)
 		return;
 	strbuf_init(&object);
-	intent_json(p, &object);
+	stripe_intent_json(p, &object);
 	build_event(n, type, object.data);
 	strbuf_free(&object);
 }

@@ -69,7 +69,7 @@ refund_status(const refund *r)
 	}
 }
 
-static void
+void
 wechat_error(http_reply *rep, unsigned status, const char *code, const char *message)
 {
 	strbuf		body;
@@ -588,6 +588,10 @@ dispatch(const http_request *req, http_reply *rep, const char *auth_mchid)
 			query_refund(rep, out_refund_no);
 		free(out_refund_no);
 	}
+	else if (strcmp(req->path, "/v3/bill/tradebill") == 0 && is_get)
+		statement_tradebill(req, rep);
+	else if (strcmp(req->path, "/v3/billdownload/file") == 0 && is_get)
+		statement_download(req, rep);
 	else
 		wechat_error(rep, 404, "NOT_FOUND", "no such API");
 }
@@ -605,7 +609,9 @@ wechat_route(const http_request *req, http_reply *rep)
 	else
 		rep->route = "wechatpay_v3.sign_error";
 	free(auth_mchid);
-	wechat_sign_reply(rep);
+	/* WeChat Pay does not sign the bill file it sends */
+	if (!(rep->status == 200 && strcmp(rep->route, "wechatpay_v3.billdownload") == 0))
+		wechat_sign_reply(rep);
 	return true;
 }
 

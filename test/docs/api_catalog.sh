@@ -102,8 +102,8 @@ def privileges(role, priv):
                      AND has_table_privilege('{role}', c.oid, '{priv}')""")
 app_reads = 'cart_items,events,order_lines,orders,payments,refunds,statuses,stock,transition_events,transitions'
 admin_reads = ('cart_items,channel_audit,channels,event_consumer_status,event_consumers,events,health,'
-               'notifications,order_lines,orders,'
-               'payments,pending_checks,refunds,review_audit,review_queue,stats,statuses,stock,transition_events,transitions')
+               'notifications,order_lines,orders,payments,pending_checks,refunds,review_audit,review_queue,'
+               'statement_lines,statement_mismatches,statements,stats,statuses,stock,transition_events,transitions')
 check(privileges('payflow_app', 'SELECT') == app_reads, 'payflow_app reads what the Roles section lists',
       privileges('payflow_app', 'SELECT'))
 for priv in ('INSERT', 'UPDATE', 'DELETE'):

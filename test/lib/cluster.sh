@@ -12,7 +12,7 @@ PF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PF_PGBIN=${PF_PGBIN:-/usr/lib/postgresql/15/bin}
 export PG_CONFIG=$PF_PGBIN/pg_config
 PF_PACKAGES="make gcc libc6-dev postgresql-15 postgresql-client-15 postgresql-server-dev-15
-  libcurl4-openssl-dev libssl-dev postgresql-15-pgtap pgtap postgresql-15-cron
+  libcurl4-openssl-dev libssl-dev zlib1g-dev postgresql-15-pgtap pgtap postgresql-15-cron
   libmicrohttpd-dev pkg-config graphviz curl openssl jq python3 python3-cryptography python3-psycopg2 bc valgrind
   clang-14 libclang-rt-14-dev"
 

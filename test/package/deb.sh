@@ -48,7 +48,7 @@ cd "$(dirname "$0")/../.."
 
 PKG=postgresql-15-payflow
 PF_DEB_PACKAGES="build-essential dpkg-dev debhelper postgresql-server-dev-all
-  libcurl4-openssl-dev libssl-dev"
+  libcurl4-openssl-dev libssl-dev zlib1g-dev"
 SYSTEM_BIN=/usr/lib/postgresql/15/bin
 
 WORK=$(mktemp -d /tmp/payflow-deb.XXXXXX)

@@ -7,7 +7,7 @@
 # "N passed, M failed"; the exit status is non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")"
-make -s crypto_test channel_parse_test
+make -s crypto_test channel_parse_test statement_parse_test
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
@@ -38,16 +38,23 @@ if [ "$status" != 0 ] && [ "$failed" = 0 ]; then
     failed=$((failed + 1))
 fi
 
+# A plain-C test program: its TAP-like lines, counted; a crash is a failure.
+run_program() {
+    local program=$1 status=0
+    "${runner[@]}" "./$program" >"$dir/$program.out" || status=$?
+    cat "$dir/$program.out"
+    passed=$((passed + $(grep -c '^ok ' "$dir/$program.out" || true)))
+    failed=$((failed + $(grep -c '^not ok ' "$dir/$program.out" || true)))
+    if [ "$status" != 0 ] && ! grep -q '^not ok ' "$dir/$program.out"; then
+        echo "not ok - $program exited with status $status"
+        failed=$((failed + 1))
+    fi
+}
+
 # src/channel_parse.c: exact amounts, yuan, seconds, nonces, times, depth.
-status=0
-"${runner[@]}" ./channel_parse_test >"$dir/parse_out" || status=$?
-cat "$dir/parse_out"
-passed=$((passed + $(grep -c '^ok ' "$dir/parse_out" || true)))
-failed=$((failed + $(grep -c '^not ok ' "$dir/parse_out" || true)))
-if [ "$status" != 0 ] && ! grep -q '^not ok ' "$dir/parse_out"; then
-    echo "not ok - channel_parse_test exited with status $status"
-    failed=$((failed + 1))
-fi
+run_program channel_parse_test
+# src/statement_parse.c: statement files to the documented layouts, gzip, SHA-1.
+run_program statement_parse_test
 
 # The other direction: payflow's signature, checked by the openssl command line.
 if openssl dgst -sha256 -verify "$dir/pub.pem" -signature "$dir/payflow_sig.bin" \

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# 55_statements.sh -- daily statements (doc/statements.md) against the test
+# channel server's WeChat Pay trade bill: gzipped, behind a SHA-1, every
+# field after a backtick.  With the worker off, the channel records one
+# payment of each kind, and discrepancies are injected: a success payflow
+# missed (its checks pushed an hour out, so that polling finds nothing
+# first), a success on a cancelled order, a refund made in the console, an
+# amount one fen off, a missing line, a payment payflow never heard of.
+# CALL payflow.compare_statement() finds the bill still being made; then
+# the worker, with payflow.fetch_statements on, asks again, finds each
+# discrepancy, heals the first three through payflow's core and flags the
+# rest.  A second comparison changes nothing; a file failing its hash
+# changes nothing; the worker also fetches yesterday by itself, and
+# executes the late refund, which the next comparison finds as payflow's
+# own.  it_cleanup runs payflow.verify().
+. "$(dirname "$0")/lib/channel.bash"
+tap_plan 21
+it_start_channel
+trap 'sql "ALTER SYSTEM RESET payflow.fetch_statements" >/dev/null 2>&1; it_reset_settings; it_cleanup' EXIT
+sql "ALTER SYSTEM SET payflow.worker_enabled = off" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+k=$IT_TMP/keys
+sql "SELECT payflow.set_channel('it_st', 'wechatpay_v3', '$IT_CHANNEL_URL',
+        jsonb_build_object('mchid', '1900000001', 'merchant_serial', '$(cat "$k/merchant_serial.txt")'),
+        jsonb_build_object('merchant_private_key', \$k\$$(cat "$k/merchant_key.pem")\$k\$,
+                           'platform_certificate', \$k\$$(cat "$k/platform_cert.pem")\$k\$,
+                           'apiv3_key', '$(cat "$k/apiv3_key.txt")'))" >/dev/null
+day=$(sql "SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date")
+c="it-st-$$"
+
+# wx NO AMOUNT: the channel takes the payment, its callback lost.
+wx() {
+    admin payments "{\"channel\":\"wechatpay_v3\",\"payment_no\":\"$1\",\"amount\":$2,\"currency\":\"CNY\",\"mchid\":\"1900000001\"}" >/dev/null
+    admin pay "{\"channel\":\"wechatpay_v3\",\"payment_no\":\"$1\",\"callback\":\"drop\"}" >/dev/null
+}
+# applied NO AMOUNT: paid at the channel and applied by the application.
+applied() {
+    wx "$1" "$2"
+    sql "SELECT payflow.mark_paid('$1', '$(admin_get "payments/$1" | json txn_id)', $2)" >/dev/null
+}
+missed=$(new_attempt "$c-missed" 1200 it_st); wx "$missed" 1200
+late=$(new_attempt "$c-late" 1300 it_st)
+sql "SELECT payflow.cancel_order(order_id, 'changed mind') FROM payflow.payments WHERE payment_no = '$late'" >/dev/null
+wx "$late" 1300
+console=$(new_attempt "$c-console" 1400 it_st); applied "$console" 1400
+admin console_refund "{\"payment_no\":\"$console\",\"amount\":400,\"refund_no\":\"CONSOLE-$$\"}" >/dev/null
+off=$(new_attempt "$c-off" 1500 it_st); applied "$off" 1500
+dropped=$(new_attempt "$c-dropped" 1600 it_st); applied "$dropped" 1600
+admin payments "{\"channel\":\"wechatpay_v3\",\"payment_no\":\"GHOST-$$\",\"amount\":1700,\"currency\":\"CNY\",\"status\":\"paid\"}" >/dev/null
+admin statement "{\"amount_off\":\"$off\",\"drop\":\"$dropped\"}" >/dev/null
+
+admin statement '{"not_ready":true}' >/dev/null
+tap_is "$(psql -X -q -At -c "CALL payflow.compare_statement('it_st', '$day')")" "not_ready" \
+    "STATEMENT_CREATING: CALL payflow.compare_statement() finds the bill not ready, to ask again later"
+tap_is "$(sql "SELECT count(*) FROM payflow.statement_mismatches m JOIN payflow.statements s
+               ON s.id = m.statement_id WHERE s.channel = 'it_st'")" "0" "and compares nothing"
+
+# Half an hour later, for the worker: the bill is ready; payflow's own
+# checks of these attempts are not due for an hour.
+admin statement "{\"not_ready\":false}" >/dev/null
+sql "UPDATE payflow.pending_checks SET due_at = now() + interval '1 hour'
+     WHERE payment_id IN (SELECT p.id FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id
+                          WHERE o.customer_id LIKE '$c-%')" >/dev/null
+sql "UPDATE payflow.statements SET next_try_at = now() WHERE channel = 'it_st' AND day = '$day'" >/dev/null
+sql "ALTER SYSTEM SET payflow.fetch_statements = on" >/dev/null
+sql "ALTER SYSTEM RESET payflow.worker_enabled" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+took=$(wait_for 30 "SELECT state = 'compared' FROM payflow.statements WHERE channel = 'it_st' AND day = '$day'")
+tap_ok $? "the worker asks again when due, downloads, checks and compares the day (after ${took}s)"
+tap_is "$(sql "SELECT state || ' ' || line_count || ' ' || payments_total || ' ' || refunds_total || ' ' || length(file_sha1)
+               FROM payflow.statements WHERE channel = 'it_st' AND day = '$day'")" \
+    "compared 6 7101 400 40" "its six lines (one fen off, one left out, one refund), totals and hash are stored"
+found() {
+    sql "SELECT string_agg(m.kind || ' ' || m.action, ', ' ORDER BY m.kind)
+         FROM payflow.statement_mismatches m JOIN payflow.statements s ON s.id = m.statement_id
+         WHERE s.channel = 'it_st'"
+}
+tap_is "$(found)" \
+    "missed_success healed, missed_success healed, missing_from_statement review, payment_differs review, unknown_payment review, unknown_refund healed" \
+    "each injected discrepancy is found: three healed, three for a person"
+tap_is "$(sql "SELECT p.status || ' ' || p.confirmed_via || ' ' || o.status FROM payflow.payments p
+               JOIN payflow.orders o ON o.id = p.order_id WHERE p.payment_no = '$missed'")" \
+    "succeeded statement paid" "a success payflow missed is applied: the order is paid"
+tap_is "$(sql "SELECT p.status || ' ' || p.refund_needed || ' ' || o.status || ' ' || r.reason
+               FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id
+               JOIN payflow.refunds r ON r.payment_id = p.id WHERE p.payment_no = '$late'")" \
+    "succeeded true cancelled late_payment" \
+    "a success on a cancelled order is applied and refunded as a late success"
+tap_is "$(sql "SELECT r.reason || ' ' || r.amount || ' ' || r.status || ' ' || (r.channel_refund_id LIKE '5030%') || ' ' || o.status
+               FROM payflow.refunds r JOIN payflow.orders o ON o.id = r.order_id
+               JOIN payflow.payments p ON p.id = r.payment_id WHERE p.payment_no = '$console'")" \
+    "merchant 400 succeeded true partially_refunded" \
+    "a refund made in the console is recorded against its attempt, with the channel's refund id"
+tap_is "$(sql "SELECT string_agg(e.payload ->> 'note', ' | ') ~ 'payment_differs.*1501.*1500' FROM payflow.events e
+               JOIN payflow.payments p ON p.id = e.payment_id
+               WHERE e.type = 'statement.mismatch' AND p.payment_no = '$off'")" "t" \
+    "an amount one fen off is flagged for review with an event naming both amounts"
+tap_is "$(sql "SELECT count(*) FROM payflow.events e JOIN payflow.payments p ON p.id = e.payment_id
+               WHERE e.type = 'statement.mismatch' AND p.payment_no = '$dropped'")" "1" \
+    "a success the statement lacks is flagged for review with an event"
+tap_is "$(sql "SELECT count(*) FROM payflow.statement_mismatches WHERE kind = 'unknown_payment'
+               AND action = 'review' AND detail LIKE '%GHOST-$$%'")" "1" \
+    "a payment payflow never heard of is flagged for review"
+tap_is "$(sql "SELECT count(*) FROM payflow.verify()")" "0" "verify() finds the books in order after healing"
+# The worker executes the late refund at the channel: the bill now has it.
+wait_for 30 "SELECT r.status = 'succeeded' FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id
+             WHERE p.payment_no = '$late'" >/dev/null
+
+snapshot() {
+    sql "SELECT (SELECT count(*) FROM payflow.statement_mismatches) || ' ' ||
+                (SELECT count(*) FROM payflow.events e JOIN payflow.orders o ON o.id = e.order_id
+                 WHERE o.customer_id LIKE '$c-%') || ' ' ||
+                (SELECT count(*) FROM payflow.refunds r JOIN payflow.orders o ON o.id = r.order_id
+                 WHERE o.customer_id LIKE '$c-%') || ' ' ||
+                (SELECT string_agg(p.status, ',' ORDER BY p.id) FROM payflow.payments p
+                 JOIN payflow.orders o ON o.id = p.order_id WHERE o.customer_id LIKE '$c-%')"
+}
+before=$(snapshot)
+tap_is "$(psql -X -q -At -c "CALL payflow.compare_statement('it_st', '$day')")" "compared" \
+    "the same day compared again, the executed late refund now in the bill"
+tap_is "$(snapshot)" "$before" "changes nothing: no mismatch, event, refund or status more"
+
+admin statement '{"corrupt":true}' >/dev/null
+tap_is "$(psql -X -q -At -c "CALL payflow.compare_statement('it_st', '$day')")" "requested" \
+    "a file that fails its hash is not compared: the statement is to be asked for again"
+tap_is "$(sql "SELECT last_error LIKE '%fails its hash%' FROM payflow.statements
+               WHERE channel = 'it_st' AND day = '$day'")" "t" "and says why"
+tap_is "$(snapshot)" "$before" "and changes nothing"
+admin statement '{"corrupt":false}' >/dev/null
+
+tap_is "$(sqlstate "BEGIN; CALL payflow.compare_statement('it_st', '$day'); COMMIT;")" "2D000" \
+    "inside a transaction block it refuses (it commits between its steps)"
+
+tap_is "$(sqlstate "SELECT payflow.set_channel('it_st', 'wechatpay_v3', '$IT_CHANNEL_URL',
+        (SELECT settings FROM payflow.channels WHERE name = 'it_st') || '{\"statement_time\": \"25:00\"}')")" \
+    "PF040" "a statement_time that is no time of day is refused (PF040)"
+
+# Available from 00:00 here, yesterday is fetched by the worker by itself
+# (a day without trades: NO_STATEMENT_EXIST).
+sql "SELECT payflow.set_channel('it_st', 'wechatpay_v3', '$IT_CHANNEL_URL',
+        (SELECT settings FROM payflow.channels WHERE name = 'it_st') || '{\"statement_time\": \"00:00\"}')" >/dev/null
+took=$(wait_for 30 "SELECT state = 'no_statement' AND compared_at IS NOT NULL FROM payflow.statements
+                    WHERE channel = 'it_st' AND day = '$day'::date - 1")
+tap_ok $? "the worker fetches yesterday's statement once available and compares it (after ${took}s)"
+tap_is "$(found)" \
+    "missed_success healed, missed_success healed, missing_from_statement review, payment_differs review, unknown_payment review, unknown_refund healed" \
+    "after all of it, each discrepancy was found once: the late refund in the bill is payflow's own"
