@@ -32,6 +32,8 @@ OBJS = \
 	src/status_counts.o \
 	src/retention.o \
 	src/reconcile.o \
+	src/webhook_sign.o \
+	src/webhook.o \
 	src/worker_state.o \
 	src/worker.o
 

@@ -42,6 +42,7 @@
 #define ERRCODE_PF_NOT_SET_UP				MAKE_SQLSTATE('P','F','0','5','0')
 #define ERRCODE_PF_NOT_IN_REVIEW			MAKE_SQLSTATE('P','F','0','6','0')
 #define ERRCODE_PF_RESOLUTION_MISMATCH		MAKE_SQLSTATE('P','F','0','6','1')
+#define ERRCODE_PF_WEBHOOK_NOT_ALLOWED		MAKE_SQLSTATE('P','F','0','8','0')
 
 /*
  * The version of payflow's SQL objects this library is built for: the
@@ -76,6 +77,9 @@ extern int	payflow_clock_skew_s;
 extern int	payflow_max_cart_lines;
 extern int	payflow_max_notification_bytes;
 extern int	payflow_events_retention_s;
+extern char *payflow_webhook_retry_schedule;
+extern int	payflow_webhook_secret_overlap_s;
+extern int	payflow_webhook_disable_after_s;
 
 /* A check schedule: the delay in seconds before check number i. */
 #define MAX_SCHEDULE_STEPS 64
@@ -90,6 +94,9 @@ extern bool pf_parse_check_schedule(const char *text, CheckSchedule *schedule, c
 extern int	pf_schedule_step_seconds(const CheckSchedule *schedule, int checks_made);
 /* channel_hosts.c: payflow.allowed_hosts lists only hosts (host or host:port) */
 extern bool pf_allowed_hosts_valid(const char *list, const char **error);
+extern char *pf_check_webhook_url(const char *endpoint_name, const char *url);
+/* guc.c: payflow.webhook_retry_schedule, parsed (delays after failed attempts) */
+extern const CheckSchedule *pf_webhook_retry_schedule(void);
 
 /* worker.c */
 extern void pf_register_worker(void);

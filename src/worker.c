@@ -27,6 +27,7 @@
  */
 #include "payflow.h"
 #include "reconcile.h"
+#include "webhook.h"
 #include "worker_state.h"
 
 #include "access/xact.h"
@@ -71,6 +72,12 @@ PG_FUNCTION_INFO_V1(payflow_reconcile);
 #define PRUNE_INTERVAL_MS 60000
 #define UPKEEP_BACKLOG_SLEEP_MS 100
 
+/*
+ * While a webhook endpoint is enabled the worker looks for new events at
+ * least this often: the checkout writes its events and wakes nobody.
+ */
+#define WEBHOOK_POLL_MS 1000
+
 /* How long the launcher waits before starting a reconciler that exited. */
 #define RESTART_MS 1000
 #define MAX_RESTART_MS 30000
@@ -93,6 +100,8 @@ static PreparedQuery next_wake_up = {
 	.sql = "SELECT extract(epoch FROM least("
 	"   (SELECT min(due_at) FROM payflow.pending_checks WHERE lease_until IS NULL),"
 	"   (SELECT min(lease_until) FROM payflow.pending_checks WHERE lease_until IS NOT NULL),"
+	"   (SELECT min(next_attempt_at) FROM payflow.webhook_deliveries"
+	"     WHERE next_attempt_at IS NOT NULL),"
 	"   (SELECT expires_at FROM payflow.orders"
 	"     WHERE status = 'awaiting_payment' AND expires_at > $1"
 	"     ORDER BY expires_at LIMIT 1))"
@@ -234,7 +243,12 @@ fold_and_prune(void *arg)
 
 	pf_fold_status_counts();
 	if (upkeep->prune)
-		upkeep->pruned = pf_prune_events(EVENTS_PRUNE_BATCH);
+	{
+		int64		events = pf_prune_events(EVENTS_PRUNE_BATCH);
+		int64		deliveries = pf_prune_webhook_deliveries(EVENTS_PRUNE_BATCH);
+
+		upkeep->pruned = Max(events, deliveries);
+	}
 }
 
 static bool
@@ -366,6 +380,7 @@ payflow_worker_main(Datum main_arg)
 			int			max_checks = payflow_batch_size * WORKER_PASS_CLAIMS;
 			TimestampTz pass_started = GetCurrentTimestamp();
 			int			made = reconcile_pass(max_checks, &worker_transactions);
+			WebhookPassResult webhooks = webhook_pass(max_checks, &worker_transactions);
 
 			TimestampTz now = GetCurrentTimestamp();
 
@@ -379,7 +394,10 @@ payflow_worker_main(Datum main_arg)
 				if (prune)
 					last_prune = now;
 			}
-			sleep_ms = made >= max_checks ? 0 : milliseconds_until_due(pass_started);
+			sleep_ms = made >= max_checks || webhooks.more_due ? 0 :
+				milliseconds_until_due(pass_started);
+			if (webhooks.endpoints_enabled)
+				sleep_ms = Min(sleep_ms, WEBHOOK_POLL_MS);
 			if (upkeep_backlog)
 				sleep_ms = Min(sleep_ms, UPKEEP_BACKLOG_SLEEP_MS);
 		}
