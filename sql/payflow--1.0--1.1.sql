@@ -1619,7 +1619,7 @@ BEGIN
                CASE WHEN ep.enabled THEN pg_catalog.now() END
         FROM payflow.events e
         WHERE e.id OPERATOR(pg_catalog.>=) from_event_id
-          AND e.id OPERATOR(pg_catalog.<=) pg_catalog.least(to_event_id, ep.last_event_id)
+          AND e.id OPERATOR(pg_catalog.<=) least(to_event_id, ep.last_event_id)
           AND e.type OPERATOR(pg_catalog.=) ANY (ep.event_types)
         ON CONFLICT ON CONSTRAINT webhook_deliveries_endpoint_id_event_id_key DO UPDATE
             SET status = 'pending', attempts = 0, delivered_at = NULL,

@@ -327,6 +327,7 @@ static const char *
 outcome_of(const Delivery *d, TimestampTz *next_at)
 {
 	int			delay;
+	double		jitter;
 
 	*next_at = 0;
 	if (d->refused == NULL && d->response.status >= 200 && d->response.status <= 299)
@@ -334,8 +335,8 @@ outcome_of(const Delivery *d, TimestampTz *next_at)
 	delay = pf_schedule_step_seconds(pf_webhook_retry_schedule(), d->attempts);
 	if (delay < 0)
 		return "dead";
-	*next_at = pf_now_plus_seconds((int64) (delay * (1.0 - RETRY_JITTER +
-													 2 * RETRY_JITTER * pg_prng_double(&pg_global_prng_state))));
+	jitter = 1.0 - RETRY_JITTER + 2 * RETRY_JITTER * pg_prng_double(&pg_global_prng_state);
+	*next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) (delay * 1000.0 * jitter));
 	return "pending";
 }
 

@@ -91,7 +91,8 @@ class Handler(BaseHTTPRequestHandler):
         header = self.headers.get("webhook-signature")
         record = {"path": self.path, "msg_id": msg_id, "timestamp": timestamp,
                   "received_at": received, "signatures": 0, "matched": [],
-                  "verified": False, "content_type": self.headers.get("Content-Type")}
+                  "verified": False, "content_type": self.headers.get("Content-Type"),
+                  "body_sha256": hashlib.sha256(body).hexdigest()}
         if msg_id and timestamp and header:
             record["signatures"] = len(header.split(" "))
             record["matched"] = verify(msg_id, timestamp, body, header)
