@@ -390,8 +390,7 @@ disable_failing_endpoints(void)
 
 	for (uint64 i = 0; i < disabled; i++)
 		ereport(WARNING,
-				(errcode(ERRCODE_PF_WEBHOOK_NOT_ALLOWED),
-				 errmsg("payflow disabled webhook endpoint \"%s\"", pf_text((int) i, "name")),
+				(errmsg("payflow disabled webhook endpoint \"%s\"", pf_text((int) i, "name")),
 				 errdetail("Every attempt to deliver to it failed for longer than payflow.webhook_disable_after; %s pending deliveries are held.",
 						   pf_text((int) i, "held")),
 				 errhint("Fix the receiver, then call payflow.set_webhook_endpoint() for it again: held deliveries resume, and payflow.replay_webhook_delivery() sends dead ones.")));

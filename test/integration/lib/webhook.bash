@@ -31,9 +31,10 @@ receiver_config() {
 
 # journal_sql QUERY: QUERY over the journal as a table "j" (one jsonb "r" per request).
 journal_sql() {
-    psql -X -q -At -v ON_ERROR_STOP=1 -v journal="$(cat "$WH_JOURNAL")" <<SQL
-CREATE TEMP TABLE j AS SELECT line::jsonb AS r
-FROM regexp_split_to_table(:'journal', E'\n') AS line WHERE line <> '';
+    psql -X -q -At -v ON_ERROR_STOP=1 <<SQL
+CREATE TEMP TABLE jl (line text);
+\copy jl FROM '$WH_JOURNAL' WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02')
+CREATE TEMP TABLE j AS SELECT line::jsonb AS r FROM jl WHERE line <> '';
 $1
 SQL
 }
