@@ -13,6 +13,7 @@ OBJS = \
 	src/state.o \
 	src/statuses.o \
 	src/events.o \
+	src/consumers.o \
 	src/checks.o \
 	src/cart.o \
 	src/order.o \

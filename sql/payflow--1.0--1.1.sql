@@ -1264,6 +1264,253 @@ ALTER TABLE payflow.channels ADD CONSTRAINT channels_driver_check
 -- (part 11 ends here)
 
 -- ===========================================================================
+-- Part 12. Event consumers
+-- ===========================================================================
+-- A merchant's service registers a named consumer, reads the next batch of
+-- events with read_events() and moves its cursor with ack_events(); each
+-- consumer goes at its own pace.  The cursor is an event id, and it never
+-- passes an event whose transaction is still running: read_events() reads
+-- only up to payflow.events_committed_horizon() (src/consumers.c), which
+-- waits for the transactions writing events now, so an event that drew a
+-- smaller id and commits late is read before the cursor moves past it.
+-- The writers pay nothing for it: no column, index or trigger on events.
+-- Retention keeps every event some consumer has not acknowledged.
+CREATE TABLE payflow.event_consumers (
+    name         text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_.:-]{0,62}$'),
+    event_types  text[] CHECK (pg_catalog.cardinality(event_types) > 0),
+    acked_id     bigint NOT NULL CHECK (acked_id >= 0),
+    read_upto    bigint NOT NULL,
+    last_read_id bigint NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    read_at      timestamptz,
+    acked_at     timestamptz,
+    CHECK (last_read_id <= read_upto AND acked_id <= read_upto)
+);
+COMMENT ON TABLE payflow.event_consumers IS
+    'Registered event consumers: every event with id <= acked_id is done for the consumer; its last read_events() returned events up to last_read_id and covered every event it selects up to read_upto.';
+COMMENT ON COLUMN payflow.event_consumers.event_types IS
+    'The event types the consumer reads; NULL reads every type.';
+
+CREATE FUNCTION payflow.events_committed_horizon() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'payflow_events_committed_horizon'
+    LANGUAGE C VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- Checks a list of event types against the types payflow writes.
+CREATE FUNCTION payflow.check_event_types(event_types text[]) RETURNS text[]
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    unknown text;
+BEGIN
+    IF event_types IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF cardinality(event_types) = 0 OR array_position(event_types, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'payflow: event types must be NULL (every type) or a list of types'
+            USING ERRCODE = 'PF005',
+                  DETAIL = format('Got %L.', event_types),
+                  HINT = 'Pass NULL for every event type, or e.g. ARRAY[''order.paid''].';
+    END IF;
+    SELECT string_agg(DISTINCT t, ', ') INTO unknown
+    FROM unnest(event_types) AS t
+    WHERE t NOT IN (SELECT event_type FROM payflow.transition_events);
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'payflow: unknown event type: %', unknown
+            USING ERRCODE = 'PF005',
+                  DETAIL = 'payflow writes only the event types of payflow.transition_events.',
+                  HINT = 'SELECT DISTINCT event_type FROM payflow.transition_events lists them.';
+    END IF;
+    RETURN ARRAY(SELECT DISTINCT t FROM unnest(event_types) AS t ORDER BY t);
+END
+$$;
+
+-- Registers a consumer, or changes the event types of one (its cursor is
+-- kept).  A new consumer starts after every event committed so far, or
+-- with the oldest event kept (from_oldest).
+CREATE FUNCTION payflow.register_consumer(name text, event_types text[] DEFAULT NULL,
+                                          from_oldest boolean DEFAULT false)
+    RETURNS payflow.event_consumers
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    consumer payflow.event_consumers;
+    types text[] := payflow.check_event_types(event_types);
+    start_id bigint;
+BEGIN
+    IF name IS NULL OR name !~ '^[a-z][a-z0-9_.:-]{0,62}$' THEN
+        RAISE EXCEPTION 'payflow: invalid consumer name'
+            USING ERRCODE = 'PF005',
+                  DETAIL = format('Got %L.', name),
+                  HINT = 'A consumer name is 1 to 63 characters: a lower-case letter, then lower-case letters, digits, _ . : or -.';
+    END IF;
+    UPDATE payflow.event_consumers c SET event_types = types
+    WHERE c.name = register_consumer.name RETURNING * INTO consumer;
+    IF FOUND THEN
+        RETURN consumer;
+    END IF;
+    IF from_oldest THEN
+        start_id := 0;
+    ELSE
+        start_id := payflow.events_committed_horizon();
+    END IF;
+    INSERT INTO payflow.event_consumers AS c (name, event_types, acked_id, read_upto, last_read_id)
+    VALUES (register_consumer.name, types, start_id, start_id, start_id)
+    ON CONFLICT ON CONSTRAINT event_consumers_pkey
+        DO UPDATE SET event_types = excluded.event_types
+    RETURNING * INTO consumer;
+    RETURN consumer;
+END
+$$;
+
+CREATE FUNCTION payflow.drop_consumer(name text) RETURNS boolean
+    LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM payflow.event_consumers c WHERE c.name = drop_consumer.name RETURNING 1)
+    SELECT count(*) > 0 FROM gone
+$$;
+
+-- The consumer's row, locked: one reader or acknowledger of a consumer at a
+-- time, so two instances of one service take turns on its cursor.
+CREATE FUNCTION payflow.lock_consumer(name text) RETURNS payflow.event_consumers
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    consumer payflow.event_consumers;
+BEGIN
+    SELECT * INTO consumer FROM payflow.event_consumers c WHERE c.name = lock_consumer.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payflow: unknown event consumer %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'PF070',
+                  DETAIL = 'No consumer of this name is registered.',
+                  HINT = 'An administrator registers it with payflow.register_consumer(name, event_types).';
+    END IF;
+    RETURN consumer;
+END
+$$;
+
+-- The next events for a consumer, in id order: those after its cursor,
+-- of its types, committed (up to the committed horizon).  The same events
+-- come back until they are acknowledged.
+CREATE FUNCTION payflow.read_events(consumer text, max_events integer DEFAULT 100)
+    RETURNS SETOF payflow.events
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    ROWS 100
+AS $$
+DECLARE
+    c payflow.event_consumers;
+    horizon bigint;
+    n integer;
+    last_id bigint;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'payflow: read_events needs a READ COMMITTED transaction'
+            USING ERRCODE = 'PF072',
+                  DETAIL = format('This transaction is %s: its snapshot was taken before the events that commit meanwhile, which read_events must see.',
+                                  upper(current_setting('transaction_isolation'))),
+                  HINT = 'Read and acknowledge events in a READ COMMITTED transaction (the default).';
+    END IF;
+    IF max_events IS NULL OR max_events < 1 OR max_events > 10000 THEN
+        RAISE EXCEPTION 'payflow: max_events must be between 1 and 10000'
+            USING ERRCODE = 'PF005',
+                  DETAIL = format('Got %s.', coalesce(max_events::text, 'NULL')),
+                  HINT = 'Read in batches of up to 10000 events.';
+    END IF;
+    c := payflow.lock_consumer(consumer);
+    horizon := payflow.events_committed_horizon();
+    -- Statements started after the horizon see every event up to it, and
+    -- the same ones each time: where the batch ends, then the batch.
+    SELECT count(*), coalesce(max(b.id), c.acked_id) INTO n, last_id
+    FROM (SELECT ev.id FROM payflow.events ev
+          WHERE ev.id > c.acked_id AND ev.id <= horizon
+            AND (c.event_types IS NULL OR ev.type = ANY (c.event_types))
+          ORDER BY ev.id LIMIT max_events) b;
+    RETURN QUERY
+        SELECT * FROM payflow.events ev
+        WHERE ev.id > c.acked_id AND ev.id <= last_id
+          AND (c.event_types IS NULL OR ev.type = ANY (c.event_types))
+        ORDER BY ev.id;
+    -- An empty batch leaves nothing to acknowledge up to the horizon: the
+    -- cursor passes the events of other types at once.
+    UPDATE payflow.event_consumers ec
+    SET last_read_id = last_id,
+        read_upto = CASE WHEN n < max_events THEN greatest(horizon, c.acked_id) ELSE last_id END,
+        acked_id = CASE WHEN n = 0 THEN greatest(horizon, c.acked_id) ELSE c.acked_id END,
+        acked_at = CASE WHEN n = 0 AND horizon > c.acked_id THEN now() ELSE c.acked_at END,
+        read_at = now()
+    WHERE ec.name = c.name;
+    RETURN;
+END
+$$;
+
+-- Moves a consumer's cursor: every event up to up_to is done.  Acknowledging
+-- the last event of the last batch also passes the events the batch skipped
+-- (other types) up to where it read.  Never past what was read; never back.
+CREATE FUNCTION payflow.ack_events(consumer text, up_to bigint) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c payflow.event_consumers := payflow.lock_consumer(consumer);
+    cursor_to bigint;
+BEGIN
+    IF up_to IS NULL THEN
+        RAISE EXCEPTION 'payflow: up_to must be an event id'
+            USING ERRCODE = 'PF005',
+                  DETAIL = format('Consumer %s got up_to NULL.', c.name),
+                  HINT = 'Pass the id of the last event you processed.';
+    END IF;
+    IF up_to > c.read_upto THEN
+        RAISE EXCEPTION 'payflow: cannot acknowledge events that were not read'
+            USING ERRCODE = 'PF071',
+                  DETAIL = format('Consumer %s read up to event %s; up_to is %s.', c.name, c.read_upto, up_to),
+                  HINT = 'Acknowledge the id of an event read_events returned.';
+    END IF;
+    cursor_to := CASE WHEN up_to >= c.last_read_id THEN c.read_upto ELSE up_to END;
+    IF cursor_to > c.acked_id THEN
+        UPDATE payflow.event_consumers ec SET acked_id = cursor_to, acked_at = now()
+        WHERE ec.name = c.name;
+        RETURN cursor_to;
+    END IF;
+    RETURN c.acked_id;
+END
+$$;
+
+-- How far behind each consumer is.
+CREATE VIEW payflow.event_consumer_status AS
+SELECT c.name, c.event_types, c.acked_id, c.acked_at, c.read_at,
+       (SELECT e.at FROM payflow.events e WHERE e.id > c.acked_id ORDER BY e.id LIMIT 1)
+           AS oldest_unacked_at
+FROM payflow.event_consumers c;
+COMMENT ON VIEW payflow.event_consumer_status IS
+    'Each consumer''s cursor and the time of the oldest event it has not acknowledged (of any type; NULL when it is caught up).';
+
+-- Retention keeps every event a consumer has not acknowledged.
+CREATE OR REPLACE FUNCTION payflow.events_retention_hold() RETURNS bigint
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT min(acked_id) + 1 FROM payflow.event_consumers $$;
+
+REVOKE ALL ON payflow.event_consumers, payflow.event_consumer_status FROM PUBLIC;
+REVOKE ALL ON FUNCTION payflow.events_committed_horizon(),
+    payflow.check_event_types(text[]),
+    payflow.register_consumer(text, text[], boolean),
+    payflow.drop_consumer(text),
+    payflow.lock_consumer(text),
+    payflow.read_events(text, integer),
+    payflow.ack_events(text, bigint)
+    FROM PUBLIC;
+GRANT SELECT ON payflow.event_consumers, payflow.event_consumer_status TO payflow_admin;
+GRANT EXECUTE ON FUNCTION payflow.register_consumer(text, text[], boolean),
+    payflow.drop_consumer(text) TO payflow_admin;
+GRANT EXECUTE ON FUNCTION payflow.read_events(text, integer),
+    payflow.ack_events(text, bigint), payflow.events_committed_horizon() TO payflow_app;
+-- Retention reads the cursors; the reconciler's own readers of events
+-- (outgoing webhooks) take the committed horizon in C.
+GRANT SELECT ON payflow.event_consumers TO payflow_worker;
+GRANT SELECT ON SEQUENCE payflow.events_id_seq TO payflow_worker;
+SELECT pg_catalog.pg_extension_config_dump('payflow.event_consumers', '');
+
+-- (part 12 ends here)
+
+-- ===========================================================================
 -- Part 13. Outgoing webhooks
 -- ===========================================================================
 -- The worker sends each event an endpoint asked for as a signed HTTP POST
@@ -1472,7 +1719,7 @@ AS $$
 DECLARE
     result payflow.webhook_endpoints;
     checked_url text;
-    unknown_type text;
+    types text[];
     key_bytes integer;
     -- in seconds, whatever unit it was set with
     overlap integer := (SELECT ps.setting::integer FROM pg_catalog.pg_settings ps
@@ -1499,22 +1746,8 @@ BEGIN
     END IF;
     checked_url := payflow.check_webhook_url(name, url);
 
-    IF pg_catalog.cardinality(event_types) = 0 OR pg_catalog.array_position(event_types, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'webhook endpoint % needs at least one event type', name
-            USING ERRCODE = 'PF005',
-                  DETAIL = format('Got event_types %L.', event_types),
-                  HINT = 'List the types to send, such as ARRAY[''order.paid'', ''refund.succeeded''] (payflow.transition_events lists them all).';
-    END IF;
-    SELECT t INTO unknown_type FROM pg_catalog.unnest(event_types) AS t
-    WHERE NOT EXISTS (SELECT 1 FROM payflow.transition_events te
-                      WHERE te.event_type OPERATOR(pg_catalog.=) t)
-    ORDER BY t LIMIT 1;
-    IF unknown_type IS NOT NULL THEN
-        RAISE EXCEPTION 'payflow emits no event of type "%"', unknown_type
-            USING ERRCODE = 'PF005',
-                  DETAIL = format('Endpoint %s asked for event_types %L.', name, event_types),
-                  HINT = 'SELECT DISTINCT event_type FROM payflow.transition_events lists the types payflow emits.';
-    END IF;
+    -- known types only (Part 12's check), sorted and without repeats
+    types := payflow.check_event_types(event_types);
 
     -- whsec_ and standard base64 of 24 to 64 random bytes (the value is never shown)
     IF secret !~ '^whsec_[A-Za-z0-9+/]+={0,2}$' OR pg_catalog.length(secret) % 4 <> 2 THEN
@@ -1532,7 +1765,7 @@ BEGIN
     END IF;
 
     INSERT INTO payflow.webhook_endpoints AS w (name, url, event_types, last_event_id)
-    VALUES (set_webhook_endpoint.name, checked_url, set_webhook_endpoint.event_types,
+    VALUES (set_webhook_endpoint.name, checked_url, types,
             coalesce((SELECT e.id FROM payflow.events e ORDER BY e.id DESC LIMIT 1), 0))
     ON CONFLICT ON CONSTRAINT webhook_endpoints_name_key DO UPDATE
         SET url = excluded.url, event_types = excluded.event_types, enabled = true,
@@ -1643,6 +1876,17 @@ AS $$
         'type', e.type,
         'timestamp', pg_catalog.to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
         'data', e.payload OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('event_id', e.id))::text
+$$;
+
+-- Retention keeps the events an enabled endpoint has not fanned out yet, as
+-- it keeps those a consumer has not acknowledged (Part 12).  A disabled
+-- endpoint holds nothing: enabled again after payflow.events_retention, it
+-- resumes at the oldest event left.
+CREATE OR REPLACE FUNCTION payflow.events_retention_hold() RETURNS bigint
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT least((SELECT min(acked_id) + 1 FROM payflow.event_consumers),
+                 (SELECT min(last_event_id) + 1 FROM payflow.webhook_endpoints WHERE enabled))
 $$;
 
 -- The retry schedule and the limits are settings (src/guc.c); operators

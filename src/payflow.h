@@ -5,7 +5,7 @@
  *		state guard, the event outbox and the pending-check queue.
  *
  * Layers (a file uses only those above it in this list):
- *	foundations: guc.c, spi_util.c, state.c, events.c, checks.c
+ *	foundations: guc.c, spi_util.c, state.c, events.c, consumers.c, checks.c
  *	             (guc.c checks payflow.allowed_hosts with channel_hosts.c's
  *	             libcurl parser, the one channel_open uses)
  *	domain:      cart.c, order.c, payment.c, refund.c
@@ -42,6 +42,10 @@
 #define ERRCODE_PF_NOT_SET_UP				MAKE_SQLSTATE('P','F','0','5','0')
 #define ERRCODE_PF_NOT_IN_REVIEW			MAKE_SQLSTATE('P','F','0','6','0')
 #define ERRCODE_PF_RESOLUTION_MISMATCH		MAKE_SQLSTATE('P','F','0','6','1')
+/* Raised by the event consumers' SQL (Part 12 of the update script). */
+#define ERRCODE_PF_UNKNOWN_CONSUMER			MAKE_SQLSTATE('P','F','0','7','0')
+#define ERRCODE_PF_ACK_NOT_READ				MAKE_SQLSTATE('P','F','0','7','1')
+#define ERRCODE_PF_CONSUMER_ISOLATION		MAKE_SQLSTATE('P','F','0','7','2')
 #define ERRCODE_PF_WEBHOOK_NOT_ALLOWED		MAKE_SQLSTATE('P','F','0','8','0')
 
 /*
@@ -107,6 +111,12 @@ extern bool pf_status_is_open(const char *entity, const char *status);
 
 /* status_counts.c: counters of rows in final statuses */
 extern void pf_fold_status_counts(void);
+
+/*
+ * consumers.c: the largest event id below which every transaction that wrote
+ * an event has ended (waits for the writers of payflow.events now).
+ */
+extern int64 pf_events_committed_horizon(void);
 
 /* retention.c: payflow.events_retention */
 extern int64 pf_prune_events(int max_events);

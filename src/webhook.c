@@ -8,9 +8,9 @@
  * receiver answers:
  *
  *	1. fan-out: each enabled endpoint's cursor moves over payflow.events up
- *	   to the committed horizon (pf_events_committed_horizon: every event at
- *	   or below it belongs to a finished transaction, so none that commits
- *	   late is passed over), making one delivery per event of a type the
+ *	   to the committed horizon (pf_events_committed_horizon, consumers.c:
+ *	   every event at or below it belongs to a finished transaction, so none
+ *	   that commits late is passed over), making one delivery per event of a type the
  *	   endpoint asked for.  The body (payflow.webhook_body) is frozen in
  *	   the delivery: every attempt signs and sends the same bytes.
  *	2. claim: up to payflow.batch_size due deliveries are leased (their
@@ -50,23 +50,6 @@ PG_FUNCTION_INFO_V1(payflow_check_webhook_url);
 
 /* Events read per endpoint by one fan-out statement. */
 #define FANOUT_BATCH 5000
-
-/*
- * The committed horizon, until the event consumers (src/consumers.c) bring
- * theirs: the newest event id visible now.
- */
-static PreparedQuery newest_event = {
-	.sql = "SELECT coalesce(max(id), 0) AS horizon FROM payflow.events",
-	.nargs = 0,
-	.read_only = true,
-};
-
-int64
-pf_events_committed_horizon(void)
-{
-	pf_execute(&newest_event, NULL, NULL, 1);
-	return pf_int64(0, "horizon");
-}
 
 /* $1: the committed horizon; $2: events read per endpoint. */
 static PreparedQuery fan_out = {

@@ -19,7 +19,4 @@ typedef struct WebhookPassResult
 extern WebhookPassResult webhook_pass(int max_deliveries, const ReconcileTransactions *txn);
 extern int64 pf_prune_webhook_deliveries(int max_deliveries);
 
-/* The highest event id below which every writer of payflow.events has finished. */
-extern int64 pf_events_committed_horizon(void);
-
 #endif							/* PAYFLOW_WEBHOOK_H */

@@ -86,7 +86,8 @@ rows = sql("""SELECT p.proname, p.prosecdef,
                 AND p.prorettype <> 'trigger'::regtype ORDER BY 1""")
 for line in rows.splitlines():
     name, secdef, pinned, app = line.split('\t')
-    owner_rights = app == 't' or name in ('set_channel', 'verify', 'set_webhook_endpoint') \
+    owner_rights = app == 't' or name in ('set_channel', 'verify', 'register_consumer', 'drop_consumer',
+                                          'set_webhook_endpoint') \
         or name.startswith('review_') or name.startswith('replay_webhook_')
     if name in ('cart_put', 'create_order_from_cart'):
         check(secdef == 't' and pinned == 'f', f'{name}: SECURITY DEFINER, its hot statements path-free, as the intro says')
@@ -101,7 +102,8 @@ def privileges(role, priv):
                    WHERE c.relnamespace = 'payflow'::regnamespace AND c.relkind IN ('r', 'v', 'p')
                      AND has_table_privilege('{role}', c.oid, '{priv}')""")
 app_reads = 'cart_items,events,order_lines,orders,payments,refunds,statuses,stock,transition_events,transitions'
-admin_reads = ('cart_items,channel_audit,channels,events,health,notifications,order_lines,orders,'
+admin_reads = ('cart_items,channel_audit,channels,event_consumer_status,event_consumers,events,health,'
+               'notifications,order_lines,orders,'
                'payments,pending_checks,refunds,review_audit,review_queue,stats,statuses,stock,transition_events,transitions,'
                'webhook_attempts,webhook_audit,webhook_deliveries,webhook_endpoints')
 check(privileges('payflow_app', 'SELECT') == app_reads, 'payflow_app reads what the Roles section lists',

@@ -12,7 +12,7 @@
 # payflow.reconcile() (its upkeep prunes): events older than
 # payflow.events_retention are deleted, every order created after
 # payflow.events_horizon() keeps all its events (an older order's later
-# event is kept too), payflow.events_retention_hold() holds deletion back,
+# event is kept too), a registered event consumer holds deletion back,
 # and a retention of 0 keeps everything.
 . "$(dirname "$0")/lib/channel.bash"
 tap_plan 10
@@ -114,14 +114,12 @@ events_before=$(rsql 0 "SELECT count(*) FROM payflow.events")
 rsql 0 "CALL payflow.reconcile()" >/dev/null
 tap_is "$(rsql 0 "SELECT count(*) FROM payflow.events")" "$events_before" \
     "payflow.events_retention = 0 keeps every event"
-# Hold everything from the first event on: nothing goes.
-rsql 0 "CREATE OR REPLACE FUNCTION payflow.events_retention_hold() RETURNS bigint
-        LANGUAGE sql STABLE AS 'SELECT min(id) FROM payflow.events'" >/dev/null
+# A consumer that has acknowledged nothing holds every event: nothing goes.
+rsql 0 "SELECT payflow.register_consumer('it-hold', from_oldest => true)" >/dev/null
 rsql 2s "CALL payflow.reconcile()" >/dev/null
 tap_is "$(rsql 0 "SELECT count(*) || ' ' || payflow.events_horizon() FROM payflow.events")" "$events_before -infinity" \
-    "events_retention_hold() holds retention back: nothing is deleted"
-rsql 0 "CREATE OR REPLACE FUNCTION payflow.events_retention_hold() RETURNS bigint
-        LANGUAGE sql STABLE AS 'SELECT NULL::bigint'" >/dev/null
+    "a consumer that has acknowledged nothing holds retention back: nothing is deleted"
+rsql 0 "SELECT payflow.drop_consumer('it-hold')" >/dev/null
 rsql 2s "CALL payflow.reconcile()" >/dev/null
 tap_is "$(rsql 0 "SELECT string_agg(order_id || ':' || type, ',' ORDER BY id) FROM payflow.events")" \
     "$old_order:payment.started,$new_order:order.created" \
