@@ -59,7 +59,8 @@ def verify(msg_id, timestamp, body, header):
 
 
 class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.1"    # keep-alive, as payflow's libcurl reuses connections
+    disable_nagle_algorithm = True   # headers and body go in two writes
 
     def log_message(self, *args):
         pass
@@ -125,6 +126,11 @@ class Handler(BaseHTTPRequestHandler):
             journal.flush()
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024   # payflow opens up to payflow.concurrency connections at once
+
+
 def main():
     global journal
     parser = argparse.ArgumentParser()
@@ -134,9 +140,7 @@ def main():
     args = parser.parse_args()
     config["secrets"] = args.secret
     journal = open(args.journal, "a", encoding="utf-8")
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    server.request_queue_size = 256
+    server = Server(("127.0.0.1", args.port), Handler)
     server.serve_forever()
 
 
