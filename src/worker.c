@@ -13,11 +13,15 @@
  * pins its whole session.
  *
  * The reconciler connects to payflow.database and loops: run a pass (up
- * to WORKER_PASS_CLAIMS batches) and, about once a second, the history's
+ * to WORKER_PASS_CLAIMS batches), then a webhook pass (webhook.c: fan new
+ * events out, send due deliveries; reconcile() does not send webhooks)
+ * and, about once a second, the history's
  * upkeep (fold the status counters; a minute apart, delete a batch of
- * expired events; reconcile() runs both once after its pass); if the pass used all its
- * batches, run another at once; otherwise sleep on its latch until the
- * earliest due check or order expiry (at most 10 s), or until a
+ * expired events and old delivered webhooks; reconcile() runs both once
+ * after its pass); if the pass used all its batches, run another at once;
+ * otherwise sleep on its latch until the earliest due check, order expiry
+ * or webhook attempt (at most 10 s, 1 s while a webhook endpoint is
+ * enabled: new events wake nobody), or until a
  * committing transaction that queued a check wakes it (worker_state.c).
  * It does nothing while payflow is not installed in that database or is
  * installed at another version than this library's (PAYFLOW_SQL_VERSION).  Each loop resets its memory context,
