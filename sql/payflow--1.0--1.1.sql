@@ -1710,8 +1710,9 @@ CREATE FUNCTION payflow.check_webhook_url(endpoint text, url text) RETURNS text
 -- set_webhook_endpoint: create or change an endpoint.  A new secret on an
 -- existing endpoint keeps the old one signing for payflow.webhook_secret_overlap;
 -- setting an endpoint enables it again (the worker disables one after
--- payflow.webhook_disable_after of continuous failure).  A new endpoint gets
--- the events committed after it is created.
+-- payflow.webhook_disable_after of continuous failure).  A new endpoint's
+-- cursor starts at the committed horizon (Part 12): it gets every event
+-- whose id was drawn after the call.
 CREATE FUNCTION payflow.set_webhook_endpoint(name text, url text, event_types text[], secret text)
     RETURNS payflow.webhook_endpoints
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1766,7 +1767,7 @@ BEGIN
 
     INSERT INTO payflow.webhook_endpoints AS w (name, url, event_types, last_event_id)
     VALUES (set_webhook_endpoint.name, checked_url, types,
-            coalesce((SELECT e.id FROM payflow.events e ORDER BY e.id DESC LIMIT 1), 0))
+            payflow.events_committed_horizon())
     ON CONFLICT ON CONSTRAINT webhook_endpoints_name_key DO UPDATE
         SET url = excluded.url, event_types = excluded.event_types, enabled = true,
             disabled_at = NULL, disabled_reason = NULL, failing_since = NULL,

@@ -9,7 +9,7 @@
 # disabled after failing too long, and enabled again.
 . "$(dirname "$0")/lib/channel.bash"
 . "$(dirname "$0")/lib/webhook.bash"
-tap_plan 35
+tap_plan 37
 S1=$(new_secret)
 S2=$(new_secret)
 it_start_receiver "$S1"
@@ -179,3 +179,20 @@ took=$(wait_for 30 "SELECT count(*) FILTER (WHERE d.status = 'delivered') = coun
                     FROM payflow.webhook_deliveries d JOIN payflow.webhook_endpoints w
                     ON w.id = d.endpoint_id WHERE w.name = '$P'")
 tap_ok $? "set again, it is enabled: the held delivery and the events of the pause are delivered (after ${took}s)"
+
+# --- a host the superuser removes from payflow.allowed_hosts gets nothing more ----
+sql "ALTER SYSTEM RESET payflow.webhook_disable_after" >/dev/null
+sql "ALTER SYSTEM SET payflow.allowed_hosts = '10.9.9.9'" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+: >"$WH_JOURNAL"
+it_new_orders "$P-i" 1
+d=$(newest_delivery "$P")
+wait_for 20 "SELECT count(*) > 0 FROM payflow.webhook_attempts WHERE delivery_id = $d" >/dev/null
+tap_is "$(sql "SELECT http_status IS NULL, error LIKE 'not sent: webhook endpoint \"$P\" may not send to 127.0.0.1:%'
+               FROM payflow.webhook_attempts WHERE delivery_id = $d ORDER BY attempt LIMIT 1")|$(wc -l <"$WH_JOURNAL")" \
+    "t|t|0" "the worker checks the host before every request: not in payflow.allowed_hosts any more, not sent"
+sql "ALTER SYSTEM RESET payflow.allowed_hosts" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+wait_for 20 "SELECT status = 'delivered' FROM payflow.webhook_deliveries WHERE id = $d" >/dev/null
+tap_ok $? "allowed again, the delivery goes out at its next attempt"

@@ -54,7 +54,7 @@ it_new_orders() {
 # The settings the webhook tests change, back to their defaults.
 it_reset_webhook_settings() {
     local s
-    for s in webhook_retry_schedule webhook_secret_overlap webhook_disable_after http_timeout; do
+    for s in webhook_retry_schedule webhook_secret_overlap webhook_disable_after http_timeout allowed_hosts; do
         sql "ALTER SYSTEM RESET payflow.$s" >/dev/null 2>&1
     done
     sql "SELECT pg_reload_conf()" >/dev/null 2>&1
