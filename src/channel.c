@@ -277,6 +277,13 @@ json_parse(const char *text)
 
 	if (text == NULL)
 		return NULL;
+	/*
+	 * Text from the network was never checked against the database encoding
+	 * (text from SQL was): a string with bytes that are not, say, UTF-8
+	 * would reach the tables as corrupt text.
+	 */
+	if (!pg_verifymbstr(text, strlen(text), true))
+		return NULL;
 	/* PostgreSQL's JSON parsers recurse: bound the depth before they run */
 	if (pf_json_depth(text, strlen(text), PF_JSON_MAX_DEPTH) > PF_JSON_MAX_DEPTH)
 		return NULL;

@@ -645,12 +645,24 @@ alipay_parse_refund(Channel *channel, const RefundRef *refund, HttpRequest *requ
 	else if (strcmp(code, ALIPAY_SUCCESS_CODE) == 0)
 	{
 		const char *status = field(answer, "refund_status");
+		const char *request_no = field(answer, "out_request_no");
 		const char *amount = field(answer, "refund_amount");
-		int64		refunded;
+		int64		refunded = 0;
+		bool		has_amount = pf_parse_decimal_minor(amount, strlen(amount), 2, &refunded);
 
-		if (strcmp(status, "REFUND_SUCCESS") == 0 ||
-			(*status == '\0' && strcmp(field(answer, "out_request_no"), refund->refund_no) == 0 &&
-			 pf_parse_decimal_minor(amount, strlen(amount), 2, &refunded)))
+		/* a success about this refund request, of the amount asked */
+		if (*request_no != '\0' && strcmp(request_no, refund->refund_no) != 0)
+			refund_outcome(result, CHANNEL_REFUND_ERROR,
+						   psprintf("%s answered about refund %s, not %s", channel->name,
+									request_no, refund->refund_no));
+		else if ((strcmp(status, "REFUND_SUCCESS") == 0 || (*status == '\0' && has_amount)) &&
+				 (*request_no == '\0' || !has_amount || refunded != refund->amount))
+			refund_outcome(result, CHANNEL_REFUND_ERROR,
+						   psprintf("%s reports refund %s as made, with out_request_no \"%s\" and refund_amount \"%s\"; "
+									"payflow asked %s of " INT64_FORMAT,
+									channel->name, refund->refund_no, request_no, amount,
+									refund->refund_no, refund->amount));
+		else if (strcmp(status, "REFUND_SUCCESS") == 0 || (*status == '\0' && has_amount))
 			refund_outcome(result, CHANNEL_REFUND_SUCCEEDED, NULL);
 		else if (*status == '\0')
 			refund_outcome(result, CHANNEL_REFUND_ERROR,
@@ -717,7 +729,7 @@ form_fields(Channel *channel, const char *body, AlipayParam *fields)
 		fields[count].key = http_unescape(pair);
 		fields[count].value = http_unescape(eq + 1);
 		if (fields[count].key == NULL || fields[count].value == NULL || fields[count].key[0] == '\0')
-			malformed(channel, "A field name is empty or a field decodes to a NUL byte.");
+			malformed(channel, "A field name is empty, or a field decodes to a NUL byte or to bytes that are not text of the database encoding.");
 		for (int i = 0; i < count; i++)
 			if (strcmp(fields[i].key, fields[count].key) == 0)
 				malformed(channel, psprintf("Field %s appears twice.", fields[count].key));

@@ -453,8 +453,33 @@ wechat_parse_refund(Channel *channel, const RefundRef *refund, HttpRequest *requ
 		result->detail = error;
 	}
 	else if (response->status == 200 && body != NULL)
-		refund_from_status(channel, json_get_string(body, "status"),
-						   json_get_string(body, "refund_id"), result);
+	{
+		char	   *refund_no = json_get_string(body, "out_refund_no");
+		int64		amount = 0;
+		const char *amount_error = json_get_int64(body, "amount.refund", &amount);
+
+		/* an answer about this refund, of the amount asked, or no answer */
+		if (refund_no == NULL || strcmp(refund_no, refund->refund_no) != 0)
+		{
+			memset(result, 0, sizeof(ChannelRefund));
+			result->state = CHANNEL_REFUND_ERROR;
+			result->detail = psprintf("%s answered about refund %s, not %s", channel->name,
+									  refund_no ? refund_no : "(none)", refund->refund_no);
+		}
+		else if (amount_error != NULL || amount != refund->amount)
+		{
+			memset(result, 0, sizeof(ChannelRefund));
+			result->state = CHANNEL_REFUND_ERROR;
+			result->detail = amount_error != NULL ?
+				psprintf("%s answered refund %s with amount.refund that %s", channel->name,
+						 refund->refund_no, amount_error) :
+				psprintf("%s reports refund %s of " INT64_FORMAT ", payflow asked " INT64_FORMAT,
+						 channel->name, refund->refund_no, amount, refund->amount);
+		}
+		else
+			refund_from_status(channel, json_get_string(body, "status"),
+							   json_get_string(body, "refund_id"), result);
+	}
 	else
 	{
 		memset(result, 0, sizeof(ChannelRefund));

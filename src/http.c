@@ -17,6 +17,7 @@
 
 #include <curl/curl.h>
 
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/timestamp.h"
 
@@ -97,7 +98,8 @@ http_escape(const char *text)
 /*
  * A URL-encoded component decoded ("+" is not touched: form decoding
  * turns it into a space before calling this).  NULL when it decodes to a
- * NUL byte, which no text payflow reads may contain.
+ * NUL byte, which no text payflow reads may contain, or to bytes that are
+ * not text of the database encoding.
  */
 char *
 http_unescape(const char *text)
@@ -108,7 +110,9 @@ http_unescape(const char *text)
 
 	if (decoded == NULL)
 		elog(ERROR, "payflow: out of memory decoding a URL component");
-	result = memchr(decoded, '\0', len) ? NULL : pnstrdup(decoded, len);
+	/* a NUL, or bytes that are not text of the database encoding: not text */
+	result = memchr(decoded, '\0', len) || !pg_verifymbstr(decoded, len, true) ?
+		NULL : pnstrdup(decoded, len);
 	curl_free(decoded);
 	return result;
 }

@@ -154,6 +154,7 @@ extern bool pf_isnull(int row, const char *column);
 extern Datum pf_datum(int row, const char *column);
 extern int64 pf_int64(int row, const char *column);
 extern char *pf_text(int row, const char *column);
+extern int	pf_column_number(TupleDesc tupdesc, const char *column, int *cache);
 extern Datum pf_row_as_result(FunctionCallInfo fcinfo, MemoryContext caller_context,
 							  int row);
 extern char *pf_arg_text(FunctionCallInfo fcinfo, int argno, const char *argname,

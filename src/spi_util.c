@@ -144,6 +144,29 @@ pf_text(int row, const char *column)
 }
 
 /*
+ * The number of a table's column, for a row trigger (0 when there is none).
+ * *cache holds the number found by the last call and is checked against
+ * the name first: a trigger fires for every row written, and a search by
+ * name compares the names of the columns before it one by one.  A table
+ * altered since simply misses the cache.
+ */
+int
+pf_column_number(TupleDesc tupdesc, const char *column, int *cache)
+{
+	int			attno = *cache;
+
+	if (attno > 0 && attno <= tupdesc->natts &&
+		!TupleDescAttr(tupdesc, attno - 1)->attisdropped &&
+		strcmp(NameStr(TupleDescAttr(tupdesc, attno - 1)->attname), column) == 0)
+		return attno;
+	attno = SPI_fnumber(tupdesc, column);
+	if (attno < 0)
+		attno = 0;				/* a system column is not a column here */
+	*cache = attno;
+	return attno;
+}
+
+/*
  * Build the function's composite result from one row of the last SPI result,
  * matching columns by name so the row type may gain or drop columns in later
  * versions.  The tuple is formed in the caller's memory context, so it

@@ -19,6 +19,7 @@
  */
 #include "payflow.h"
 
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "utils/hsearch.h"
@@ -169,6 +170,25 @@ identifying_column(const char *entity)
 	return "refund_no";
 }
 
+/*
+ * The row's status as a C string, or NULL.  The status columns are text:
+ * read directly, not through the type's output function, which SPI_getvalue
+ * looks up on every call.
+ */
+static char *
+status_of(HeapTuple row, TupleDesc tupdesc, int attno)
+{
+	bool		isnull;
+	Datum		value;
+
+	if (TupleDescAttr(tupdesc, attno - 1)->atttypid != TEXTOID)
+		return SPI_getvalue(row, tupdesc, attno);
+	value = heap_getattr(row, attno, tupdesc, &isnull);
+	return isnull ? NULL : TextDatumGetCString(value);
+}
+
+static int	status_attno_cache;
+
 Datum
 payflow_guard_transition(PG_FUNCTION_ARGS)
 {
@@ -189,7 +209,7 @@ payflow_guard_transition(PG_FUNCTION_ARGS)
 
 	entity = trigdata->tg_trigger->tgargs[0];
 	tupdesc = trigdata->tg_relation->rd_att;
-	status_attno = SPI_fnumber(tupdesc, "status");
+	status_attno = pf_column_number(tupdesc, "status", &status_attno_cache);
 	if (status_attno <= 0)
 		elog(ERROR, "payflow_guard_transition: table has no status column");
 
@@ -201,12 +221,12 @@ payflow_guard_transition(PG_FUNCTION_ARGS)
 	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
 		new_row = trigdata->tg_newtuple;
-		from_status = SPI_getvalue(trigdata->tg_trigtuple, tupdesc, status_attno);
+		from_status = status_of(trigdata->tg_trigtuple, tupdesc, status_attno);
 	}
 	else
 		elog(ERROR, "payflow_guard_transition: must fire on INSERT or UPDATE");
 
-	to_status = SPI_getvalue(new_row, tupdesc, status_attno);
+	to_status = status_of(new_row, tupdesc, status_attno);
 	if (to_status == NULL)
 		to_status = "(null)";
 	if (from_status != NULL && strcmp(from_status, to_status) == 0)

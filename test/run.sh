@@ -94,7 +94,7 @@ crypto_unit() {
 }
 
 fuzz() {
-    # 15 targets x 5 s (+ start-up): under the 2 minutes the step may take
+    # 20 targets x 5 s (+ start-up, about 6-7 s each): about 2.5 minutes
     PF_PGBIN=$PF_PGBIN bash test/fuzz/run.sh -t "${PF_FUZZ_SECONDS:-5}"
 }
 

@@ -179,6 +179,7 @@ admin_create_payment(const http_request *req, http_reply *rep)
 			   *status = NULL,
 			   *callback_url = NULL,
 			   *answer = NULL,
+			   *refund_answer = NULL,
 			   *mchid = NULL;
 	int64_t		amount = -1;
 	bool		has_amount;
@@ -203,6 +204,7 @@ admin_create_payment(const http_request *req, http_reply *rep)
 	json_get_string(req->body, req->body_len, "callback_url", &callback_url);
 	json_get_string(req->body, req->body_len, "mchid", &mchid);
 	json_get_string(req->body, req->body_len, "answer", &answer);
+	json_get_string(req->body, req->body_len, "refund_answer", &refund_answer);
 
 	strbuf_init(&body);
 	store_lock();
@@ -244,6 +246,8 @@ admin_create_payment(const http_request *req, http_reply *rep)
 			store_set_text(&p->mchid, mchid);
 		if (answer)
 			store_set_text(&p->answer, answer[0] ? answer : NULL);
+		if (refund_answer)
+			store_set_text(&p->refund_answer, refund_answer[0] ? refund_answer : NULL);
 		if (status && (strcmp(status, "paid") == 0 || strcmp(status, "succeeded") == 0))
 			store_mark_paid(p, p->amount);
 		else if (status && strcmp(status, "failed") == 0)
@@ -263,6 +267,7 @@ admin_create_payment(const http_request *req, http_reply *rep)
 	free(status);
 	free(callback_url);
 	free(answer);
+	free(refund_answer);
 	free(mchid);
 }
 

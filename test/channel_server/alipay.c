@@ -444,7 +444,14 @@ refund_query(http_reply *rep, const char *biz)
 	{
 		strbuf_puts(&object, "{\"code\":\"10000\",\"msg\":\"Success\",");
 		strbuf_json_kv_str(&object, "out_trade_no", p->payment_no);
-		if (r != NULL && strcmp(r->payment_no, p->payment_no) == 0)
+		if (r != NULL && p->refund_answer)
+		{
+			/* POST /admin/payments {"refund_answer"}: the members after out_trade_no */
+			r->queries++;
+			strbuf_puts(&object, ",");
+			strbuf_puts(&object, p->refund_answer);
+		}
+		else if (r != NULL && strcmp(r->payment_no, p->payment_no) == 0)
 		{
 			r->queries++;
 			settle_pending_refund(p, r);

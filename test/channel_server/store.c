@@ -269,6 +269,7 @@ free_payment(void *value)
 	free(p->fail_reason);
 	free(p->callback_url);
 	free(p->answer);
+	free(p->refund_answer);
 	free(p);
 }
 
@@ -369,6 +370,8 @@ journal_payment(strbuf *out, const payment *p)
 	strbuf_json_kv_str(out, "callback_url", p->callback_url);
 	strbuf_puts(out, ",");
 	strbuf_json_kv_str(out, "answer", p->answer);
+	strbuf_puts(out, ",");
+	strbuf_json_kv_str(out, "refund_answer", p->refund_answer);
 	strbuf_printf(out, ",\"queries\":%d,\"closes\":%d,\"callbacks_sent\":%d,"
 				  "\"callbacks_acked\":%d,\"callbacks_failed\":%d,\"last_callback_status\":%d}\n",
 				  p->queries, p->closes, p->callbacks_sent, p->callbacks_acked,
@@ -504,6 +507,7 @@ replay_payment(const char *line, size_t len)
 	take_text(&p->fail_reason, line_text(line, len, "fail_reason"));
 	take_text(&p->callback_url, line_text(line, len, "callback_url"));
 	take_text(&p->answer, line_text(line, len, "answer"));
+	take_text(&p->refund_answer, line_text(line, len, "refund_answer"));
 	p->queries = (int) line_int(line, len, "queries");
 	p->closes = (int) line_int(line, len, "closes");
 	p->callbacks_sent = (int) line_int(line, len, "callbacks_sent");

@@ -77,6 +77,9 @@ typedef struct payment
 	char	   *answer;			/* raw JSON text served as the payment object
 								 * (query answers, WeChat/Stripe notifications)
 								 * instead of the real one: odd-answer tests */
+	char	   *refund_answer;	/* raw JSON text served as the refund object of
+								 * every refund of the payment (WeChat, Alipay
+								 * refund answers): odd-answer tests */
 	refund	   *refunds;		/* in creation order */
 	int			queries;
 	int			closes;

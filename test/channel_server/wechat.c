@@ -131,6 +131,11 @@ refund_json(const payment *p, const refund *r, strbuf *out, bool notification)
 {
 	char		when[40];
 
+	if (!notification && p->refund_answer)
+	{
+		strbuf_puts(out, p->refund_answer);	/* POST /admin/payments {"refund_answer"} */
+		return;
+	}
 	strbuf_puts(out, "{");
 	if (notification)
 	{

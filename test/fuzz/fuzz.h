@@ -83,6 +83,8 @@ extern void fuzz_fail(const char *format,...) pg_attribute_printf(1, 2) pg_attri
  * to a line "#resource" and the plaintext resource after it, which the
  * harness encrypts with the APIv3 key and the envelope's resource.nonce
  * and resource.associated_data and puts in place of @CIPHERTEXT@.
+ * Alipay inputs mark where #sign puts the signature (@SIGN@) and the
+ * signing time (@NOW@) in the body (targets/alipay.c).
  */
 typedef struct FuzzMessage
 {
@@ -121,6 +123,7 @@ extern const char *fuzz_stripe_webhook_secret;
 extern const char *fuzz_wechat_apiv3_key;
 extern const char *fuzz_wechat_platform_serial;
 extern EVP_PKEY *fuzz_wechat_platform_key;	/* private: signs answers */
+extern EVP_PKEY *fuzz_alipay_key;	/* Alipay's private key: signs answers and notifications */
 
 /* the request a driver would have sent (only target is read by parsers) */
 extern void fuzz_request(Channel *channel, const FuzzMessage *message, const char *kind,

@@ -2,9 +2,11 @@
  * fuzz_channels.c
  *		One channel per driver for the targets, opened by the driver's own
  *		open() from settings and secrets as payflow.channels holds them.
- *		WeChat's RSA keys are made here, 512 bits (signing each input with
- *		a 2048-bit key would cap a target at a few hundred inputs a second;
- *		the driver accepts any RSA key).
+ *		The RSA keys of WeChat and Alipay are made here at start-up with
+ *		EVP_RSA_gen(512), the same way for both: fresh per process, never
+ *		stored, 512 bits (signing each input with a 2048-bit key would cap
+ *		a target at a few hundred inputs a second; the drivers accept any
+ *		RSA key).
  */
 #include "fuzz.h"
 #include "crypto.h"
@@ -18,9 +20,11 @@ const char *fuzz_stripe_webhook_secret = "whsec_fuzz";
 const char *fuzz_wechat_apiv3_key = "0123456789abcdef0123456789abcdef";
 const char *fuzz_wechat_platform_serial = "PUB_KEY_ID_0114232134912410000000000000001";
 EVP_PKEY   *fuzz_wechat_platform_key;
+EVP_PKEY   *fuzz_alipay_key;
 
-static Channel *channels[3];
-static const char *const names[3] = {"http_json", "wechatpay_v3", "stripe"};
+#define NDRIVERS 4
+static Channel *channels[NDRIVERS];
+static const char *const names[NDRIVERS] = {"http_json", "wechatpay_v3", "stripe", "alipay"};
 
 static char *
 pem_of(EVP_PKEY *key, bool private)
@@ -63,10 +67,10 @@ fuzz_channel(const char *driver)
 	int			i;
 	Channel    *channel;
 
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < NDRIVERS; i++)
 		if (strcmp(names[i], driver) == 0)
 			break;
-	if (i == 3)
+	if (i == NDRIVERS)
 		elog(FATAL, "payflow fuzz: no driver %s", driver);
 	if (channels[i] != NULL)
 		return channels[i];
@@ -106,7 +110,7 @@ fuzz_channel(const char *driver)
 		channel->settings = object(settings, lengthof(settings));
 		channel->secrets = object(secrets, lengthof(secrets));
 	}
-	else
+	else if (i == 2)
 	{
 		JsonField	settings[] = {{"api_version", "2024-06-20"}};
 		JsonField	secrets[] = {
@@ -114,6 +118,27 @@ fuzz_channel(const char *driver)
 			{"webhook_secret", fuzz_stripe_webhook_secret},
 		};
 
+		channel->settings = object(settings, lengthof(settings));
+		channel->secrets = object(secrets, lengthof(secrets));
+	}
+	else
+	{
+		/* as the Alipay console pairs them: the app's key, Alipay's public key */
+		EVP_PKEY   *app = rsa_key();
+		JsonField	settings[] = {
+			{"app_id", "2021000000000001"},
+			{"seller_id", "2088000000000001"},
+			{"notify_url", "https://shop.example/callbacks/alipay"},
+		};
+		JsonField	secrets[] = {
+			{"app_private_key", NULL},
+			{"alipay_public_key", NULL},
+		};
+
+		fuzz_alipay_key = rsa_key();
+		secrets[0].string = pem_of(app, true);
+		secrets[1].string = pem_of(fuzz_alipay_key, false);
+		EVP_PKEY_free(app);
 		channel->settings = object(settings, lengthof(settings));
 		channel->secrets = object(secrets, lengthof(secrets));
 	}

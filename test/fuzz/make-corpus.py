@@ -170,3 +170,155 @@ write("stripe_signature", "malformed", "t=abc,v1\n{}")
 write("response_headers", "wechat", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nWechatpay-Nonce: abc\r\n"
       "Wechatpay-Signature: c2ln\r\nWechatpay-Timestamp: 1767225600\r\nWechatpay-Serial: PUB_KEY_ID_01\r\n\r\n")
 write("response_headers", "payflow", "X-Payflow-Timestamp:1767225600\r\nX-Payflow-Nonce:  n \t\r\nX-Payflow-Signature: v1=ab\r\n")
+
+# alipay (OpenAPI gateway, RSA2): form notifications signed over the sorted
+# fields without sign and sign_type; answers signed over the exact text of
+# "<method>_response".  @NOW@ is the signing time in Beijing time, @SIGN@ the
+# signature (fuzz.h, targets/alipay.c).
+from urllib.parse import quote
+
+
+def form(fields):
+    return "&".join("%s=%s" % (quote(k, safe=""), quote(v, safe="")) for k, v in fields.items())
+
+
+def ali_answer(method, obj, sign="@SIGN@", spaced=False):
+    name = method.replace(".", "_") + "_response"
+    if spaced:  # Alipay's own spacing: the driver must verify the raw text
+        inner = json.dumps(obj, ensure_ascii=False, indent=1)
+        return '{"%s" : %s ,\n "sign":"%s"}' % (name, inner, sign)
+    return j({name: obj, "sign": sign}) if sign is not None else j({name: obj})
+
+
+TRADE_NO = "2026120222001446880500000001"
+ali_notify = {"gmt_create": "@NOW@", "charset": "utf-8", "seller_email": "shop@example.com",
+              "subject": "订单 P-FUZZ-1", "buyer_id": "2088102177846880", "invoice_amount": "19.99",
+              "notify_id": "2026120200222100000044880000000001", "fund_bill_list": j([{"amount": "19.99", "fundChannel": "ALIPAYACCOUNT"}]),
+              "notify_type": "trade_status_sync", "trade_status": "TRADE_SUCCESS", "receipt_amount": "19.99",
+              "buyer_pay_amount": "19.99", "app_id": "2021000000000001", "seller_id": "2088000000000001",
+              "gmt_payment": "@NOW@", "notify_time": "@NOW@", "version": "1.0", "out_trade_no": PNO,
+              "total_amount": "19.99", "trade_no": TRADE_NO, "auth_app_id": "2021000000000001",
+              "buyer_logon_id": "159****5620", "point_amount": "0.00"}
+
+
+def ali_notification(name, directives=("sign",), drop=(), signed=True, **changes):
+    fields = {k: v for k, v in dict(ali_notify, **changes).items() if k not in drop}
+    body = form(fields) + ("&sign_type=RSA2&sign=@SIGN@" if signed else "")
+    write("alipay_notification", name, msg(list(directives), [("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")], body).replace("%40NOW%40", "@NOW@"))
+
+
+ali_notification("paid")
+ali_notification("finished", trade_status="TRADE_FINISHED")
+ali_notification("wait-buyer-pay", drop=("gmt_payment",), trade_status="WAIT_BUYER_PAY")
+ali_notification("closed", trade_status="TRADE_CLOSED")
+ali_notification("unknown-status", trade_status="TRADE_WEIRD")
+ali_notification("refund", trade_status="TRADE_SUCCESS", out_biz_no=RNO, refund_fee="9.99", gmt_refund="@NOW@")
+ali_notification("amount-30.00", total_amount="30.00")
+ali_notification("amount-30.001", total_amount="30.001")
+ali_notification("amount-leading-space", total_amount=" 30")
+ali_notification("amount-no-decimals", total_amount="30")
+ali_notification("amount-one-decimal", total_amount="30.0")
+ali_notification("amount-negative", total_amount="-30.00")
+ali_notification("amount-exponent", total_amount="3e1")
+ali_notification("amount-huge", total_amount="92233720368547758.08")
+ali_notification("missing-notify-id", drop=("notify_id",))
+ali_notification("missing-out-trade-no", drop=("out_trade_no",))
+ali_notification("missing-total-amount", drop=("total_amount",))
+ali_notification("missing-gmt-payment", drop=("gmt_payment",))
+ali_notification("missing-trade-no", drop=("trade_no",))
+ali_notification("missing-app-id", drop=("app_id",))
+ali_notification("wrong-app-id", app_id="2021000000000002")
+ali_notification("wrong-seller-id", seller_id="2088000000000009")
+ali_notification("charset-gbk", charset="GBK", subject="\u8ba2\u5355")
+ali_notification("currency-usd", trans_currency="USD")
+ali_notification("currency-invalid", trans_currency="usd1")
+ali_notification("bad-notify-time", notify_time="2026-12-02T10:00:00")
+ali_notification("gmt-payment-future", gmt_payment="2099-01-01 00:00:00")
+ali_notification("nested-json", fund_bill_list=j([{"amount": "19.99", "fundChannel": "PCREDIT",
+                 "extra": {"a": [1, {"b": [2, {"c": "深"}]}]}}]))
+ali_notification("stale", directives=("sign=1000000000",))
+write("alipay_notification", "sign-type-rsa", msg(["sign"], [], form(ali_notify).replace("%40NOW%40", "@NOW@")
+      + "&sign_type=RSA&sign=@SIGN@"))
+write("alipay_notification", "appended-sign", msg(["sign"], [], form(ali_notify).replace("%40NOW%40", "@NOW@")))
+write("alipay_notification", "plus-encoding", msg(["sign"], [], form(dict(ali_notify, subject="a b+c")).replace("%20", "+").replace("%40NOW%40", "@NOW@") + "&sign=@SIGN@"))
+write("alipay_notification", "duplicate-field", msg(["sign"], [], form(ali_notify).replace("%40NOW%40", "@NOW@") + "&trade_status=TRADE_CLOSED&sign=@SIGN@"))
+write("alipay_notification", "no-equals", msg(["sign"], [], form(ali_notify).replace("%40NOW%40", "@NOW@") + "&orphan&sign=@SIGN@"))
+ali_notification("unsigned", directives=(), signed=False)
+write("alipay_notification", "bad-sign", msg([], [], form(dict(ali_notify, notify_time="2026-12-02 10:00:00",
+      gmt_payment="2026-12-02 10:00:00", gmt_create="2026-12-02 09:59:50")) + "&sign_type=RSA2&sign=" + quote("c2lnbmF0dXJl+/==", safe="")))
+
+ali_trade = {"code": "10000", "msg": "Success", "buyer_logon_id": "159****5620", "buyer_pay_amount": "19.99",
+             "buyer_user_id": "2088102177846880", "invoice_amount": "19.99", "out_trade_no": PNO,
+             "point_amount": "0.00", "receipt_amount": "19.99", "send_pay_date": "@NOW@",
+             "total_amount": "19.99", "trade_no": TRADE_NO, "trade_status": "TRADE_SUCCESS",
+             "fund_bill_list": [{"amount": "19.99", "fund_channel": "ALIPAYACCOUNT"}]}
+not_exist = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST", "sub_msg": "交易不存在",
+             "out_trade_no": PNO}
+Q, C, R, RQ = "alipay.trade.query", "alipay.trade.close", "alipay.trade.refund", "alipay.trade.fastpay.refund.query"
+
+
+def ali_query(name, obj=None, directives=("sign",), **kw):
+    write("alipay_query", name, msg(list(directives), [("Content-Type", "text/html;charset=utf-8")],
+          ali_answer(Q, obj if obj is not None else ali_trade, **kw)))
+
+
+ali_query("paid")
+ali_query("paid-spaced", spaced=True)
+ali_query("finished", dict(ali_trade, trade_status="TRADE_FINISHED"))
+ali_query("wait-buyer-pay", {k: v for k, v in ali_trade.items() if k not in ("send_pay_date",)} | {"trade_status": "WAIT_BUYER_PAY"})
+ali_query("closed", dict(ali_trade, trade_status="TRADE_CLOSED", trade_no="2026120222001446880500000099"))
+ali_query("closed-after-refund", dict(ali_trade, trade_status="TRADE_CLOSED", trade_no="TXN-FUZZ-1"))
+ali_query("unknown-status", dict(ali_trade, trade_status="TRADE_WEIRD"))
+ali_query("not-exist", not_exist)
+ali_query("system-error", {"code": "20000", "msg": "Service Currently Unavailable", "sub_code": "isp.unknow-error"})
+ali_query("amount-30.001", dict(ali_trade, total_amount="30.001"))
+ali_query("amount-leading-space", dict(ali_trade, total_amount=" 30"))
+ali_query("amount-no-decimals", dict(ali_trade, total_amount="30"))
+ali_query("amount-number", dict(ali_trade, total_amount=19.99))
+ali_query("other-payment", dict(ali_trade, out_trade_no="P-OTHER"))
+ali_query("missing-trade-no", {k: v for k, v in ali_trade.items() if k != "trade_no"})
+ali_query("missing-send-pay-date", {k: v for k, v in ali_trade.items() if k != "send_pay_date"})
+ali_query("currency-usd", dict(ali_trade, trans_currency="USD"))
+ali_query("nested-json", dict(ali_trade, fund_bill_list=[{"a": [[[{"b": {"c": [1, 2, {"d": "深"}]}}]]]}]))
+ali_query("unsigned", sign=None)
+ali_query("bad-sign", sign="c2lnbmF0dXJl")
+ali_query("unsigned-directive", directives=())
+write("alipay_query", "error-response", msg(["sign"], [], j({"error_response": {"code": "40002", "msg": "Invalid Arguments",
+      "sub_code": "isv.invalid-app-id", "sub_msg": "无效的AppID参数"}, "sign": "@SIGN@"})))
+write("alipay_query", "duplicate-member", msg(["sign"], [], '{"alipay_trade_query_response":%s,"alipay_trade_query_response":%s,"sign":"@SIGN@"}'
+      % (j(ali_trade), j(dict(ali_trade, trade_status="WAIT_BUYER_PAY")))))
+write("alipay_query", "escaped-name", msg(["sign"], [], '{"alipay_trade_query\\u005fresponse":%s,"sign":"@SIGN@"}' % j(ali_trade)))
+write("alipay_query", "http-502", msg(["sign", "status=502"], [], "<html>Bad Gateway</html>"))
+write("alipay_query", "timeout", msg(["error=Timeout was reached"], [], ""))
+write("alipay_query", "not-json", msg(["sign"], [], "alipay_trade_query_response=@SIGN@"))
+
+write("alipay_close", "closed", msg(["sign"], [], ali_answer(C, {"code": "10000", "msg": "Success",
+      "trade_no": TRADE_NO, "out_trade_no": PNO})))
+write("alipay_close", "not-exist", msg(["sign"], [], ali_answer(C, not_exist, spaced=True)))
+write("alipay_close", "status-error", msg(["sign"], [], ali_answer(C, {"code": "40004", "msg": "Business Failed",
+      "sub_code": "ACQ.TRADE_STATUS_ERROR", "sub_msg": "交易状态不合法"})))
+write("alipay_close", "unsigned", msg([], [], ali_answer(C, {"code": "10000", "msg": "Success"}, sign=None)))
+write("alipay_close", "http-500", msg(["sign", "status=500"], [], ""))
+
+refund_ok = {"code": "10000", "msg": "Success", "buyer_logon_id": "159****5620", "buyer_user_id": "2088102177846880",
+             "fund_change": "Y", "gmt_refund_pay": "@NOW@", "out_trade_no": PNO, "refund_fee": "9.99",
+             "send_back_fee": "9.99", "trade_no": TRADE_NO}
+refund_q = {"code": "10000", "msg": "Success", "out_request_no": RNO, "out_trade_no": PNO, "refund_amount": "9.99",
+            "refund_status": "REFUND_SUCCESS", "total_amount": "19.99", "trade_no": TRADE_NO}
+write("alipay_refund", "succeeded", msg(["sign"], [], ali_answer(R, refund_ok)))
+write("alipay_refund", "no-fund-change", msg(["sign"], [], ali_answer(R, dict(refund_ok, fund_change="N"), spaced=True)))
+write("alipay_refund", "other-trade", msg(["sign"], [], ali_answer(R, dict(refund_ok, out_trade_no="P-OTHER"))))
+write("alipay_refund", "refused", msg(["sign"], [], ali_answer(R, {"code": "40004", "msg": "Business Failed",
+      "sub_code": "ACQ.SELLER_BALANCE_NOT_ENOUGH", "sub_msg": "卖家余额不足"})))
+write("alipay_refund", "system-error", msg(["sign"], [], ali_answer(R, {"code": "40004", "msg": "Business Failed",
+      "sub_code": "ACQ.SYSTEM_ERROR", "sub_msg": "系统错误"})))
+write("alipay_refund", "unsigned", msg([], [], ali_answer(R, refund_ok, sign=None)))
+write("alipay_refund", "query-success", msg(["sign", "channel_ref=" + TRADE_NO], [], ali_answer(RQ, refund_q)))
+write("alipay_refund", "query-no-status", msg(["sign", "channel_ref=" + TRADE_NO], [],
+      ali_answer(RQ, {k: v for k, v in refund_q.items() if k != "refund_status"})))
+write("alipay_refund", "query-amount-three-decimals", msg(["sign", "channel_ref=" + TRADE_NO], [],
+      ali_answer(RQ, {k: v for k, v in refund_q.items() if k != "refund_status"} | {"refund_amount": "9.990"})))
+write("alipay_refund", "query-not-received", msg(["sign", "channel_ref=" + TRADE_NO], [],
+      ali_answer(RQ, {"code": "10000", "msg": "Success"})))
+write("alipay_refund", "query-unknown-status", msg(["sign", "channel_ref=" + TRADE_NO], [],
+      ali_answer(RQ, dict(refund_q, refund_status="REFUND_PROCESSING"))))

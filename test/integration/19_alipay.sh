@@ -13,7 +13,7 @@
 # attempt closed at Alipay, a late success refunded once, a notification
 # replayed 100 times, and the faults of the test server.
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 37
+tap_plan 38
 it_start_channel
 it_fast_schedule
 k=$IT_TMP/keys
@@ -315,9 +315,11 @@ base = {"notify_id": "odd1", "notify_time": now(), "notify_type": "trade_status_
         "trade_status": "TRADE_SUCCESS", "total_amount": "12.34", "gmt_payment": now()}
 cases = {"other_app": dict(base, app_id="2021000000009999"), "other_seller": dict(base, seller_id="2088000000009999"),
          "stale": dict(base, notify_time=now(-27)), "no_id": {k: v for k, v in base.items() if k != "notify_id"},
-         "float_amount": dict(base, notify_id="odd2", total_amount="12.3")}
+         "float_amount": dict(base, notify_id="odd2", total_amount="12.3"),
+         "not_utf8": dict(base, notify_id="odd3", trade_no=b"\xff\xfe2026120222001488")}
 for name, f in cases.items():
-    open(f"{out}.{name}.msg", "wb").write("&".join(f"{k}={v}" for k, v in sorted(f.items())).encode())
+    open(f"{out}.{name}.msg", "wb").write(b"&".join(
+        k.encode() + b"=" + (v if isinstance(v, bytes) else v.encode()) for k, v in sorted(f.items())))
     open(f"{out}.{name}.fields", "w").write(urllib.parse.urlencode(f))
 PY
 odd() {
@@ -331,6 +333,8 @@ tap_is "$(odd other_app) $(odd other_seller)" "PF030 PF030" \
 tap_is "$(odd stale)" "PF031" "a notification whose notify_time is 27 hours old is refused as stale (PF031)"
 tap_is "$(odd no_id) $(odd float_amount)" "PF032 PF032" \
     "a notification without notify_id, or with total_amount \"12.3\", is malformed (PF032)"
+tap_is "$(odd not_utf8)" "PF032" \
+    "a correctly signed trade_no of bytes that are not UTF-8 (%FF%FE...) is malformed (PF032), never stored"
 
 # A superseded attempt is closed at Alipay; one Alipay never saw counts as closed.
 first_no=$(new_attempt "it-alisup-$$" 700 it_ali)
