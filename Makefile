@@ -34,6 +34,8 @@ OBJS = \
 	src/status_counts.o \
 	src/retention.o \
 	src/reconcile.o \
+	src/webhook_sign.o \
+	src/webhook.o \
 	src/worker_state.o \
 	src/statement.o \
 	src/worker.o

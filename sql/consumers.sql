@@ -43,7 +43,9 @@ SELECT * FROM payflow.read_events('regress_shipping');
 ALTER SEQUENCE payflow.events_id_seq CACHE 1;
 SELECT count(*) FROM payflow.read_events('regress_shipping');
 
--- Re-registering keeps the cursor and changes the types.
+-- Re-registering keeps the cursor and changes the types.  (The empty read
+-- above moved it past the events of other types.)
+SELECT acked_id AS cursor FROM payflow.event_consumers WHERE name = 'regress_shipping' \gset
 SELECT event_types, acked_id = :cursor AS cursor_kept
 FROM payflow.register_consumer('regress_shipping', ARRAY['order.paid', 'order.cancelled']);
 SELECT payflow.drop_consumer('regress_shipping'), payflow.drop_consumer('regress_shipping');

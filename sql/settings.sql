@@ -44,3 +44,8 @@ SELECT payflow.set_channel('nokey', 'http_json', 'http://127.0.0.1:9', '{}', '{}
 SELECT payflow.set_channel('badurl', 'http_json', 'ftp://127.0.0.1', '{}', '{"hmac_secret": "x"}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS channels_left_behind FROM payflow.channels WHERE name IN ('nokey', 'badurl');
+-- The webhook retry schedule is a list of durations like the check schedule.
+SET payflow.webhook_retry_schedule = '1s, 2min';
+SHOW payflow.webhook_retry_schedule;
+SET payflow.webhook_retry_schedule = '1s, soon';
+RESET payflow.webhook_retry_schedule;

@@ -19,6 +19,11 @@
  * The check runs in channel_open, so every use of a channel (set_channel's
  * check, the worker, reconcile(), callbacks) obeys the setting as it is at
  * that moment, whoever wrote the row.
+ *
+ * A webhook endpoint's url (src/webhook.c) is checked the same way before
+ * every delivery and by set_webhook_endpoint: it has no production hosts,
+ * so its host must be listed in payflow.allowed_hosts; a query is allowed
+ * (receivers route on it), a fragment or credentials are not.
  */
 #include "channel.h"
 #include "payflow.h"
@@ -250,4 +255,49 @@ channel_check_base_url(const char *channel_name, const ChannelDriver *driver,
 				 errhint("Check the base_url. A superuser lists the shop's own services and test "
 						 "servers in payflow.allowed_hosts (host or host:port).")));
 	return url.url;
+}
+
+/*
+ * Check that webhook endpoint endpoint_name may POST to url; ereport PF080
+ * if not.  Returns libcurl's normalized url, the one then requested.
+ */
+char *
+pf_check_webhook_url(const char *endpoint_name, const char *url)
+{
+	ParsedUrl	parsed;
+	bool		allowed;
+	const char *error = NULL;
+	bool		has_fragment;
+
+	if (!parse_url(url, &parsed))
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_WEBHOOK_NOT_ALLOWED),
+				 errmsg("webhook endpoint \"%s\" has an unusable url", endpoint_name),
+				 errdetail("libcurl cannot read url \"%s\": %s.", url, parsed.error),
+				 errhint("Give the receiver's full http or https URL.")));
+	has_fragment = strchr(url, '#') != NULL;
+	if ((strcmp(parsed.scheme, "https") != 0 && strcmp(parsed.scheme, "http") != 0) ||
+		parsed.has_userinfo || has_fragment)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_WEBHOOK_NOT_ALLOWED),
+				 errmsg("webhook endpoint \"%s\" has an unusable url", endpoint_name),
+				 errdetail("url \"%s\" has scheme %s%s%s; webhooks go to http or https URLs without them.",
+						   url, parsed.scheme, parsed.has_userinfo ? ", a user name or password" : "",
+						   has_fragment ? ", a fragment" : ""),
+				 errhint("Give the receiver's URL; a query is allowed, credentials are not.")));
+	if (!allowed_hosts_match(payflow_allowed_hosts, parsed.host, parsed.port, &allowed, &error))
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_WEBHOOK_NOT_ALLOWED),
+				 errmsg("payflow.allowed_hosts is invalid"),
+				 errdetail("%s.", error),
+				 errhint("A superuser sets payflow.allowed_hosts to a comma-separated list of host or host:port.")));
+	if (!allowed)
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_WEBHOOK_NOT_ALLOWED),
+				 errmsg("webhook endpoint \"%s\" may not send to %s:%d", endpoint_name,
+						parsed.host, parsed.port),
+				 errdetail("payflow.allowed_hosts (\"%s\") does not list %s:%d.",
+						   payflow_allowed_hosts ? payflow_allowed_hosts : "", parsed.host, parsed.port),
+				 errhint("A superuser lists the shop's own receivers in payflow.allowed_hosts (host or host:port).")));
+	return parsed.url;
 }

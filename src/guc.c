@@ -31,10 +31,22 @@ int			payflow_clock_skew_s = 5 * 60;
 int			payflow_max_cart_lines = 1000;
 int			payflow_max_notification_bytes = 1024 * 1024;
 int			payflow_events_retention_s = 90 * 24 * 60 * 60;
+char	   *payflow_webhook_retry_schedule = NULL;
+int			payflow_webhook_secret_overlap_s = 24 * 60 * 60;
+int			payflow_webhook_disable_after_s = 5 * 24 * 60 * 60;
 
 #define DEFAULT_CHECK_SCHEDULE \
 	"2s,3s,5s,5s,10s,10s,10s,15s,30s,1min,2min,5min,10min,20min,30min,1h,3h,8h,24h"
 static CheckSchedule *current_schedule = NULL;
+
+/*
+ * The delays before a webhook delivery's attempts 2, 3, ...: the first is
+ * made at once; after the last one fails, the delivery is dead.  The
+ * Standard Webhooks specification's example schedule, as common services
+ * run it (doc/webhooks.md).
+ */
+#define DEFAULT_WEBHOOK_RETRY_SCHEDULE "5s,5min,30min,2h,5h,10h,10h"
+static CheckSchedule *current_webhook_schedule = NULL;
 
 /*
  * Parse "2s,3s,1min" into seconds.  On failure, sets *error and returns
@@ -78,8 +90,9 @@ pf_parse_check_schedule(const char *text, CheckSchedule *schedule, const char **
 	return true;
 }
 
+/* Both schedules' check hook: keep the parsed list as the GUC's extra. */
 static bool
-check_check_schedule(char **newval, void **extra, GucSource source)
+check_schedule_setting(const char *name, char **newval, void **extra)
 {
 	CheckSchedule schedule;
 	CheckSchedule *kept;
@@ -87,7 +100,7 @@ check_check_schedule(char **newval, void **extra, GucSource source)
 
 	if (*newval == NULL || !pf_parse_check_schedule(*newval, &schedule, &error))
 	{
-		GUC_check_errdetail("payflow.check_schedule: %s.",
+		GUC_check_errdetail("%s: %s.", name,
 							error ? error : "the value must not be empty");
 		return false;
 	}
@@ -99,10 +112,34 @@ check_check_schedule(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+static bool
+check_check_schedule(char **newval, void **extra, GucSource source)
+{
+	return check_schedule_setting("payflow.check_schedule", newval, extra);
+}
+
 static void
 assign_check_schedule(const char *newval, void *extra)
 {
 	current_schedule = (CheckSchedule *) extra;
+}
+
+static bool
+check_webhook_retry_schedule(char **newval, void **extra, GucSource source)
+{
+	return check_schedule_setting("payflow.webhook_retry_schedule", newval, extra);
+}
+
+static void
+assign_webhook_retry_schedule(const char *newval, void *extra)
+{
+	current_webhook_schedule = (CheckSchedule *) extra;
+}
+
+const CheckSchedule *
+pf_webhook_retry_schedule(void)
+{
+	return current_webhook_schedule;
 }
 
 /*
@@ -302,6 +339,31 @@ payflow_define_gucs(void)
 							gettext_noop("0 keeps every event. Event consumers can hold retention back (payflow.events_retention_hold())."),
 							&payflow_events_retention_s,
 							90 * 24 * 60 * 60, 0, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("payflow.webhook_retry_schedule",
+							   gettext_noop("Delays before the second and later attempts of a webhook delivery (each with up to 20% jitter)."),
+							   gettext_noop("A comma-separated list of durations; the first attempt is made at once, and when the list is exhausted the delivery is dead."),
+							   &payflow_webhook_retry_schedule,
+							   DEFAULT_WEBHOOK_RETRY_SCHEDULE,
+							   PGC_SUSET,
+							   0,
+							   check_webhook_retry_schedule, assign_webhook_retry_schedule, NULL);
+	DefineCustomIntVariable("payflow.webhook_secret_overlap",
+							gettext_noop("How long a webhook endpoint's previous secret keeps signing after set_webhook_endpoint gives it a new one."),
+							NULL,
+							&payflow_webhook_secret_overlap_s,
+							24 * 60 * 60, 0, 30 * 24 * 60 * 60,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("payflow.webhook_disable_after",
+							gettext_noop("How long a webhook endpoint may fail without a success before the worker disables it."),
+							NULL,
+							&payflow_webhook_disable_after_s,
+							5 * 24 * 60 * 60, 1, INT_MAX,
 							PGC_SUSET,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);

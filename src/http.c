@@ -226,7 +226,10 @@ static void
 finish_transfer(Transfer *transfer, CURLcode result)
 {
 	HttpResponse *response = transfer->response;
+	curl_off_t	elapsed_us = 0;
 
+	if (curl_easy_getinfo(transfer->easy, CURLINFO_TOTAL_TIME_T, &elapsed_us) == CURLE_OK)
+		response->elapsed_ms = elapsed_us / 1000.0;
 	if (result == CURLE_OK)
 		curl_easy_getinfo(transfer->easy, CURLINFO_RESPONSE_CODE, &response->status);
 	else
@@ -315,6 +318,7 @@ http_batch_add(HttpBatch *batch, HttpRequest *request, HttpResponse *response, v
 	initStringInfo(&response->raw_headers);
 	response->status = 0;
 	response->error = NULL;
+	response->elapsed_ms = 0;
 	entry = &batch->entries[batch->count++];
 	entry->request = request;
 	entry->response = response;

@@ -32,6 +32,7 @@ typedef struct HttpResponse
 {
 	long		status;			/* HTTP status; 0 when no response came */
 	char	   *error;			/* transport error (timeout, refused...), or NULL */
+	double		elapsed_ms;		/* from the start of the transfer to its end */
 	StringInfoData body;
 	StringInfoData raw_headers; /* "Name: value\r\n" lines, as received */
 } HttpResponse;

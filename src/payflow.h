@@ -46,6 +46,7 @@
 #define ERRCODE_PF_UNKNOWN_CONSUMER			MAKE_SQLSTATE('P','F','0','7','0')
 #define ERRCODE_PF_ACK_NOT_READ				MAKE_SQLSTATE('P','F','0','7','1')
 #define ERRCODE_PF_CONSUMER_ISOLATION		MAKE_SQLSTATE('P','F','0','7','2')
+#define ERRCODE_PF_WEBHOOK_NOT_ALLOWED		MAKE_SQLSTATE('P','F','0','8','0')
 
 /*
  * The version of payflow's SQL objects this library is built for: the
@@ -81,6 +82,9 @@ extern int	payflow_clock_skew_s;
 extern int	payflow_max_cart_lines;
 extern int	payflow_max_notification_bytes;
 extern int	payflow_events_retention_s;
+extern char *payflow_webhook_retry_schedule;
+extern int	payflow_webhook_secret_overlap_s;
+extern int	payflow_webhook_disable_after_s;
 
 /* A check schedule: the delay in seconds before check number i. */
 #define MAX_SCHEDULE_STEPS 64
@@ -95,6 +99,9 @@ extern bool pf_parse_check_schedule(const char *text, CheckSchedule *schedule, c
 extern int	pf_schedule_step_seconds(const CheckSchedule *schedule, int checks_made);
 /* channel_hosts.c: payflow.allowed_hosts lists only hosts (host or host:port) */
 extern bool pf_allowed_hosts_valid(const char *list, const char **error);
+extern char *pf_check_webhook_url(const char *endpoint_name, const char *url);
+/* guc.c: payflow.webhook_retry_schedule, parsed (delays after failed attempts) */
+extern const CheckSchedule *pf_webhook_retry_schedule(void);
 
 /* worker.c */
 extern void pf_register_worker(void);

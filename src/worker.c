@@ -13,11 +13,15 @@
  * pins its whole session.
  *
  * The reconciler connects to payflow.database and loops: run a pass (up
- * to WORKER_PASS_CLAIMS batches) and, about once a second, the history's
+ * to WORKER_PASS_CLAIMS batches), then a webhook pass (webhook.c: fan new
+ * events out, send due deliveries; reconcile() does not send webhooks)
+ * and, about once a second, the history's
  * upkeep (fold the status counters; a minute apart, delete a batch of
- * expired events; reconcile() runs both once after its pass); if the pass used all its
- * batches, run another at once; otherwise sleep on its latch until the
- * earliest due check or order expiry (at most 10 s), or until a
+ * expired events and old delivered webhooks; reconcile() runs both once
+ * after its pass); if the pass used all its batches, run another at once;
+ * otherwise sleep on its latch until the earliest due check, order expiry
+ * or webhook attempt (at most 10 s, 1 s while a webhook endpoint is
+ * enabled: new events wake nobody), or until a
  * committing transaction that queued a check wakes it (worker_state.c).
  * It does nothing while payflow is not installed in that database or is
  * installed at another version than this library's (PAYFLOW_SQL_VERSION).  Each loop resets its memory context,
@@ -28,6 +32,7 @@
 #include "payflow.h"
 #include "reconcile.h"
 #include "statement.h"
+#include "webhook.h"
 #include "worker_state.h"
 
 #include "access/xact.h"
@@ -75,6 +80,12 @@ PG_FUNCTION_INFO_V1(payflow_compare_statement);
 #define PRUNE_INTERVAL_MS 60000
 #define UPKEEP_BACKLOG_SLEEP_MS 100
 
+/*
+ * While a webhook endpoint is enabled the worker looks for new events at
+ * least this often: the checkout writes its events and wakes nobody.
+ */
+#define WEBHOOK_POLL_MS 1000
+
 /* How long the launcher waits before starting a reconciler that exited. */
 #define RESTART_MS 1000
 #define MAX_RESTART_MS 30000
@@ -97,6 +108,8 @@ static PreparedQuery next_wake_up = {
 	.sql = "SELECT extract(epoch FROM least("
 	"   (SELECT min(due_at) FROM payflow.pending_checks WHERE lease_until IS NULL),"
 	"   (SELECT min(lease_until) FROM payflow.pending_checks WHERE lease_until IS NOT NULL),"
+	"   (SELECT min(next_attempt_at) FROM payflow.webhook_deliveries"
+	"     WHERE next_attempt_at IS NOT NULL),"
 	"   (SELECT expires_at FROM payflow.orders"
 	"     WHERE status = 'awaiting_payment' AND expires_at > $1"
 	"     ORDER BY expires_at LIMIT 1))"
@@ -238,7 +251,12 @@ fold_and_prune(void *arg)
 
 	pf_fold_status_counts();
 	if (upkeep->prune)
-		upkeep->pruned = pf_prune_events(EVENTS_PRUNE_BATCH);
+	{
+		int64		events = pf_prune_events(EVENTS_PRUNE_BATCH);
+		int64		deliveries = pf_prune_webhook_deliveries(EVENTS_PRUNE_BATCH);
+
+		upkeep->pruned = Max(events, deliveries);
+	}
 }
 
 static bool
@@ -371,6 +389,7 @@ payflow_worker_main(Datum main_arg)
 			int			max_checks = payflow_batch_size * WORKER_PASS_CLAIMS;
 			TimestampTz pass_started = GetCurrentTimestamp();
 			int			made = reconcile_pass(max_checks, &worker_transactions);
+			WebhookPassResult webhooks = webhook_pass(max_checks, &worker_transactions);
 
 			TimestampTz now = GetCurrentTimestamp();
 
@@ -391,7 +410,10 @@ payflow_worker_main(Datum main_arg)
 				(void) statement_due_pass(&worker_transactions);
 				last_statements = now;
 			}
-			sleep_ms = made >= max_checks ? 0 : milliseconds_until_due(pass_started);
+			sleep_ms = made >= max_checks || webhooks.more_due ? 0 :
+				milliseconds_until_due(pass_started);
+			if (webhooks.endpoints_enabled)
+				sleep_ms = Min(sleep_ms, WEBHOOK_POLL_MS);
 			if (upkeep_backlog)
 				sleep_ms = Min(sleep_ms, UPKEEP_BACKLOG_SLEEP_MS);
 		}

@@ -86,8 +86,9 @@ rows = sql("""SELECT p.proname, p.prosecdef,
                 AND p.prorettype <> 'trigger'::regtype ORDER BY 1""")
 for line in rows.splitlines():
     name, secdef, pinned, app = line.split('\t')
-    owner_rights = app == 't' or name in ('set_channel', 'verify', 'register_consumer', 'drop_consumer') \
-        or name.startswith('review_')
+    owner_rights = app == 't' or name in ('set_channel', 'verify', 'register_consumer', 'drop_consumer',
+                                          'set_webhook_endpoint') \
+        or name.startswith('review_') or name.startswith('replay_webhook_')
     if name in ('cart_put', 'create_order_from_cart'):
         check(secdef == 't' and pinned == 'f', f'{name}: SECURITY DEFINER, its hot statements path-free, as the intro says')
     elif owner_rights:
@@ -103,7 +104,8 @@ def privileges(role, priv):
 app_reads = 'cart_items,events,order_lines,orders,payments,refunds,statuses,stock,transition_events,transitions'
 admin_reads = ('cart_items,channel_audit,channels,event_consumer_status,event_consumers,events,health,'
                'notifications,order_lines,orders,payments,pending_checks,refunds,review_audit,review_queue,'
-               'statement_lines,statement_mismatches,statements,stats,statuses,stock,transition_events,transitions')
+               'statement_lines,statement_mismatches,statements,stats,statuses,stock,transition_events,transitions,'
+               'webhook_attempts,webhook_audit,webhook_deliveries,webhook_endpoints')
 check(privileges('payflow_app', 'SELECT') == app_reads, 'payflow_app reads what the Roles section lists',
       privileges('payflow_app', 'SELECT'))
 for priv in ('INSERT', 'UPDATE', 'DELETE'):
@@ -113,6 +115,7 @@ for priv in ('INSERT', 'UPDATE', 'DELETE'):
 check(privileges('payflow_admin', 'SELECT') == admin_reads, 'payflow_admin reads what the Roles section lists',
       privileges('payflow_admin', 'SELECT'))
 check('channel_secrets' not in privileges('payflow_admin', 'SELECT'), 'no role of the API reads channel secrets')
+check('webhook_secrets' not in privileges('payflow_admin', 'SELECT'), 'no role of the API reads webhook secrets')
 
 print(f'1..{len(tests)}')
 failed = 0

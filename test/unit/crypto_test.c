@@ -15,6 +15,7 @@
  *					   the program writes payflow_sig.bin there)
  */
 #include "crypto.h"
+#include "webhook_sign.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -341,6 +342,42 @@ test_rsa(const char *dir)
 	EVP_PKEY_free(public_key);
 }
 
+/*
+ * Standard Webhooks v1 (src/webhook_sign.c): the specification's published
+ * vector (the reference libraries' TestWebhookSign / test_sign_function),
+ * secrets the scheme refuses, and a signature under a 64-byte key over a
+ * body with every byte class, which run.sh checks with openssl dgst -mac.
+ */
+static void
+test_webhook(const char *dir)
+{
+	const char *body = "{\"test\": 2432232314}";
+	char	   *sig;
+	const char *cli_secret;
+	const char *cli_body = "{\"type\":\"order.paid\",\"data\":{\"note\":\"caf\xc3\xa9 \\u0000 . \\n\"}}";
+
+	sig = pf_webhook_signature("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
+							   1614265330, body, strlen(body));
+	check(sig != NULL && strcmp(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=") == 0,
+		  "Standard Webhooks: the specification's test vector signs to v1,g0hM9SsE...");
+	printf("# %s\n", sig ? sig : "(NULL)");
+	sig = pf_webhook_signature("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
+							   1614265331, body, strlen(body));
+	check(sig != NULL && strcmp(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=") != 0,
+		  "Standard Webhooks: another timestamp gives another signature");
+	check(pf_webhook_signature("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "m", 1, "", 0) == NULL &&
+		  pf_webhook_signature("whsec_", "m", 1, "", 0) == NULL &&
+		  pf_webhook_signature("whsec_c2hvcnQ=", "m", 1, "", 0) == NULL &&
+		  pf_webhook_signature("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS!", "m", 1, "", 0) == NULL,
+		  "Standard Webhooks: secrets without whsec_, not base64, or under 24 bytes are refused");
+	/* 64 bytes: 0x00..0x3f */
+	cli_secret = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw==";
+	sig = pf_webhook_signature(cli_secret, "evt_42", 1700000000, cli_body, strlen(cli_body));
+	check(sig != NULL, "Standard Webhooks: a 64-byte key signs");
+	write_file(dir, "webhook_body.txt", cli_body, strlen(cli_body));
+	write_file(dir, "webhook_sig.txt", sig ? sig : "", sig ? strlen(sig) : 0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -354,6 +391,7 @@ main(int argc, char **argv)
 	test_aes_gcm();
 	test_base64();
 	test_rsa(argv[1]);
+	test_webhook(argv[1]);
 	pg_shim_reset();
 	printf("# crypto_test: %d passed, %d failed\n", passed, failed);
 	return failed == 0 ? 0 : 1;

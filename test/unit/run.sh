@@ -66,5 +66,21 @@ else
     failed=$((failed + 1))
 fi
 
+# Standard Webhooks: payflow's v1 signature of webhook_body.txt under a
+# 64-byte key, computed again by the openssl command line.
+key_hex=$(printf '%s' 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw==' |
+    base64 -d | od -An -v -tx1 | tr -d ' \n')
+cli_sig="v1,$({ printf 'evt_42.1700000000.'; cat "$dir/webhook_body.txt"; } |
+    openssl dgst -sha256 -mac HMAC -macopt "hexkey:$key_hex" -binary | base64 -w0)"
+if [ -s "$dir/webhook_sig.txt" ] && [ "$(cat "$dir/webhook_sig.txt")" = "$cli_sig" ]; then
+    echo "ok - payflow's webhook signature equals openssl dgst -mac HMAC's ($cli_sig)"
+    passed=$((passed + 1))
+else
+    echo "not ok - payflow's webhook signature equals openssl dgst -mac HMAC's"
+    echo "#   payflow: $(cat "$dir/webhook_sig.txt" 2>/dev/null)"
+    echo "#   openssl: $cli_sig"
+    failed=$((failed + 1))
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
