@@ -280,6 +280,45 @@ history_upkeep(const ReconcileTransactions *txn, bool prune)
 	return upkeep.pruned >= EVENTS_PRUNE_BATCH;
 }
 
+/*
+ * The webhook pass (webhook.c), kept from stopping the reconciler: an
+ * error in it is logged, the transaction it was in is rolled back, and the
+ * next loop tries again.  Claimed deliveries whose attempt was not
+ * recorded are sent again when their lease ends: a receiver sees them at
+ * least once.
+ */
+static WebhookPassResult
+guarded_webhook_pass(int max_deliveries, const ReconcileTransactions *txn)
+{
+	MemoryContext context = CurrentMemoryContext;
+	volatile WebhookPassResult result = {0};
+
+	PG_TRY();
+	{
+		result = webhook_pass(max_deliveries, txn);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *error;
+
+		MemoryContextSwitchTo(context);
+		error = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(context);
+		ereport(WARNING,
+				(errcode(error->sqlerrcode),
+				 errmsg("payflow: the webhook pass failed: %s", error->message),
+				 errdetail("Payments are not affected: the reconciler's passes go on."),
+				 errhint("The next loop tries again; deliveries claimed by this pass are sent again when their lease ends.")));
+		FreeErrorData(error);
+		result.endpoints_enabled = true;
+		result.more_due = false;
+	}
+	PG_END_TRY();
+	return result;
+}
+
 static void
 record_loop(void)
 {
@@ -389,7 +428,7 @@ payflow_worker_main(Datum main_arg)
 			int			max_checks = payflow_batch_size * WORKER_PASS_CLAIMS;
 			TimestampTz pass_started = GetCurrentTimestamp();
 			int			made = reconcile_pass(max_checks, &worker_transactions);
-			WebhookPassResult webhooks = webhook_pass(max_checks, &worker_transactions);
+			WebhookPassResult webhooks = guarded_webhook_pass(max_checks, &worker_transactions);
 
 			TimestampTz now = GetCurrentTimestamp();
 
