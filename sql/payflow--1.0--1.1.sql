@@ -2003,7 +2003,8 @@ CREATE TABLE payflow.statement_mismatches (
     subject      text NOT NULL,
     kind         text NOT NULL CHECK (kind IN ('missed_success', 'payment_differs', 'unknown_payment',
                      'unknown_refund', 'refund_differs', 'refund_of_unknown_payment',
-                     'missing_from_statement', 'other_transaction')),
+                     'missing_from_statement', 'refund_missing_from_statement',
+                     'other_transaction')),
     order_id     bigint REFERENCES payflow.orders (id),
     payment_id   bigint REFERENCES payflow.payments (id),
     refund_id    bigint REFERENCES payflow.refunds (id),
@@ -2125,6 +2126,23 @@ WITH s AS (
                       WHERE l.statement_id OPERATOR(pg_catalog.=) s.id
                         AND l.payment_no OPERATOR(pg_catalog.=) p.payment_no
                         AND l.kind OPERATOR(pg_catalog.=) 'payment')
+    UNION ALL
+    -- and a refund payflow requested and saw succeed within the day that
+    -- the statement lacks (a channel lists a refund on the day it accepted
+    -- it: a refund that crossed midnight is not judged)
+    SELECT NULL, r.refund_no, 'refund_missing_from_statement', 'review', r.order_id, r.payment_id, r.id,
+           pg_catalog.format('payflow has refund %s of %s, %s %s, requested at %s and succeeded at %s (channel refund %s); the statement has no line for it.',
+                             r.refund_no, p.payment_no, r.amount, r.currency, r.created_at, r.resolved_at,
+                             r.channel_refund_id)
+    FROM s JOIN payflow.payments p ON p.channel OPERATOR(pg_catalog.=) s.channel
+    JOIN payflow.refunds r ON r.payment_id OPERATOR(pg_catalog.=) p.id
+    WHERE r.status OPERATOR(pg_catalog.=) 'succeeded'
+      AND r.created_at OPERATOR(pg_catalog.>=) s.day_start AND r.resolved_at OPERATOR(pg_catalog.<) s.day_end
+      AND NOT EXISTS (SELECT 1 FROM payflow.statement_lines l
+                      WHERE l.statement_id OPERATOR(pg_catalog.=) s.id
+                        AND l.kind OPERATOR(pg_catalog.=) 'refund'
+                        AND (l.refund_no OPERATOR(pg_catalog.=) r.refund_no
+                             OR l.channel_refund_id OPERATOR(pg_catalog.=) r.channel_refund_id))
 ), added AS (
     INSERT INTO payflow.statement_mismatches (statement_id, line_no, subject, kind, order_id,
                                               payment_id, refund_id, detail, action)

@@ -16,9 +16,10 @@
  * first, limit (at most 100) a page after starting_after, each with its
  * source and the source's PaymentIntent expanded.
  *
- * POST /admin/statement {"not_ready", "corrupt", "amount_off", "drop"}:
- * answer STATEMENT_CREATING; serve a file that fails its hash; show
- * payment amount_off one fen more; leave payment drop's line out.
+ * POST /admin/statement {"not_ready", "corrupt", "amount_off", "drop",
+ * "drop_refund"}: answer STATEMENT_CREATING; serve a file that fails its
+ * hash; show payment amount_off one fen more; leave payment drop's line,
+ * and refund drop_refund's (a refund_no), out.
  * POST /admin/console_refund {"payment_no", "amount", "refund_no"}: a
  * refund made in the merchant console, succeeded at once, that nobody
  * asked for through the API.
@@ -47,6 +48,7 @@ static struct
 	bool		corrupt;
 	char	   *amount_off;
 	char	   *drop;
+	char	   *drop_refund;
 } inject;
 
 /* The last bill file made, served by its token; guarded by file_lock. */
@@ -60,6 +62,7 @@ statement_reset(void)
 {
 	free(inject.amount_off);
 	free(inject.drop);
+	free(inject.drop_refund);
 	memset(&inject, 0, sizeof(inject));
 }
 
@@ -135,6 +138,13 @@ add_row(bill *b, const char *time, const payment *p, const char *state, int64_t 
 	b->refunded += r ? r->amount : 0;
 }
 
+/* drop_refund: this refund's line is left out */
+static bool
+refund_dropped(const refund *r)
+{
+	return inject.drop_refund && r->refund_no && strcmp(inject.drop_refund, r->refund_no) == 0;
+}
+
 static void
 bill_payment(const payment *p, void *arg)
 {
@@ -149,7 +159,8 @@ bill_payment(const payment *p, void *arg)
 				p->paid_amount + (inject.amount_off && strcmp(inject.amount_off, p->payment_no) == 0),
 				NULL);
 	for (const refund *r = p->refunds; r != NULL; r = r->next)
-		if (r->state != REFUND_FAILED && on_day(r->created_at, b->day, local, sizeof(local)))
+		if (r->state != REFUND_FAILED && on_day(r->created_at, b->day, local, sizeof(local)) &&
+			!refund_dropped(r))
 			add_row(b, local, p, "REFUND", 0, r);
 }
 
@@ -331,7 +342,7 @@ balance_payment(const payment *p, void *arg)
 		!(inject.drop && strcmp(inject.drop, p->payment_no) == 0))
 		balance_add(b, p->paid_at, p, NULL);
 	for (const refund *r = p->refunds; r != NULL; r = r->next)
-		if (r->state != REFUND_FAILED)
+		if (r->state != REFUND_FAILED && !refund_dropped(r))
 			balance_add(b, r->created_at, p, r);
 }
 
@@ -455,12 +466,19 @@ admin_statement(const http_request *req, http_reply *rep)
 		free(inject.drop);
 		inject.drop = text[0] ? text : (free(text), NULL);
 	}
+	if (json_get_string(req->body, req->body_len, "drop_refund", &text))
+	{
+		free(inject.drop_refund);
+		inject.drop_refund = text[0] ? text : (free(text), NULL);
+	}
 	strbuf_init(&body);
 	strbuf_printf(&body, "{\"not_ready\":%s,\"corrupt\":%s,", inject.not_ready ? "true" : "false",
 				  inject.corrupt ? "true" : "false");
 	strbuf_json_kv_str(&body, "amount_off", inject.amount_off ? inject.amount_off : "");
 	strbuf_puts(&body, ",");
 	strbuf_json_kv_str(&body, "drop", inject.drop ? inject.drop : "");
+	strbuf_puts(&body, ",");
+	strbuf_json_kv_str(&body, "drop_refund", inject.drop_refund ? inject.drop_refund : "");
 	strbuf_puts(&body, "}");
 	store_unlock();
 	reply_json(rep, 200, &body);

@@ -5,7 +5,8 @@
 # payment of each kind, and discrepancies are injected: a success payflow
 # missed (its checks pushed an hour out, so that polling finds nothing
 # first), a success on a cancelled order, a refund made in the console, an
-# amount one fen off, a missing line, a payment payflow never heard of.
+# amount one fen off, a missing line, a payment payflow never heard of,
+# and a refund payflow made whose line is missing.
 # CALL payflow.compare_statement() finds the bill still being made; then
 # the worker, with payflow.fetch_statements on, asks again, finds each
 # discrepancy, heals the first three through payflow's core and flags the
@@ -14,7 +15,7 @@
 # executes the late refund, which the next comparison finds as payflow's
 # own.  it_cleanup runs payflow.verify().
 . "$(dirname "$0")/lib/channel.bash"
-tap_plan 21
+tap_plan 22
 it_start_channel
 trap 'sql "ALTER SYSTEM RESET payflow.fetch_statements" >/dev/null 2>&1; it_reset_settings; it_cleanup' EXIT
 sql "ALTER SYSTEM SET payflow.worker_enabled = off" >/dev/null
@@ -39,6 +40,14 @@ applied() {
     wx "$1" "$2"
     sql "SELECT payflow.mark_paid('$1', '$(admin_get "payments/$1" | json txn_id)', $2)" >/dev/null
 }
+# A refund payflow makes (one pass of the reconciler from SQL executes it
+# at the channel before anything else is due); the bill will lack it.
+refunded=$(new_attempt "$c-refunded" 1800 it_st); applied "$refunded" 1800
+refund_no=$(sql "SELECT (payflow.request_refund(order_id, 300)).refund_no FROM payflow.payments
+                 WHERE payment_no = '$refunded'")
+psql -X -q -c "CALL payflow.reconcile()" >/dev/null
+wait_for 10 "SELECT status = 'succeeded' FROM payflow.refunds WHERE refund_no = '$refund_no'" >/dev/null ||
+    tap_bail "the refund was not executed by CALL payflow.reconcile()"
 missed=$(new_attempt "$c-missed" 1200 it_st); wx "$missed" 1200
 late=$(new_attempt "$c-late" 1300 it_st)
 sql "SELECT payflow.cancel_order(order_id, 'changed mind') FROM payflow.payments WHERE payment_no = '$late'" >/dev/null
@@ -48,7 +57,7 @@ admin console_refund "{\"payment_no\":\"$console\",\"amount\":400,\"refund_no\":
 off=$(new_attempt "$c-off" 1500 it_st); applied "$off" 1500
 dropped=$(new_attempt "$c-dropped" 1600 it_st); applied "$dropped" 1600
 admin payments "{\"channel\":\"wechatpay_v3\",\"payment_no\":\"GHOST-$$\",\"amount\":1700,\"currency\":\"CNY\",\"status\":\"paid\"}" >/dev/null
-admin statement "{\"amount_off\":\"$off\",\"drop\":\"$dropped\"}" >/dev/null
+admin statement "{\"amount_off\":\"$off\",\"drop\":\"$dropped\",\"drop_refund\":\"$refund_no\"}" >/dev/null
 
 admin statement '{"not_ready":true}' >/dev/null
 tap_is "$(psql -X -q -At -c "CALL payflow.compare_statement('it_st', '$day')")" "not_ready" \
@@ -70,15 +79,15 @@ took=$(wait_for 30 "SELECT state = 'compared' FROM payflow.statements WHERE chan
 tap_ok $? "the worker asks again when due, downloads, checks and compares the day (after ${took}s)"
 tap_is "$(sql "SELECT state || ' ' || line_count || ' ' || payments_total || ' ' || refunds_total || ' ' || length(file_sha1)
                FROM payflow.statements WHERE channel = 'it_st' AND day = '$day'")" \
-    "compared 6 7101 400 40" "its six lines (one fen off, one left out, one refund), totals and hash are stored"
+    "compared 7 8901 400 40" "its seven lines (one fen off, one left out, one refund; another refund left out), totals and hash are stored"
 found() {
     sql "SELECT string_agg(m.kind || ' ' || m.action, ', ' ORDER BY m.kind)
          FROM payflow.statement_mismatches m JOIN payflow.statements s ON s.id = m.statement_id
          WHERE s.channel = 'it_st'"
 }
 tap_is "$(found)" \
-    "missed_success healed, missed_success healed, missing_from_statement review, payment_differs review, unknown_payment review, unknown_refund healed" \
-    "each injected discrepancy is found: three healed, three for a person"
+    "missed_success healed, missed_success healed, missing_from_statement review, payment_differs review, refund_missing_from_statement review, unknown_payment review, unknown_refund healed" \
+    "each injected discrepancy is found: three healed, four for a person"
 tap_is "$(sql "SELECT p.status || ' ' || p.confirmed_via || ' ' || o.status FROM payflow.payments p
                JOIN payflow.orders o ON o.id = p.order_id WHERE p.payment_no = '$missed'")" \
     "succeeded statement paid" "a success payflow missed is applied: the order is paid"
@@ -102,6 +111,10 @@ tap_is "$(sql "SELECT count(*) FROM payflow.events e JOIN payflow.payments p ON 
 tap_is "$(sql "SELECT count(*) FROM payflow.statement_mismatches WHERE kind = 'unknown_payment'
                AND action = 'review' AND detail LIKE '%GHOST-$$%'")" "1" \
     "a payment payflow never heard of is flagged for review"
+tap_is "$(sql "SELECT count(*) FROM payflow.statement_mismatches m JOIN payflow.refunds r ON r.id = m.refund_id
+               WHERE m.kind = 'refund_missing_from_statement' AND m.action = 'review'
+                 AND r.refund_no = '$refund_no'")" "1" \
+    "a refund payflow requested and saw succeed that the statement lacks is flagged for review"
 tap_is "$(sql "SELECT count(*) FROM payflow.verify()")" "0" "verify() finds the books in order after healing"
 # The worker executes the late refund at the channel: the bill now has it.
 wait_for 30 "SELECT r.status = 'succeeded' FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id
@@ -144,5 +157,5 @@ took=$(wait_for 30 "SELECT state = 'no_statement' AND compared_at IS NOT NULL FR
                     WHERE channel = 'it_st' AND day = '$day'::date - 1")
 tap_ok $? "the worker fetches yesterday's statement once available and compares it (after ${took}s)"
 tap_is "$(found)" \
-    "missed_success healed, missed_success healed, missing_from_statement review, payment_differs review, unknown_payment review, unknown_refund healed" \
+    "missed_success healed, missed_success healed, missing_from_statement review, payment_differs review, refund_missing_from_statement review, unknown_payment review, unknown_refund healed" \
     "after all of it, each discrepancy was found once: the late refund in the bill is payflow's own"
