@@ -22,14 +22,19 @@
 #      shard, one SKU's stock taken) with stock local (single node), as a
 #      reference table, and distributed by SKU; the order row alone as the
 #      floor
+#   4  the reconciler's lease statement (src/reconcile.c) on one shard,
+#      run by the worker node that holds it (the node-local design), over
+#      the 16 shards of one worker
 #   5  a checkout as payflow's statements would run on Citus, one router
 #      statement each (doc/scale-out.md): five cart upserts, then in one
 #      transaction the cart taken, the order, its five lines and its
 #      event, on tables distributed by the customer's route; the same
 #      statements on one node
-#   4  the reconciler's lease statement on one shard: by the worker node
-#      holding it (node-local) and by the coordinator through Citus
-#      (shard by shard), each over the 16 shards of one worker
+#   6  the reconciler's apply of one success, as mark_paid's statements
+#      would run routed: the attempt and the order locked and updated, the
+#      event, the check done, in one transaction; the same on one node
+#
+# PF_BENCH_RUNS="5 6" makes only those runs (the set-up is made whole).
 #
 # It reports; it asserts nothing.  Writes bench/results/citus-<date>.txt too.
 set -euo pipefail
@@ -72,6 +77,7 @@ idle_ticks() {
 # run LABEL DATABASE CLIENTS SCRIPT: one pgbench run, one report line.
 run() {
     local label=$1 db=$2 clients=$3 script=$4 out before after tps lat n t0 t1 c0 c1 hz
+    [[ " ${PF_BENCH_RUNS:-1 2 3 4 5 6} " == *" $section "* ]] || return 0
     read -r c0 before < <(cpu_ticks)
     t0=$(date +%s%N)
     out=$(pgbench -n -M prepared -c "$clients" -j "$clients" -T "$SECONDS_PER_RUN" \
@@ -152,16 +158,19 @@ say "bench/citus.sh on $(hostname) $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) co
 say "Citus $PF_CITUS_VERSION, coordinator + 2 workers, 32 shards; single node = database 'single' of the coordinator's instance"
 say "CPU/txn: the three nodes' CPU during the run, less their idle CPU ($IDLE_TICKS_PER_10S ticks per 10 s), per transaction"
 say ""
+section=1
 say "1. cart_put"
 run "single node" single 1 "$work/cart_put.sql"
 run "Citus, cart_items by customer_id (router)" postgres 1 "$work/cart_put.sql"
 run "single node" single 4 "$work/cart_put.sql"
 run "Citus, cart_items by customer_id (router)" postgres 4 "$work/cart_put.sql"
 say ""
+section=2
 say "2. read by key"
 run "single node" single 1 "$work/cart_read.sql"
 run "Citus (router)" postgres 1 "$work/cart_read.sql"
 say ""
+section=3
 say "3. checkout-shaped transaction: order row + one SKU's stock"
 run "single node: order row only" single 1 "$work/order_only.sql"
 run "single node: order + stock" single 1 "$work/order_stock_sku.sql"
@@ -175,6 +184,7 @@ say "   two-phase commits: $(pf_citus_sql 0 -c "SELECT count(*) FROM pg_dist_tra
 say ""
 
 # --- 4. the reconciler's claim on its node ------------------------------------
+section=4
 say "4. the lease statement of src/reconcile.c on one shard (oldest 50 due; the lease written expires at once, so every claim finds 50), on the worker holding it"
 # The shards of worker 1, by name: the node-local pass reads its own shard
 # relations.
@@ -227,10 +237,58 @@ pf_citus_sql 0 -c "$checkout_tables" \
     echo "INSERT INTO bench.events (route, order_id, type) VALUES (:r, :order_id, 'order.created');"
     echo 'COMMIT;'
 } > "$work/checkout.sql"
+section=5
 say "5. a checkout's statements, each routed: 5 cart upserts, then cart taken + order + 5 lines + event in one transaction"
 run "single node" single 1 "$work/checkout.sql"
 run "Citus (route-distributed, co-located)" postgres 1 "$work/checkout.sql"
 run "single node" single 4 "$work/checkout.sql"
 run "Citus (route-distributed, co-located)" postgres 4 "$work/checkout.sql"
+
+# --- 6. the reconciler's apply of one success, routed ------------------------
+apply_tables="
+CREATE TABLE bench.pay (route int, id bigint, status text, amount bigint, paid_at timestamptz,
+                        PRIMARY KEY (route, id));
+CREATE TABLE bench.ord (route int, id bigint, status text, paid_amount bigint, PRIMARY KEY (route, id));
+CREATE TABLE bench.queue (route int, id bigint, lease_until timestamptz, PRIMARY KEY (route, id));
+CREATE TABLE bench.events2 (route int, order_id bigint, type text, at timestamptz DEFAULT now());
+INSERT INTO bench.pay SELECT i % 32768, i, 'pending', 500, NULL FROM generate_series(1, 6400) i;
+INSERT INTO bench.ord SELECT i % 32768, i, 'awaiting_payment', 0 FROM generate_series(1, 6400) i;
+INSERT INTO bench.queue SELECT i % 32768, i, now() FROM generate_series(1, 6400) i;"
+psql -X -q -v ON_ERROR_STOP=1 -d single -c "$apply_tables"
+pf_citus_sql 0 -c "$apply_tables" \
+    -c "SELECT create_distributed_table(t, 'route', colocate_with => 'bench.checks')
+        FROM unnest(ARRAY['bench.pay', 'bench.ord', 'bench.queue', 'bench.events2']) t" >/dev/null
+cat > "$work/apply.sql" <<'EOF'
+\set i random(1, 6400)
+\set r :i % 32768
+BEGIN;
+SELECT status FROM bench.pay WHERE route = :r AND id = :i FOR UPDATE;
+SELECT status FROM bench.ord WHERE route = :r AND id = :i FOR UPDATE;
+UPDATE bench.pay SET status = 'succeeded', paid_at = now() WHERE route = :r AND id = :i;
+UPDATE bench.ord SET status = 'paid', paid_amount = 500 WHERE route = :r AND id = :i;
+INSERT INTO bench.events2 (route, order_id, type) VALUES (:r, :i, 'order.paid');
+UPDATE bench.queue SET lease_until = NULL WHERE route = :r AND id = :i;
+COMMIT;
+EOF
+section=6
+say "6. the reconciler's apply of one success (mark_paid's statements, routed): lock attempt and order, update both, event, check done"
+run "single node" single 1 "$work/apply.sql"
+run "Citus, from the coordinator (the shard remote)" postgres 1 "$work/apply.sql"
+# The node-local reconciler applies on the node holding the shard, where
+# Citus executes the shard's statements in the same backend (local
+# execution): the same transaction, from worker 1, on its own shards' rows.
+ids=$(pf_citus_sql 0 -c "
+SELECT string_agg(p.id::text, ',' ORDER BY p.id)
+FROM bench.pay p
+JOIN pg_dist_placement pl ON pl.shardid = get_shard_id_for_distribution_column('bench.pay', p.route)
+JOIN pg_dist_node nd ON nd.groupid = pl.groupid AND nd.nodeport = ${PF_CITUS_PORTS[1]}")
+# A plain table of worker 1 (not Citus's): picking the id costs a local read.
+pf_citus_sql 1 -c "CREATE TABLE public.bench_local_ids AS
+                   SELECT row_number() OVER () AS n, i AS id FROM unnest('{$ids}'::bigint[]) i"
+local_count=$(pf_citus_sql 1 -c "SELECT count(*) FROM public.bench_local_ids")
+sed "s/^\\\\set i random(1, 6400)\$/\\\\set k random(1, $local_count)\\
+SELECT id AS i FROM public.bench_local_ids WHERE n = :k \\\\gset/" "$work/apply.sql" > "$work/apply_local.sql"
+PGHOST=${PF_CITUS_HOSTS[1]} PGPORT=${PF_CITUS_PORTS[1]} \
+    run "Citus, from worker 1 on its own shards (local execution)" postgres 1 "$work/apply_local.sql"
 say ""
 say "written to $report"
