@@ -7,7 +7,8 @@
 # database postgres, where Citus and payflow are created, then there the
 # pgTAP contract tests of checkout and payments and three integration
 # scenarios, payflow's tables not distributed (doc/scale-out.md says what
-# distributing them needs).  The three nodes are stopped and removed at the
+# distributing them needs), and last the router-only check of cart_put with
+# cart_items distributed.  The three nodes are stopped and removed at the
 # end, even on failure.
 #
 # Alone: bash test/citus/run.sh (builds and installs payflow first).
@@ -37,4 +38,6 @@ PGDATABASE=postgres PGOPTIONS="-c client_min_messages=error" \
 make -s -C test/channel_server >/dev/null &&
 PGDATABASE=postgres prove --exec bash test/integration/01_dropped_payment.sh test/integration/02_callbacks.sh \
     test/integration/03_expiry.sh test/integration/05_late_success_refund.sh || failed=1
+# Last: it distributes payflow.cart_items.
+PGDATABASE=postgres prove --exec bash test/citus/router_only.sh || failed=1
 [ "$failed" -eq 0 ]
