@@ -8,8 +8,9 @@
 # pgTAP contract tests of checkout and payments and three integration
 # scenarios, payflow's tables not distributed (doc/scale-out.md says what
 # distributing them needs), and last the router-only check of cart_put with
-# cart_items distributed.  The three nodes are stopped and removed at the
-# end, even on failure.
+# cart_items distributed and, under a load of cart_put, a shard moved and a
+# worker killed.  The three nodes are stopped and removed at the end, even
+# on failure.
 #
 # Alone: bash test/citus/run.sh (builds and installs payflow first).
 # test/run.sh calls it as its "citus" step with PF_CITUS_NO_BUILD=1, payflow
@@ -38,6 +39,8 @@ PGDATABASE=postgres PGOPTIONS="-c client_min_messages=error" \
 make -s -C test/channel_server >/dev/null &&
 PGDATABASE=postgres prove --exec bash test/integration/01_dropped_payment.sh test/integration/02_callbacks.sh \
     test/integration/03_expiry.sh test/integration/05_late_success_refund.sh || failed=1
-# Last: it distributes payflow.cart_items.
+# Last: they distribute payflow.cart_items, then move one of its shards
+# and kill a worker under a load of cart_put.
 PGDATABASE=postgres prove --exec bash test/citus/router_only.sh || failed=1
+PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/faults.sh || failed=1
 [ "$failed" -eq 0 ]
