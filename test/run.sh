@@ -19,6 +19,9 @@
 # 7. fuzz: each libFuzzer target of test/fuzz for a few seconds, from the
 #    checked-in corpus (regression inputs included), in its own throwaway
 #    single-user backend (test/fuzz/README.md; bench/fuzz.sh runs long).
+# citus: a Citus coordinator and two workers of their own, Citus built from
+#    test/citus/vendor when the tree lacks it (test/citus/run.sh,
+#    doc/scale-out.md).
 #
 # PF_ONLY="integration" (function names below, space-separated) runs only
 # those steps, for development; CI runs everything.
@@ -110,6 +113,11 @@ meta() {
         { grep -v '^ok' <<<"$out"; return 1; }
 }
 
+citus() {
+    # Its own three-node cluster (test/citus/run.sh); payflow is installed.
+    PF_CITUS_NO_BUILD=1 bash test/citus/run.sh
+}
+
 package() {
     prove --exec bash test/package/deb.sh
 }
@@ -120,6 +128,7 @@ step "pgTAP" pgtap
 step "concurrency" concurrency
 step "test channel server" channel_server
 step "integration" integration
+step "citus" citus
 step "docs" docs
 step "META.json" meta
 step "debian package" package

@@ -14,7 +14,8 @@ export PG_CONFIG=$PF_PGBIN/pg_config
 PF_PACKAGES="make gcc libc6-dev postgresql-15 postgresql-client-15 postgresql-server-dev-15
   libcurl4-openssl-dev libssl-dev zlib1g-dev postgresql-15-pgtap pgtap postgresql-15-cron
   libmicrohttpd-dev pkg-config graphviz curl openssl jq python3 python3-cryptography python3-psycopg2 bc valgrind
-  clang-14 libclang-rt-14-dev"
+  clang-14 libclang-rt-14-dev
+  libzstd-dev liblz4-dev libkrb5-dev patch"
 
 pf_log() { printf '== %s\n' "$*" >&2; }
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# test/citus/run.sh -- payflow on a Citus cluster: a coordinator and two
+# workers on free ports of this machine (test/citus/citus.sh), Citus 13.2.2
+# built from test/citus/vendor when the PostgreSQL tree lacks it.
+#
+# It runs test/citus/t/*.sh (TAP, by prove) against the coordinator's
+# database postgres, where Citus and payflow are created, then there the
+# pgTAP contract tests of checkout and payments and three integration
+# scenarios, payflow's tables not distributed (doc/scale-out.md says what
+# distributing them needs), and last the router-only check of cart_put with
+# cart_items distributed and, under a load of cart_put, a shard moved and a
+# worker killed.  The three nodes are stopped and removed at the end, even
+# on failure.
+#
+# Alone: bash test/citus/run.sh (builds and installs payflow first).
+# test/run.sh calls it as its "citus" step with PF_CITUS_NO_BUILD=1, payflow
+# being installed already.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. test/lib/cluster.sh
+. test/citus/citus.sh
+
+pf_install_deps
+[ -n "${PF_CITUS_NO_BUILD:-}" ] || pf_build_install
+pf_citus_install
+pf_citus_start
+pf_citus_sql 0 -c "CREATE EXTENSION payflow"
+
+failed=0
+PGDATABASE=postgres prove --exec bash test/citus/t/*.sh || failed=1
+# The contract tests of checkout and payments, on the coordinator.
+pf_citus_sql 0 -c "CREATE EXTENSION pgtap" &&
+PGDATABASE=postgres PGOPTIONS="-c client_min_messages=error" \
+    pg_prove test/pgtap/02_checkout.sql test/pgtap/03_payments.sql || failed=1
+# The integration scenarios of a dropped payment recovered, signed
+# callbacks (replayed, tampered, stale), an expiry with compensation and a
+# late success refunded once: the coordinator's worker against the test
+# channel server, payflow.verify() at the end of each.
+make -s -C test/channel_server >/dev/null &&
+PGDATABASE=postgres prove --exec bash test/integration/01_dropped_payment.sh test/integration/02_callbacks.sh \
+    test/integration/03_expiry.sh test/integration/05_late_success_refund.sh || failed=1
+# Last: they distribute payflow.cart_items, then move one of its shards
+# and kill a worker under a load of cart_put.
+PGDATABASE=postgres prove --exec bash test/citus/router_only.sh || failed=1
+PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/faults.sh || failed=1
+[ "$failed" -eq 0 ]
