@@ -1415,6 +1415,12 @@ BEGIN
                   DETAIL = format('Got %s.', coalesce(max_events::text, 'NULL')),
                   HINT = 'Read in batches of up to 10000 events.';
     END IF;
+    -- No id drawn since the cursor: nothing to read and nothing to move, so
+    -- an idle consumer's polling takes no lock and writes nothing.
+    IF coalesce(pg_catalog.pg_sequence_last_value('payflow.events_id_seq'::pg_catalog.regclass), 0)
+       <= (SELECT ec.acked_id FROM payflow.event_consumers ec WHERE ec.name = consumer) THEN
+        RETURN;
+    END IF;
     c := payflow.lock_consumer(consumer);
     horizon := payflow.events_committed_horizon();
     -- Statements started after the horizon see every event up to it, and
