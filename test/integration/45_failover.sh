@@ -147,6 +147,17 @@ sleep 6
 pm=$(head -n 1 "$FO_DIR/primary/postmaster.pid")
 acked_before=$(sort -u "$FO_DIR/acked.txt" | cut -d' ' -f1)
 kill -9 "$pm" $(pgrep -P "$pm") 2>/dev/null
+# A backend forked as the kill landed survives its postmaster, and may wait
+# forever on a lock a killed process held: every process still working in
+# the primary's data directory dies too.
+for _ in 1 2 3 4 5; do
+    orphans=$(for p in $(pgrep -u postgres); do
+                  [ "$(readlink "/proc/$p/cwd" 2>/dev/null)" = "$FO_DIR/primary" ] && echo "$p"
+              done)
+    [ -z "$orphans" ] && break
+    kill -9 $orphans 2>/dev/null
+    sleep 0.2
+done
 tap_diag "killed the primary (postmaster $pm) after $(wc -l < "$FO_DIR/acked.txt") acknowledged attempts"
 pg pg_ctl -D "$FO_DIR/standby" -w -t 60 promote >/dev/null
 tap_is "$(on "$S_PORT" "SELECT pg_is_in_recovery()")" "f" "the standby is promoted"
