@@ -6,19 +6,14 @@
 #include "channel_parse.h"
 
 #include <stdio.h>
-#include <string.h>
 
-static int	passed = 0;
-static int	failed = 0;
+#include "tap.h"
+#include <string.h>
 
 static void
 check(bool ok, const char *name)
 {
-	printf("%s %d - %s\n", ok ? "ok" : "not ok", passed + failed + 1, name);
-	if (ok)
-		passed++;
-	else
-		failed++;
+	tap_record(ok, name);
 }
 
 static bool
@@ -148,6 +143,5 @@ main(void)
 	check(pf_check_channel_time(INT64_MIN + 1, INT64_MIN, INT64_MAX - 1, 300) == PF_TIME_OK,
 		  "no overflow at the ends of the scale");
 
-	printf("# channel_parse: %d passed, %d failed\n", passed, failed);
-	return failed == 0 ? 0 : 1;
+	return tap_done("channel_parse");
 }

@@ -22,10 +22,9 @@
 
 #include <openssl/err.h>
 
-extern void pg_shim_reset(void);
+#include "tap.h"
 
-static int	passed = 0;
-static int	failed = 0;
+extern void pg_shim_reset(void);
 
 /* Record one test; it also fails if the calls left errors on OpenSSL's queue. */
 static void
@@ -37,11 +36,7 @@ check(bool ok, const char *name)
 		ERR_clear_error();
 		ok = false;
 	}
-	printf("%s %d - %s\n", ok ? "ok" : "not ok", passed + failed + 1, name);
-	if (ok)
-		passed++;
-	else
-		failed++;
+	tap_record(ok, name);
 }
 
 static char *
@@ -393,6 +388,5 @@ main(int argc, char **argv)
 	test_rsa(argv[1]);
 	test_webhook(argv[1]);
 	pg_shim_reset();
-	printf("# crypto_test: %d passed, %d failed\n", passed, failed);
-	return failed == 0 ? 0 : 1;
+	return tap_done("crypto_test");
 }

@@ -8,22 +8,17 @@
 #include "statement_parse.h"
 
 #include <stdio.h>
+
+#include "tap.h"
 #include <stdlib.h>
 #include <string.h>
 
 #include <zlib.h>
 
-static int	passed = 0;
-static int	failed = 0;
-
 static void
 check(bool ok, const char *name)
 {
-	printf("%s %d - %s\n", ok ? "ok" : "not ok", passed + failed + 1, name);
-	if (ok)
-		passed++;
-	else
-		failed++;
+	tap_record(ok, name);
 }
 
 #define HEADER_ALL "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识," \
@@ -210,6 +205,5 @@ main(void)
 		}
 	}
 
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed == 0 ? 0 : 1;
+	return tap_done("statement_parse");
 }
