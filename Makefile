@@ -12,6 +12,7 @@ OBJS = \
 	src/spi_util.o \
 	src/state.o \
 	src/statuses.o \
+	src/route.o \
 	src/events.o \
 	src/consumers.o \
 	src/checks.o \

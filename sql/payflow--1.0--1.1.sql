@@ -2199,3 +2199,209 @@ SELECT s.entity, s.status, s.status, 'statement.mismatch'
 FROM payflow.statuses s WHERE s.entity IN ('order', 'payment');
 
 -- (part 14 ends here)
+
+-- ===========================================================================
+-- Part 15. Scale-out on Citus: payflow.distribute()
+-- ===========================================================================
+-- doc/scale-out.md is the design.  On one node nothing here is used: the
+-- tables below stay empty, and payflow's statements are those of one node.
+-- distribute() converts an installed payflow on a Citus cluster: every row
+-- a customer owns gets the customer's route (hashtext(customer_id) & 32767)
+-- and the tables are distributed by it, co-located; the tables every node
+-- reads are reference tables; stock is distributed by SKU.
+
+-- One row once payflow is distributed: payflow's C code reads it once per
+-- backend and then names the route in every statement it routes.
+CREATE TABLE payflow.distribution (
+    singleton        boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    shard_count      integer NOT NULL,
+    first_routed_id  bigint NOT NULL,
+    distributed_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE payflow.distribution IS
+    'One row once payflow.distribute() converted payflow on a Citus cluster: order ids from first_routed_id on carry their route in their low 15 bits.';
+
+-- The route of each order written before distribute(): its id carries none.
+CREATE TABLE payflow.order_routes (
+    order_id  bigint PRIMARY KEY,
+    route     integer NOT NULL CHECK (route BETWEEN 0 AND 32767)
+);
+COMMENT ON TABLE payflow.order_routes IS
+    'The route of every order older than payflow.distribute(), whose id does not carry it.';
+
+-- The SKUs that have a stock row.  A checkout reads it on the customer's
+-- node to learn whether a line has stock to reserve; on a distributed
+-- install it is a reference table, kept by a trigger on stock.
+CREATE TABLE payflow.stocked_skus (sku text PRIMARY KEY);
+COMMENT ON TABLE payflow.stocked_skus IS
+    'On a distributed install: the SKUs that have a payflow.stock row (empty on one node).';
+
+CREATE FUNCTION payflow.keep_stocked_skus() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO payflow.stocked_skus (sku) SELECT n.sku FROM new_rows n ON CONFLICT DO NOTHING;
+    ELSE
+        DELETE FROM payflow.stocked_skus s USING old_rows o WHERE s.sku OPERATOR(pg_catalog.=) o.sku;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- A customer's route, as payflow's C code computes it (src/route.c).
+CREATE FUNCTION payflow.customer_route(customer_id text) RETURNS integer
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN pg_catalog.hashtext(customer_id) OPERATOR(pg_catalog.&) 32767;
+
+CREATE FUNCTION payflow.distribute(shard_count integer DEFAULT 32) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    routed constant text[] := ARRAY['cart_items', 'orders', 'order_lines', 'payments', 'refunds', 'events',
+                                    'pending_checks', 'notifications', 'review_audit', 'status_count_changes'];
+    reference constant text[] := ARRAY['transitions', 'statuses', 'transition_events', 'distribution',
+                                       'stocked_skus'];
+    -- The new shape of the tables: applied here and to the tables the
+    -- extension created on every worker, which Citus takes as the shells
+    -- of the distributed tables there.
+    unlink text[];
+    keys text[];
+    t text;
+    r record;
+    first_id bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'payflow cannot be distributed: Citus is not installed in this database'
+            USING ERRCODE = 'PF090',
+                  DETAIL = 'payflow.distribute() converts payflow on a Citus cluster''s coordinator.',
+                  HINT = 'Create the citus extension and add the worker nodes first (doc/scale-out.md).';
+    END IF;
+    IF EXISTS (SELECT 1 FROM payflow.distribution) THEN
+        RAISE EXCEPTION 'payflow is distributed already'
+            USING ERRCODE = 'PF090',
+                  DETAIL = format('It was distributed at %s.', (SELECT distributed_at FROM payflow.distribution)),
+                  HINT = 'Move or split shards with Citus''s own functions.';
+    END IF;
+    IF shard_count IS NULL OR shard_count NOT BETWEEN 1 AND 32768 THEN
+        RAISE EXCEPTION 'shard_count must be between 1 and 32768'
+            USING ERRCODE = 'PF005',
+                  DETAIL = format('shard_count was %s; a route is 15 bits, so more shards would stay empty.',
+                                  coalesce(shard_count::text, 'NULL')),
+                  HINT = 'Two to four shards per core of the cluster is a usual start.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_dist_node WHERE groupid OPERATOR(pg_catalog.<>) 0 AND isactive) THEN
+        RAISE EXCEPTION 'payflow cannot be distributed: the cluster has no worker node'
+            USING ERRCODE = 'PF090',
+                  DETAIL = 'pg_dist_node lists no active worker.',
+                  HINT = 'Add the workers with citus_add_node() first: a worker added later lacks payflow''s new shape.';
+    END IF;
+    PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
+    LOCK payflow.cart_items, payflow.orders, payflow.order_lines, payflow.payments, payflow.refunds,
+         payflow.events, payflow.pending_checks, payflow.notifications, payflow.review_audit,
+         payflow.status_count_changes, payflow.stock IN ACCESS EXCLUSIVE MODE;
+
+    unlink := ARRAY[
+        'ALTER TABLE payflow.payments DROP CONSTRAINT payments_order_id_fkey, DROP CONSTRAINT payments_channel_fkey',
+        'ALTER TABLE payflow.refunds DROP CONSTRAINT refunds_order_id_fkey, DROP CONSTRAINT refunds_payment_id_fkey',
+        'ALTER TABLE payflow.pending_checks DROP CONSTRAINT pending_checks_payment_id_fkey, DROP CONSTRAINT pending_checks_refund_id_fkey',
+        'ALTER TABLE payflow.statement_mismatches DROP CONSTRAINT statement_mismatches_order_id_fkey, DROP CONSTRAINT statement_mismatches_payment_id_fkey, DROP CONSTRAINT statement_mismatches_refund_id_fkey'];
+    FOREACH t IN ARRAY routed LOOP
+        unlink := unlink || format('ALTER TABLE payflow.%I ADD COLUMN route integer', t);
+    END LOOP;
+    keys := ARRAY[
+        'ALTER TABLE payflow.cart_items DROP CONSTRAINT cart_items_pkey, ADD PRIMARY KEY (route, customer_id, sku)',
+        'ALTER TABLE payflow.orders DROP CONSTRAINT orders_pkey, DROP CONSTRAINT orders_order_no_key, DROP CONSTRAINT orders_customer_id_idempotency_key_key, ADD PRIMARY KEY (route, id), ADD UNIQUE (route, order_no), ADD UNIQUE (route, customer_id, idempotency_key)',
+        'ALTER TABLE payflow.order_lines DROP CONSTRAINT order_lines_pkey, ADD PRIMARY KEY (route, order_id, sku)',
+        'ALTER TABLE payflow.payments DROP CONSTRAINT payments_pkey, DROP CONSTRAINT payments_payment_no_key, DROP CONSTRAINT payments_order_id_attempt_key, DROP CONSTRAINT payments_order_id_idempotency_key_key, ADD PRIMARY KEY (route, id), ADD UNIQUE (route, payment_no), ADD UNIQUE (route, order_id, attempt), ADD UNIQUE (route, order_id, idempotency_key)',
+        'ALTER TABLE payflow.refunds DROP CONSTRAINT refunds_pkey, DROP CONSTRAINT refunds_refund_no_key, ADD PRIMARY KEY (route, id), ADD UNIQUE (route, refund_no)',
+        'ALTER TABLE payflow.events DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (route, id)',
+        'ALTER TABLE payflow.pending_checks DROP CONSTRAINT pending_checks_pkey, DROP CONSTRAINT pending_checks_payment_id_key, DROP CONSTRAINT pending_checks_refund_id_key, ADD PRIMARY KEY (route, id), ADD UNIQUE (route, payment_id), ADD UNIQUE (route, refund_id)',
+        'ALTER TABLE payflow.notifications DROP CONSTRAINT notifications_pkey, DROP CONSTRAINT notifications_channel_event_id_key, ADD PRIMARY KEY (route, id), ADD UNIQUE (route, channel, event_id)',
+        'ALTER TABLE payflow.review_audit DROP CONSTRAINT review_audit_pkey, ADD PRIMARY KEY (route, id)'];
+    FOREACH t IN ARRAY routed LOOP
+        keys := format('ALTER TABLE payflow.%I ALTER COLUMN route SET NOT NULL', t) || keys;
+    END LOOP;
+
+    -- The workers' tables first: they hold no rows of these tables.
+    FOR r IN SELECT * FROM run_command_on_workers(array_to_string(unlink || keys, '; ')) LOOP
+        IF NOT r.success THEN
+            RAISE EXCEPTION 'payflow cannot be distributed: worker %:% refused the new shape', r.nodename, r.nodeport
+                USING ERRCODE = 'PF090',
+                      DETAIL = r.result,
+                      HINT = 'Every worker must have payflow 1.1 as CREATE EXTENSION left it, with no rows.';
+        END IF;
+    END LOOP;
+
+    FOREACH t IN ARRAY unlink LOOP
+        EXECUTE t;
+    END LOOP;
+    -- Every row gets its customer's route.
+    ALTER TABLE payflow.events DISABLE TRIGGER events_append_only;
+    ALTER TABLE payflow.review_audit DISABLE TRIGGER review_audit_append_only;
+    UPDATE payflow.cart_items SET route = payflow.customer_route(customer_id);
+    UPDATE payflow.orders SET route = payflow.customer_route(customer_id);
+    UPDATE payflow.order_lines l SET route = o.route FROM payflow.orders o WHERE o.id = l.order_id;
+    UPDATE payflow.payments p SET route = o.route FROM payflow.orders o WHERE o.id = p.order_id;
+    UPDATE payflow.refunds f SET route = o.route FROM payflow.orders o WHERE o.id = f.order_id;
+    UPDATE payflow.events e SET route = coalesce((SELECT o.route FROM payflow.orders o WHERE o.id = e.order_id), 0);
+    UPDATE payflow.pending_checks c SET route = coalesce(
+        (SELECT p.route FROM payflow.payments p WHERE p.id = c.payment_id),
+        (SELECT f.route FROM payflow.refunds f WHERE f.id = c.refund_id));
+    UPDATE payflow.notifications n SET route = coalesce(
+        (SELECT p.route FROM payflow.payments p WHERE p.payment_no = n.payment_no),
+        (SELECT f.route FROM payflow.refunds f WHERE f.refund_no = n.refund_no), 0);
+    UPDATE payflow.review_audit a SET route = coalesce((SELECT o.route FROM payflow.orders o WHERE o.id = a.order_id), 0);
+    UPDATE payflow.status_count_changes SET route = 0;
+    ALTER TABLE payflow.events ENABLE TRIGGER events_append_only;
+    ALTER TABLE payflow.review_audit ENABLE TRIGGER review_audit_append_only;
+    FOREACH t IN ARRAY keys LOOP
+        EXECUTE t;
+    END LOOP;
+
+    -- Order ids from now on carry their route in their low 15 bits.
+    INSERT INTO payflow.order_routes (order_id, route) SELECT id, route FROM payflow.orders;
+    first_id := (coalesce((SELECT max(id) FROM payflow.orders), 0) / 32768 + 1) * 32768;
+    PERFORM setval(pg_get_serial_sequence('payflow.orders', 'id'), first_id / 32768, false);
+    INSERT INTO payflow.distribution (shard_count, first_routed_id) VALUES (distribute.shard_count, first_id);
+    INSERT INTO payflow.stocked_skus (sku) SELECT sku FROM payflow.stock;
+
+    FOREACH t IN ARRAY reference LOOP
+        PERFORM create_reference_table(format('payflow.%I', t));
+    END LOOP;
+    PERFORM create_distributed_table('payflow.orders', 'route', shard_count => distribute.shard_count,
+                                     colocate_with => 'none');
+    FOREACH t IN ARRAY routed LOOP
+        CONTINUE WHEN t = 'orders';
+        PERFORM create_distributed_table(format('payflow.%I', t), 'route', colocate_with => 'payflow.orders');
+    END LOOP;
+    PERFORM create_distributed_table('payflow.order_routes', 'order_id', shard_count => distribute.shard_count,
+                                     colocate_with => 'none');
+    PERFORM create_distributed_table('payflow.stock', 'sku', shard_count => distribute.shard_count,
+                                     colocate_with => 'none');
+    CREATE TRIGGER stock_keeps_stocked_skus_insert AFTER INSERT ON payflow.stock
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION payflow.keep_stocked_skus();
+    CREATE TRIGGER stock_keeps_stocked_skus_delete AFTER DELETE ON payflow.stock
+        REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION payflow.keep_stocked_skus();
+    ALTER TABLE payflow.payments ADD FOREIGN KEY (route, order_id) REFERENCES payflow.orders (route, id);
+    ALTER TABLE payflow.refunds ADD FOREIGN KEY (route, order_id) REFERENCES payflow.orders (route, id);
+    ALTER TABLE payflow.refunds ADD FOREIGN KEY (route, payment_id) REFERENCES payflow.payments (route, id);
+    ALTER TABLE payflow.pending_checks ADD FOREIGN KEY (route, payment_id) REFERENCES payflow.payments (route, id);
+    ALTER TABLE payflow.pending_checks ADD FOREIGN KEY (route, refund_id) REFERENCES payflow.refunds (route, id);
+    -- The local copies of the moved rows are no longer read: remove them
+    -- (the audit's own rows are on the shards now).
+    ALTER TABLE payflow.review_audit DISABLE TRIGGER review_audit_no_truncate;
+    FOREACH t IN ARRAY routed || reference || ARRAY['order_routes', 'stock'] LOOP
+        PERFORM truncate_local_data_after_distributing_table(format('payflow.%I', t));
+    END LOOP;
+    ALTER TABLE payflow.review_audit ENABLE TRIGGER review_audit_no_truncate;
+END
+$$;
+REVOKE ALL ON FUNCTION payflow.distribute(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION payflow.keep_stocked_skus() FROM PUBLIC;
+GRANT SELECT ON payflow.distribution, payflow.order_routes, payflow.stocked_skus
+    TO payflow_app, payflow_admin, payflow_worker;
+COMMENT ON FUNCTION payflow.distribute(integer) IS
+    'Converts an installed payflow on a Citus cluster''s coordinator: every customer''s rows on one shard (doc/scale-out.md).';
+
+-- (part 15 ends here)

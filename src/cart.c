@@ -28,9 +28,9 @@ PG_FUNCTION_INFO_V1(payflow_cart_put);
 
 static PreparedQuery upsert_cart_line = {
 	.sql = "INSERT INTO payflow.cart_items"
-	" (customer_id, sku, quantity, unit_price, currency, title)"
-	" VALUES ($1, $2, $3, $4, $5, $6)"
-	" ON CONFLICT (customer_id, sku) DO UPDATE"
+	" ({{route,}}customer_id, sku, quantity, unit_price, currency, title)"
+	" VALUES ({{route$}}$1, $2, $3, $4, $5, $6)"
+	" ON CONFLICT ({{route,}}customer_id, sku) DO UPDATE"
 	" SET quantity = excluded.quantity, unit_price = excluded.unit_price,"
 	"     currency = excluded.currency,"
 	"     title = coalesce(excluded.title, payflow.cart_items.title),"
@@ -38,14 +38,30 @@ static PreparedQuery upsert_cart_line = {
 	.nargs = 6,
 	.argtypes = {TEXTOID, TEXTOID, INT4OID, INT8OID, BPCHAROID, TEXTOID},
 	.path_free = true,			/* no function, operator or type named */
+	.routed = true,
 };
 
 static PreparedQuery delete_cart_line = {
 	.sql = "DELETE FROM payflow.cart_items"
-	" WHERE customer_id OPERATOR(pg_catalog.=) $1 AND sku OPERATOR(pg_catalog.=) $2",
+	" WHERE {{route=}}customer_id OPERATOR(pg_catalog.=) $1 AND sku OPERATOR(pg_catalog.=) $2",
 	.nargs = 2,
 	.argtypes = {TEXTOID, TEXTOID},
 	.path_free = true,
+	.routed = true,
+};
+
+/*
+ * On a distributed install the cart lives on the customer's shard, maybe on
+ * another node: its lines are counted by a statement Citus routes there.
+ */
+static PreparedQuery count_cart_lines_routed = {
+	.sql = "SELECT pg_catalog.count(*) AS n FROM payflow.cart_items"
+	" WHERE {{route=}}customer_id OPERATOR(pg_catalog.=) $1",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+	.read_only = true,
+	.path_free = true,
+	.routed = true,
 };
 
 /*
@@ -110,11 +126,19 @@ open_cart_items(void)
 static int64
 cart_lines(Datum customer_id, int64 stop_after)
 {
-	Relation	rel = open_cart_items();
-	Relation	index = index_open(RelationGetPrimaryKeyIndex(rel), NoLock);
+	Relation	rel;
+	Relation	index;
 	ScanKeyData key;
 	IndexScanDesc scan;
 	int64		n = 0;
+
+	if (pf_distributed())
+	{
+		pf_execute(&count_cart_lines_routed, &customer_id, NULL, 1);
+		return pf_int64(0, "n");
+	}
+	rel = open_cart_items();
+	index = index_open(RelationGetPrimaryKeyIndex(rel), NoLock);
 
 	/* customer_id is the key's first column; compared with its collation. */
 	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
@@ -229,6 +253,12 @@ payflow_cart_put(PG_FUNCTION_ARGS)
 				 errhint("Use three upper-case letters, such as CNY or USD.")));
 
 	SPI_connect();
+	if (pf_distributed())
+	{
+		text	   *customer = DatumGetTextPP(customer_id);
+
+		pf_set_route(pf_route_of_customer(VARDATA_ANY(customer), VARSIZE_ANY_EXHDR(customer)));
+	}
 	if (quantity == 0)
 	{
 		Datum		values[2] = {customer_id, sku};

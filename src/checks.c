@@ -11,11 +11,12 @@
 #include "payflow.h"
 
 static PreparedQuery upsert_payment_check = {
-	.sql = "INSERT INTO payflow.pending_checks (payment_id, due_at) VALUES ($1, $2)"
-	" ON CONFLICT (payment_id) DO UPDATE"
+	.sql = "INSERT INTO payflow.pending_checks ({{route,}}payment_id, due_at) VALUES ({{route$}}$1, $2)"
+	" ON CONFLICT ({{route,}}payment_id) DO UPDATE"
 	" SET due_at = LEAST(payflow.pending_checks.due_at, excluded.due_at)",
 	.nargs = 2,
 	.argtypes = {INT8OID, TIMESTAMPTZOID},
+	.routed = true,
 };
 
 /*
@@ -23,29 +24,32 @@ static PreparedQuery upsert_payment_check = {
  * since $3 (then their schedule stands).
  */
 static PreparedQuery last_checks_of_order = {
-	.sql = "INSERT INTO payflow.pending_checks (payment_id, due_at)"
-	" SELECT p.id, $2 FROM payflow.payments p"
-	" WHERE p.order_id = $1 AND p.status IN ({{payment:open,!in_review}}) ORDER BY p.id"
-	" ON CONFLICT (payment_id) DO UPDATE SET due_at = excluded.due_at"
+	.sql = "INSERT INTO payflow.pending_checks ({{route,}}payment_id, due_at)"
+	" SELECT {{route,p}}p.id, $2 FROM payflow.payments p"
+	" WHERE {{route=p}}p.order_id = $1 AND p.status IN ({{payment:open,!in_review}}) ORDER BY p.id"
+	" ON CONFLICT ({{route,}}payment_id) DO UPDATE SET due_at = excluded.due_at"
 	" WHERE payflow.pending_checks.due_at > excluded.due_at"
 	"   AND (payflow.pending_checks.last_checked_at IS NULL"
 	"        OR payflow.pending_checks.last_checked_at < $3)",
 	.nargs = 3,
 	.argtypes = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+	.routed = true,
 };
 
 static PreparedQuery upsert_refund_check = {
-	.sql = "INSERT INTO payflow.pending_checks (refund_id, due_at) VALUES ($1, $2)"
-	" ON CONFLICT (refund_id) DO UPDATE"
+	.sql = "INSERT INTO payflow.pending_checks ({{route,}}refund_id, due_at) VALUES ({{route$}}$1, $2)"
+	" ON CONFLICT ({{route,}}refund_id) DO UPDATE"
 	" SET due_at = LEAST(payflow.pending_checks.due_at, excluded.due_at)",
 	.nargs = 2,
 	.argtypes = {INT8OID, TIMESTAMPTZOID},
+	.routed = true,
 };
 
 static PreparedQuery delete_payment_check = {
-	.sql = "DELETE FROM payflow.pending_checks WHERE payment_id = $1",
+	.sql = "DELETE FROM payflow.pending_checks WHERE {{route=}}payment_id = $1",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 /* When the first check of a new attempt is due: now + the first step. */
@@ -105,17 +109,19 @@ pf_dequeue_payment_check(int64 payment_id)
 }
 
 static PreparedQuery delete_refund_check = {
-	.sql = "DELETE FROM payflow.pending_checks WHERE refund_id = $1",
+	.sql = "DELETE FROM payflow.pending_checks WHERE {{route=}}refund_id = $1",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 static PreparedQuery reschedule_check = {
 	.sql = "UPDATE payflow.pending_checks SET checks = checks + 1, due_at = $2,"
 	"       lease_until = NULL, last_checked_at = now(), last_outcome = $3, last_error = $4"
-	" WHERE id = $1",
+	" WHERE {{route=}}id = $1",
 	.nargs = 4,
 	.argtypes = {INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID},
+	.routed = true,
 };
 
 void
@@ -139,9 +145,10 @@ static PreparedQuery refund_check_to_review = {
 	"       due_at = now() + interval '" REFUND_REVIEW_RECHECK "',"
 	"       lease_until = NULL, last_checked_at = now(),"
 	"       last_outcome = '" REVIEW_OUTCOME_PREFIX "' || $2, last_error = $3"
-	" WHERE id = $1",
+	" WHERE {{route=}}id = $1",
 	.nargs = 3,
 	.argtypes = {INT8OID, TEXTOID, TEXTOID},
+	.routed = true,
 };
 
 void

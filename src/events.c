@@ -14,21 +14,24 @@
 #include "commands/async.h"
 
 static PreparedQuery insert_event = {
-	.sql = "INSERT INTO payflow.events (type, order_id, payment_id, refund_id, payload)"
-	" SELECT $1, o.id, p.id, r.id, jsonb_strip_nulls(jsonb_build_object("
+	.sql = "INSERT INTO payflow.events ({{route,}}type, order_id, payment_id, refund_id, payload)"
+	" SELECT {{route,o}}$1, o.id, p.id, r.id, jsonb_strip_nulls(jsonb_build_object("
 	PF_EVENT_ORDER_FIELDS("o") ", " PF_EVENT_PAYMENT_FIELDS("p") ", "
 	PF_EVENT_REFUND_FIELDS("r") ", 'note', $5))"
 	" FROM payflow.orders o"
-	" LEFT JOIN payflow.payments p ON p.id = $3"
-	" LEFT JOIN payflow.refunds r ON r.id = $4"
-	" WHERE o.id = $2",
+	" LEFT JOIN payflow.payments p ON {{route=p=o}}p.id = $3"
+	" LEFT JOIN payflow.refunds r ON {{route=r=o}}r.id = $4"
+	" WHERE {{route=o}}o.id = $2",
 	.nargs = 5,
 	.argtypes = {TEXTOID, INT8OID, INT8OID, INT8OID, TEXTOID},
+	.routed = true,
 };
 
 /*
  * Append one event.  payment_id and refund_id are 0 when the event is not
- * about one; note is an optional human-readable reason.  Must be called
+ * about one (no row has id 0, so the join finds none: passed as 0, not
+ * NULL, the join keeps its route on a distributed install); note is an
+ * optional human-readable reason.  Must be called
  * inside an SPI connection, after the change it records.
  */
 void
@@ -43,10 +46,6 @@ pf_emit_event(const char *type, int64 order_id, int64 payment_id,
 	values[2] = Int64GetDatum(payment_id);
 	values[3] = Int64GetDatum(refund_id);
 	values[4] = note ? CStringGetTextDatum(note) : (Datum) 0;
-	if (payment_id == 0)
-		nulls[2] = 'n';
-	if (refund_id == 0)
-		nulls[3] = 'n';
 	if (note == NULL)
 		nulls[4] = 'n';
 

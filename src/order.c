@@ -95,15 +95,16 @@ static PreparedQuery checkout_cart = {
 };
 
 static PreparedQuery order_by_key = {
-	.sql = "SELECT * FROM payflow.orders WHERE customer_id = $1 AND idempotency_key = $2",
+	.sql = "SELECT * FROM payflow.orders WHERE {{route=}}customer_id = $1 AND idempotency_key = $2",
 	.nargs = 2,
 	.argtypes = {TEXTOID, TEXTOID},
+	.routed = true,
 };
 
 /* The customer's newest payable order created after $2 (checkout's resume, open_order). */
 #define NEWEST_OPEN_ORDER_SQL \
 	"SELECT * FROM payflow.orders" \
-	" WHERE customer_id = $1 AND status = 'awaiting_payment'" \
+	" WHERE {{route=}}customer_id = $1 AND status = 'awaiting_payment'" \
 	"   AND created_at > $2 AND expires_at > $3" \
 	" ORDER BY created_at DESC, id DESC LIMIT 1"
 
@@ -111,6 +112,7 @@ static PreparedQuery newest_open_order = {
 	.sql = NEWEST_OPEN_ORDER_SQL,
 	.nargs = 3,
 	.argtypes = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+	.routed = true,
 };
 
 /* The same, for the STABLE open_order(). */
@@ -119,6 +121,7 @@ static PreparedQuery newest_open_order_read_only = {
 	.nargs = 3,
 	.argtypes = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
 	.read_only = true,
+	.routed = true,
 };
 
 /*
@@ -179,6 +182,77 @@ static PreparedQuery insert_order_from_cart = {
 	.nargs = 10,
 	.argtypes = {TEXTOID, BPCHAROID, INT8OID, TIMESTAMPTZOID, TEXTOID, BOOLARRAYOID,
 	TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT8ARRAYOID},
+};
+
+/*
+ * The checkout on a distributed install (doc/scale-out.md): Citus routes a
+ * statement whole only when it is a plain router query, and the one-node
+ * checkout is a data-modifying WITH.  So the cart is taken, the order, its
+ * lines and its event are written, each by its own statement, all on the
+ * customer's shard: one node, a one-phase commit.  Stock lives on the
+ * shards of its SKUs: each stocked line is reserved by its own statement,
+ * in SKU order, and Citus commits the nodes written in two phases.
+ */
+static PreparedQuery take_cart_routed = {
+	.sql = "DELETE FROM payflow.cart_items c WHERE {{route=c}}c.customer_id OPERATOR(pg_catalog.=) $1"
+	" RETURNING c.sku AS line_sku, c.title AS line_title, c.quantity AS line_quantity,"
+	"           c.unit_price AS line_unit_price, c.currency AS line_currency,"
+	"           EXISTS (SELECT 1 FROM payflow.stocked_skus s"
+	"                   WHERE s.sku OPERATOR(pg_catalog.=) c.sku) AS line_stocked",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+	.routed = true,
+};
+
+static PreparedQuery reserve_sku_routed = {
+	.sql = "UPDATE payflow.stock SET available = available - $2, reserved = reserved + $2,"
+	"       updated_at = now()"
+	" WHERE sku = $1 AND available >= $2",
+	.nargs = 2,
+	.argtypes = {TEXTOID, INT4OID},
+};
+
+static PreparedQuery sku_available = {
+	.sql = "SELECT available FROM payflow.stock WHERE sku = $1",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
+
+static PreparedQuery next_order_number = {
+	.sql = "SELECT nextval('payflow.orders_id_seq') AS n",
+	.nargs = 0,
+};
+
+static PreparedQuery insert_order_routed = {
+	.sql = "INSERT INTO payflow.orders AS written ({{route,}}id, order_no, customer_id, status,"
+	"                                          currency, total_amount, expires_at, idempotency_key)"
+	" VALUES ({{route$}}$1, 'PF' || lpad($1::text, 12, '0'), $2, 'awaiting_payment', $3, $4, $5, $6)"
+	" RETURNING *",
+	.nargs = 6,
+	.argtypes = {INT8OID, TEXTOID, BPCHAROID, INT8OID, TIMESTAMPTZOID, TEXTOID},
+	.routed = true,
+};
+
+static PreparedQuery insert_order_lines_routed = {
+	.sql = "INSERT INTO payflow.order_lines ({{route,}}order_id, sku, title, quantity, unit_price, reserved)"
+	" SELECT {{route$}}$1, l.sku, l.title, l.quantity, l.unit_price, l.reserved"
+	" FROM unnest($2::text[], $3::text[], $4::int4[], $5::int8[], $6::bool[])"
+	"      AS l(sku, title, quantity, unit_price, reserved)",
+	.nargs = 6,
+	.argtypes = {INT8OID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT8ARRAYOID, BOOLARRAYOID},
+	.routed = true,
+};
+
+/* Citus allows no function but IMMUTABLE ones in RETURNING: the payload is built here. */
+static PreparedQuery insert_created_event_routed = {
+	.sql = "INSERT INTO payflow.events ({{route,}}type, order_id, payload)"
+	" SELECT {{route$}}'order.created', $1,"
+	"        jsonb_strip_nulls(jsonb_build_object(" PF_EVENT_ORDER_FIELDS("o") "))"
+	" FROM (VALUES ($2::text, $3::text, $4::text, $5::char(3), $6::int8, $7::int8, $8::int8))"
+	"      AS o(order_no, status, customer_id, currency, total_amount, paid_amount, refunded_amount)",
+	.nargs = 8,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID, TEXTOID, BPCHAROID, INT8OID, INT8OID, INT8OID},
+	.routed = true,
 };
 
 static PreparedQuery lock_order = {
@@ -250,6 +324,7 @@ typedef struct CartLines
 	bool	   *title_nulls;
 	Datum	   *quantities;
 	Datum	   *unit_prices;
+	bool	   *stocked;
 	char	   *currency;
 	int64		total;
 	bool		any_stocked;
@@ -279,6 +354,7 @@ read_cart_lines(CartLines *lines, const char *customer_id, uint64 count)
 	lines->title_nulls = palloc(sizeof(bool) * (count + 1));
 	lines->quantities = palloc(sizeof(Datum) * (count + 1));
 	lines->unit_prices = palloc(sizeof(Datum) * (count + 1));
+	lines->stocked = palloc(sizeof(bool) * (count + 1));
 	lines->currency = NULL;
 	lines->total = 0;
 	lines->any_stocked = false;
@@ -339,9 +415,21 @@ read_cart_lines(CartLines *lines, const char *customer_id, uint64 count)
 					 errmsg("cart total of customer %s is out of range", customer_id),
 					 errdetail("Line %s makes the total exceed the bigint range of minor units.", sku),
 					 errhint("Check the line's quantity and unit_price.")));
-		if (DatumGetBool(pf_datum(i, "line_stocked")))
+		lines->stocked[n] = DatumGetBool(pf_datum(i, "line_stocked"));
+		if (lines->stocked[n])
 			lines->any_stocked = true;
 	}
+}
+
+static void
+insufficient_stock(const char *customer_id, const char *sku, int32 quantity, int32 available)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PF_INSUFFICIENT_STOCK),
+			 errmsg("insufficient stock for SKU %s", sku),
+			 errdetail("Customer %s wants %d of SKU %s but %d are available.",
+					   customer_id, quantity, sku, available),
+			 errhint("Lower the quantity with payflow.cart_put() or remove the line, then check out again.")));
 }
 
 /*
@@ -384,16 +472,7 @@ reserve_cart_stock(const CartLines *lines, const char *customer_id)
 			int64		line = pf_int64(i, "line");
 
 			if (available < quantity)
-			{
-				char	   *sku = pf_text(i, "sku");
-
-				ereport(ERROR,
-						(errcode(ERRCODE_PF_INSUFFICIENT_STOCK),
-						 errmsg("insufficient stock for SKU %s", sku),
-						 errdetail("Customer %s wants %d of SKU %s but %d are available.",
-								   customer_id, quantity, sku, available),
-						 errhint("Lower the quantity with payflow.cart_put() or remove the line, then check out again.")));
-			}
+				insufficient_stock(customer_id, pf_text(i, "sku"), quantity, available);
 			if (line < 1 || line > lines->count)
 				elog(ERROR, "payflow: stock row for line " INT64_FORMAT " of %d", line,
 					 lines->count);
@@ -414,6 +493,97 @@ reserve_cart_stock(const CartLines *lines, const char *customer_id)
 										   TYPALIGN_CHAR));
 }
 
+/*
+ * reserve_cart_stock on a distributed install: each stocked line's SKU by
+ * its own statement, routed to the SKU's shard, in SKU order (the lines
+ * are sorted), checked at the row's latest version by the UPDATE itself.
+ * A SKU whose stock row is gone since the cart was read has none to
+ * reserve, as on one node.
+ */
+static Datum
+reserve_cart_stock_routed(const CartLines *lines, const char *customer_id)
+{
+	Datum	   *reserved_lines = palloc(sizeof(Datum) * (lines->count + 1));
+
+	for (int j = 0; j < lines->count; j++)
+	{
+		Datum		values[2] = {lines->skus[j], lines->quantities[j]};
+
+		reserved_lines[j] = BoolGetDatum(false);
+		if (!lines->stocked[j])
+			continue;
+		if (pf_execute(&reserve_sku_routed, values, NULL, 0) == 1)
+			reserved_lines[j] = BoolGetDatum(true);
+		else if (pf_execute(&sku_available, values, NULL, 1) == 1)
+			insufficient_stock(customer_id, TextDatumGetCString(lines->skus[j]),
+							   DatumGetInt32(lines->quantities[j]),
+							   DatumGetInt32(pf_datum(0, "available")));
+	}
+	return PointerGetDatum(construct_array(reserved_lines, lines->count, BOOLOID, 1, true,
+										   TYPALIGN_CHAR));
+}
+
+/*
+ * The order, its lines and its order.created event on a distributed
+ * install: three statements on the customer's shard.  The order id
+ * carries the route (route.c).  Returns the order as the result.
+ */
+static Datum
+write_order_routed(FunctionCallInfo fcinfo, MemoryContext caller_context, Datum customer,
+				   const CartLines *lines, Datum reserved_lines, const char *idempotency_key,
+				   int32 route)
+{
+	int64		order_id;
+	Datum		result;
+	Datum		event[8];
+	int			dims[1] = {lines->count};
+	int			lbs[1] = {1};
+
+	pf_execute(&next_order_number, NULL, NULL, 1);
+	order_id = pf_routed_order_id(pf_int64(0, "n"), route);
+	{
+		Datum		values[6];
+		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+		values[0] = Int64GetDatum(order_id);
+		values[1] = customer;
+		values[2] = CStringGetTextDatum(lines->currency);
+		values[3] = Int64GetDatum(lines->total);
+		values[4] = TimestampTzGetDatum(pf_now_plus_seconds(payflow_order_ttl_s));
+		values[5] = idempotency_key ? CStringGetTextDatum(idempotency_key) : (Datum) 0;
+		if (idempotency_key == NULL)
+			nulls[5] = 'n';
+		if (pf_execute(&insert_order_routed, values, nulls, 0) != 1)
+			elog(ERROR, "payflow: order " INT64_FORMAT " was not created", order_id);
+		result = pf_row_as_result(fcinfo, caller_context, 0);
+		event[0] = Int64GetDatum(order_id);
+		event[1] = CStringGetTextDatum(pf_text(0, "order_no"));
+		event[2] = CStringGetTextDatum(pf_text(0, "status"));
+		event[3] = customer;
+		event[4] = values[2];
+		event[5] = values[3];
+		event[6] = Int64GetDatum(pf_int64(0, "paid_amount"));
+		event[7] = Int64GetDatum(pf_int64(0, "refunded_amount"));
+	}
+	{
+		Datum		values[6];
+
+		values[0] = Int64GetDatum(order_id);
+		values[1] = PointerGetDatum(construct_array(lines->skus, lines->count, TEXTOID, -1, false,
+													TYPALIGN_INT));
+		values[2] = PointerGetDatum(construct_md_array(lines->titles, lines->title_nulls, 1, dims,
+													   lbs, TEXTOID, -1, false, TYPALIGN_INT));
+		values[3] = PointerGetDatum(construct_array(lines->quantities, lines->count, INT4OID, 4,
+													true, TYPALIGN_INT));
+		values[4] = PointerGetDatum(construct_array(lines->unit_prices, lines->count, INT8OID, 8,
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[5] = reserved_lines;
+		pf_execute(&insert_order_lines_routed, values, NULL, 0);
+	}
+	pf_execute(&insert_created_event_routed, event, NULL, 0);
+	return result;
+}
+
 Datum
 payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 {
@@ -426,9 +596,17 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 	uint64		nlines;
 	CartLines	lines;
 	Datum		reserved_lines;
+	bool		distributed;
+	int32		route = 0;
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
+	distributed = pf_distributed();
+	if (distributed)
+	{
+		route = pf_route_of_customer(customer_id, strlen(customer_id));
+		pf_set_route(route);
+	}
 
 	/* 1. The same key again returns the same order, whatever the cart holds. */
 	if (idempotency_key != NULL &&
@@ -443,6 +621,9 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 	 * 2. Take the cart (concurrent checkouts of this customer queue here)
 	 * and, in the common case, write the order in the same statement.
 	 */
+	if (distributed)
+		nlines = pf_execute(&take_cart_routed, &customer_datum, NULL, 0);
+	else
 	{
 		Datum		values[3];
 		char		nulls[3] = {' ', ' ', ' '};
@@ -453,21 +634,21 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 		if (idempotency_key == NULL)
 			nulls[2] = 'n';
 		nlines = pf_execute(&checkout_cart, values, nulls, 0);
-	}
-	if (nlines == 1 && !pf_isnull(0, "order_row"))
-	{
-		/* The order as written, copied out of SPI's memory. */
-		MemoryContext spi_context = MemoryContextSwitchTo(caller_context);
+		if (nlines == 1 && !pf_isnull(0, "order_row"))
+		{
+			/* The order as written, copied out of SPI's memory. */
+			MemoryContext spi_context = MemoryContextSwitchTo(caller_context);
 
-		result = PointerGetDatum(DatumGetHeapTupleHeaderCopy(pf_datum(0, "order_row")));
-		MemoryContextSwitchTo(spi_context);
-		pf_notify_events_at_commit();
-		SPI_finish();
-		PG_RETURN_DATUM(result);
+			result = PointerGetDatum(DatumGetHeapTupleHeaderCopy(pf_datum(0, "order_row")));
+			MemoryContextSwitchTo(spi_context);
+			pf_notify_events_at_commit();
+			SPI_finish();
+			PG_RETURN_DATUM(result);
+		}
+		/* No order written: the lines taken, or one row of NULLs for none. */
+		if (nlines == 0 || pf_isnull(0, "line_sku"))
+			nlines = 0;
 	}
-	/* No order written: the lines taken, or one row of NULLs for none. */
-	if (nlines == 0 || pf_isnull(0, "line_sku"))
-		nlines = 0;
 
 	/*
 	 * 3. Empty cart.  A checkout with the same key that held the lines
@@ -505,6 +686,15 @@ payflow_create_order_from_cart(PG_FUNCTION_ARGS)
 	read_cart_lines(&lines, customer_id, nlines);
 
 	/* 4. Not written at once: there is stock to reserve. */
+	if (distributed)
+	{
+		reserved_lines = reserve_cart_stock_routed(&lines, customer_id);
+		result = write_order_routed(fcinfo, caller_context, customer_datum, &lines,
+									reserved_lines, idempotency_key, route);
+		pf_notify_events_at_commit();
+		SPI_finish();
+		PG_RETURN_DATUM(result);
+	}
 	reserved_lines = reserve_cart_stock(&lines, customer_id);
 
 	/* 5. The order, its lines and its event, in one statement. */
@@ -555,6 +745,8 @@ payflow_open_order(PG_FUNCTION_ARGS)
 	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 
 	SPI_connect();
+	if (pf_distributed())
+		pf_set_route(pf_route_of_customer(customer_id, strlen(customer_id)));
 	if (pf_execute(&newest_open_order_read_only, values, NULL, 1) == 0)
 	{
 		SPI_finish();

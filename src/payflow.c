@@ -24,6 +24,7 @@ _PG_init(void)
 		return;
 
 	payflow_define_gucs();
+	pf_route_init();
 
 	/* The reconciler and its shared state exist only when preloaded. */
 	if (!process_shared_preload_libraries_in_progress)

@@ -107,7 +107,7 @@ extern const CheckSchedule *pf_webhook_retry_schedule(void);
 extern void pf_register_worker(void);
 
 /* statuses.c: status sets named in SQL, read from payflow.statuses */
-extern char *pf_expand_status_sets(const char *sql);
+extern char *pf_expand_status_sets(const char *sql, int route_param);
 extern bool pf_status_is_open(const char *entity, const char *status);
 
 /* status_counts.c: counters of rows in final statuses */
@@ -129,6 +129,18 @@ extern void pf_check_sql_version(void);
 #define PF_REQUIRE_SQL_VERSION() \
 	do { if (unlikely(!pf_sql_version_ok)) pf_check_sql_version(); } while (0)
 
+/* route.c: where a row lives on a distributed install (doc/scale-out.md) */
+extern bool pf_distributed(void);
+extern void pf_set_route(int32 route);
+extern int32 pf_current_route(void);
+extern void pf_route_init(void);
+extern int32 pf_route_of_customer(const char *customer_id, int len);
+extern int32 pf_route_of_order(int64 order_id);
+extern int64 pf_order_id_of_number(const char *number);
+extern int32 pf_route_of_number(const char *number);
+extern int64 pf_routed_order_id(int64 sequence_value, int32 route);
+extern void pf_append_route(StringInfo sql, const char *rest, int len, int route_param);
+
 /* spi_util.c: prepared plans kept for the life of the backend */
 typedef struct PreparedQuery
 {
@@ -145,6 +157,13 @@ typedef struct PreparedQuery
 	 * statements, the hot path's (doc/security.md).
 	 */
 	bool		path_free;
+	/*
+	 * On a distributed install the statement names the route of the rows
+	 * it touches where its {{route...}} placeholders say, and pf_execute
+	 * passes the call's route (pf_set_route) as one more parameter after
+	 * its own.  On one node the placeholders expand to nothing.
+	 */
+	bool		routed;
 } PreparedQuery;
 
 extern uint64 pf_execute(PreparedQuery *query, Datum *values, const char *nulls,

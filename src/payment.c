@@ -28,9 +28,10 @@ PG_FUNCTION_INFO_V1(payflow_check_now);
 static PreparedQuery lock_order = {
 	.sql = "SELECT id, order_no, status, currency::text AS currency, total_amount,"
 	"       paid_amount, refunded_amount, expires_at <= now() AS past_expiry"
-	" FROM payflow.orders WHERE id = $1 FOR UPDATE",
+	" FROM payflow.orders WHERE {{route=}}id = $1 FOR UPDATE",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 /*
@@ -45,29 +46,33 @@ static PreparedQuery lock_order = {
  * COMMITTED the waiter reads the committed refund and is refused (PF014).
  */
 static PreparedQuery lock_order_for_refund = {
-	.sql = "UPDATE payflow.orders SET refunded_amount = refunded_amount WHERE id = $1"
+	.sql = "UPDATE payflow.orders SET refunded_amount = refunded_amount WHERE {{route=}}id = $1"
 	" RETURNING id, order_no, status, currency::text AS currency, total_amount,"
 	"           paid_amount, refunded_amount",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 static PreparedQuery payment_order_id = {
-	.sql = "SELECT order_id FROM payflow.payments WHERE payment_no = $1",
+	.sql = "SELECT order_id FROM payflow.payments WHERE {{route=}}payment_no = $1",
 	.nargs = 1,
 	.argtypes = {TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery lock_payment = {
-	.sql = "SELECT * FROM payflow.payments WHERE payment_no = $1 FOR UPDATE",
+	.sql = "SELECT * FROM payflow.payments WHERE {{route=}}payment_no = $1 FOR UPDATE",
 	.nargs = 1,
 	.argtypes = {TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery payment_by_key = {
-	.sql = "SELECT * FROM payflow.payments WHERE order_id = $1 AND idempotency_key = $2",
+	.sql = "SELECT * FROM payflow.payments WHERE {{route=}}order_id = $1 AND idempotency_key = $2",
 	.nargs = 2,
 	.argtypes = {INT8OID, TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery channel_exists = {
@@ -81,31 +86,35 @@ static PreparedQuery attempts_of_order = {
 	.sql = "SELECT count(*) AS attempts, coalesce(max(attempt), 0)::bigint AS last_attempt,"
 	"       (array_agg(payment_no ORDER BY attempt DESC)"
 	"          FILTER (WHERE status = 'pending' AND created_at > $2))[1] AS in_flight"
-	" FROM payflow.payments WHERE order_id = $1",
+	" FROM payflow.payments WHERE {{route=}}order_id = $1",
 	.nargs = 2,
 	.argtypes = {INT8OID, TIMESTAMPTZOID},
+	.routed = true,
 };
 
 static PreparedQuery supersede_pending = {
 	.sql = "UPDATE payflow.payments SET status = 'superseded'"
-	" WHERE order_id = $1 AND status = 'pending' AND id <> $2 RETURNING id",
+	" WHERE {{route=}}order_id = $1 AND status = 'pending' AND id <> $2 RETURNING id",
 	.nargs = 2,
 	.argtypes = {INT8OID, INT8OID},
+	.routed = true,
 };
 
 static PreparedQuery insert_attempt = {
-	.sql = "INSERT INTO payflow.payments (payment_no, order_id, attempt, channel, amount,"
+	.sql = "INSERT INTO payflow.payments ({{route,}}payment_no, order_id, attempt, channel, amount,"
 	"                              currency, status, idempotency_key)"
-	" VALUES ($2 || '-' || $3, $1, $3, $4, $5, $6, 'pending', $7) RETURNING *",
+	" VALUES ({{route$}}$2 || '-' || $3, $1, $3, $4, $5, $6, 'pending', $7) RETURNING *",
 	.nargs = 7,
 	.argtypes = {INT8OID, TEXTOID, INT4OID, TEXTOID, INT8OID, BPCHAROID, TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery set_channel_ref = {
 	.sql = "UPDATE payflow.payments SET channel_ref = $2"
-	" WHERE payment_no = $1 AND (channel_ref IS NULL OR channel_ref = $2) RETURNING *",
+	" WHERE {{route=}}payment_no = $1 AND (channel_ref IS NULL OR channel_ref = $2) RETURNING *",
 	.nargs = 2,
 	.argtypes = {TEXTOID, TEXTOID},
+	.routed = true,
 };
 
 /*
@@ -114,82 +123,96 @@ static PreparedQuery set_channel_ref = {
  */
 static PreparedQuery lock_order_of_payment = {
 	.sql = "SELECT o.id FROM payflow.orders o JOIN payflow.payments p ON p.order_id = o.id"
-	" WHERE p.id = $1 FOR UPDATE OF o",
+	" WHERE {{route=o}}{{route=p}}p.id = $1 FOR UPDATE OF o",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 static PreparedQuery record_channel_ref = {
-	.sql = "UPDATE payflow.payments SET channel_ref = $2 WHERE id = $1 AND channel_ref IS NULL",
+	.sql = "UPDATE payflow.payments SET channel_ref = $2 WHERE {{route=}}id = $1 AND channel_ref IS NULL",
 	.nargs = 2,
 	.argtypes = {INT8OID, TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery set_payment_succeeded = {
 	.sql = "UPDATE payflow.payments SET status = 'succeeded', channel_txn_id = $2,"
 	"       paid_at = $3, resolved_at = now(), refund_needed = $4, status_reason = NULL,"
 	"       confirmed_via = $5"
-	" WHERE id = $1",
+	" WHERE {{route=}}id = $1",
 	.nargs = 5,
 	.argtypes = {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID, TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery payment_by_id = {
-	.sql = "SELECT * FROM payflow.payments WHERE id = $1",
+	.sql = "SELECT * FROM payflow.payments WHERE {{route=}}id = $1",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
+/*
+ * $4 is now(), the transaction's start: Citus refuses a function that is
+ * not IMMUTABLE inside a CASE of a distributed statement.
+ */
 static PreparedQuery set_payment_status = {
 	.sql = "UPDATE payflow.payments SET status = $2, status_reason = $3,"
-	"       resolved_at = CASE WHEN $2 IN ('failed', 'closed') THEN now() ELSE resolved_at END"
-	" WHERE id = $1 RETURNING *",
-	.nargs = 3,
-	.argtypes = {INT8OID, TEXTOID, TEXTOID},
+	"       resolved_at = CASE WHEN $2 IN ('failed', 'closed') THEN $4 ELSE resolved_at END"
+	" WHERE {{route=}}id = $1 RETURNING *",
+	.nargs = 4,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID},
+	.routed = true,
 };
 
 static PreparedQuery set_order_paid = {
 	.sql = "UPDATE payflow.orders SET status = 'paid', paid_amount = $2, paid_at = $3"
-	" WHERE id = $1",
+	" WHERE {{route=}}id = $1",
 	.nargs = 3,
 	.argtypes = {INT8OID, INT8OID, TIMESTAMPTZOID},
+	.routed = true,
 };
 
 static PreparedQuery insert_refund = {
-	.sql = "INSERT INTO payflow.refunds (refund_no, payment_id, order_id, amount, currency,"
+	.sql = "INSERT INTO payflow.refunds ({{route,}}refund_no, payment_id, order_id, amount, currency,"
 	"                             reason, status)"
-	" SELECT p.payment_no || '-R' || (count(r.id) + 1), p.id, p.order_id, $2, p.currency,"
+	" SELECT {{route,p}}p.payment_no || '-R' || (count(r.id) + 1), p.id, p.order_id, $2, p.currency,"
 	"        $3, 'requested'"
-	" FROM payflow.payments p LEFT JOIN payflow.refunds r ON r.payment_id = p.id"
-	" WHERE p.id = $1 GROUP BY p.id RETURNING *",
+	" FROM payflow.payments p LEFT JOIN payflow.refunds r ON {{route=r=p}}r.payment_id = p.id"
+	" WHERE {{route=p}}p.id = $1 GROUP BY {{route,p}}p.id RETURNING *",
 	.nargs = 3,
 	.argtypes = {INT8OID, INT8OID, TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery refundable_payment = {
 	.sql = "SELECT p.id, p.amount, o.paid_amount - o.refunded_amount"
 	"       - coalesce((SELECT sum(r.amount) FROM payflow.refunds r"
-	"                   WHERE r.payment_id = p.id AND r.status IN ({{refund:open}})), 0)::bigint"
+	"                   WHERE {{route=r}}r.payment_id = p.id AND r.status IN ({{refund:open}})), 0)::bigint"
 	"       AS refundable"
 	" FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id"
-	" WHERE p.order_id = $1 AND p.status = 'succeeded' AND NOT p.refund_needed"
+	" WHERE {{route=o}}{{route=p}}p.order_id = $1 AND p.status = 'succeeded' AND NOT p.refund_needed"
 	" ORDER BY p.paid_at LIMIT 1",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 static PreparedQuery make_check_due_now = {
 	.sql = "UPDATE payflow.pending_checks c SET due_at = LEAST(c.due_at, now())"
-	" FROM payflow.payments p WHERE p.payment_no = $1 AND c.payment_id = p.id"
+	" FROM payflow.payments p WHERE {{route=c}}{{route=p}}p.payment_no = $1 AND c.payment_id = p.id"
 	" RETURNING c.due_at",
 	.nargs = 1,
 	.argtypes = {TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery refund_by_id = {
-	.sql = "SELECT * FROM payflow.refunds WHERE id = $1",
+	.sql = "SELECT * FROM payflow.refunds WHERE {{route=}}id = $1",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 static void
@@ -243,6 +266,7 @@ lock_payment_and_order(const char *payment_no, int64 *order_id)
 	Datum		value = CStringGetTextDatum(payment_no);
 	char	   *order_status;
 
+	pf_set_route(pf_route_of_number(payment_no));
 	if (pf_execute(&payment_order_id, &value, NULL, 1) == 0)
 		report_unknown_payment(payment_no);
 	*order_id = pf_int64(0, "order_id");
@@ -317,6 +341,7 @@ payflow_begin_payment(PG_FUNCTION_ARGS)
 	order_id = PG_GETARG_INT64(0);
 
 	SPI_connect();
+	pf_set_route(pf_route_of_order(order_id));
 	lock_order_or_report(order_id);
 	order_no = pf_text(0, "order_no");
 	order_status = pf_text(0, "status");
@@ -438,6 +463,7 @@ payflow_attach_channel_ref(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
+	pf_set_route(pf_route_of_number(payment_no));
 	if (pf_execute(&set_channel_ref, values, NULL, 1) == 0)
 	{
 		if (pf_execute(&lock_payment, values, NULL, 1) == 0)
@@ -527,10 +553,11 @@ pf_apply_payment_success(const char *payment_no, const char *channel_txn_id,
 		/* The same mismatch reported again changes nothing more. */
 		if (recorded == NULL || strcmp(recorded, mismatch) != 0)
 		{
-			Datum		values[3] = {
+			Datum		values[4] = {
 				Int64GetDatum(payment_id),
 				CStringGetTextDatum(can_review ? "unknown" : payment_status),
 				CStringGetTextDatum(mismatch),
+				TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
 			};
 
 			pf_execute(&set_payment_status, values, NULL, 1);
@@ -634,12 +661,13 @@ pf_apply_payment_failure(const char *payment_no, const char *reason, bool from_c
 		return payment_id;
 	}
 	{
-		Datum		values[3];
-		char		nulls[3] = {' ', ' ', ' '};
+		Datum		values[4];
+		char		nulls[4] = {' ', ' ', ' ', ' '};
 
 		values[0] = Int64GetDatum(payment_id);
 		values[1] = CStringGetTextDatum("failed");
 		values[2] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+		values[3] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		if (reason == NULL)
 			nulls[2] = 'n';
 		pf_execute(&set_payment_status, values, nulls, 1);
@@ -743,6 +771,7 @@ payflow_request_refund(PG_FUNCTION_ARGS)
 				 errhint("Use merchant, duplicate_payment or late_payment.")));
 
 	SPI_connect();
+	pf_set_route(pf_route_of_order(order_id));
 	{
 		Datum		value = Int64GetDatum(order_id);
 
@@ -799,6 +828,7 @@ payflow_check_now(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
+	pf_set_route(pf_route_of_number(payment_no));
 	if (pf_execute(&make_check_due_now, &value, NULL, 1) == 0)
 	{
 		if (pf_execute(&payment_order_id, &value, NULL, 1) == 0)
@@ -815,9 +845,10 @@ payflow_check_now(PG_FUNCTION_ARGS)
 static PreparedQuery payment_for_outcome = {
 	.sql = "SELECT p.id, p.order_id, p.status FROM payflow.payments p"
 	" JOIN payflow.orders o ON o.id = p.order_id"
-	" WHERE p.id = $1 FOR UPDATE OF o, p",
+	" WHERE {{route=o}}{{route=p}}p.id = $1 FOR UPDATE OF o, p",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 /*
@@ -839,8 +870,8 @@ pf_settle_attempt(int64 payment_id, const char *status, const char *reason)
 	current = pf_text(0, "status");
 	if (strcmp(current, "pending") == 0 || strcmp(current, "superseded") == 0)
 	{
-		Datum		values[3] = {value, CStringGetTextDatum(status),
-		CStringGetTextDatum(reason)};
+		Datum		values[4] = {value, CStringGetTextDatum(status),
+		CStringGetTextDatum(reason), TimestampTzGetDatum(GetCurrentTransactionStartTimestamp())};
 
 		pf_execute(&set_payment_status, values, NULL, 1);
 		pf_emit_event(psprintf("payment.%s", status), order_id, payment_id, 0, reason);

@@ -32,8 +32,21 @@ prepared_plan(PreparedQuery *query)
 {
 	if (query->plan == NULL)
 	{
-		const char *sql = strstr(query->sql, "{{") ? pf_expand_status_sets(query->sql) : query->sql;
-		SPIPlanPtr	plan = SPI_prepare(sql, query->nargs, query->argtypes);
+		/*
+		 * On a distributed install a routed statement takes the route as
+		 * one more parameter, after its own (pf_execute passes it); on one
+		 * node its route placeholders expand to nothing.
+		 */
+		bool		routed = query->routed && pf_distributed();
+		int			nargs = routed ? query->nargs + 1 : query->nargs;
+		Oid			argtypes[lengthof(query->argtypes) + 1];
+		const char *sql = strstr(query->sql, "{{") ?
+			pf_expand_status_sets(query->sql, routed ? nargs : 0) : query->sql;
+		SPIPlanPtr	plan;
+
+		memcpy(argtypes, query->argtypes, sizeof(query->argtypes));
+		argtypes[query->nargs] = INT4OID;
+		plan = SPI_prepare(sql, nargs, argtypes);
 
 		if (plan == NULL)
 			elog(ERROR, "payflow: SPI_prepare failed (%s) for: %s",
@@ -77,8 +90,22 @@ pf_execute(PreparedQuery *query, Datum *values, const char *nulls, long max_rows
 	int			rc;
 	int			pinned_level = -1;
 
+	Datum		routed_values[lengthof(query->argtypes) + 1];
+	char		routed_nulls[lengthof(query->argtypes) + 1];
+
 	if (!query->path_free && strcmp(namespace_search_path, PF_PINNED_SEARCH_PATH) != 0)
 		pinned_level = pf_pin_search_path();
+	if (query->routed && pf_distributed())
+	{
+		/* The statement's own parameters, then the route (route.c). */
+		memcpy(routed_values, values, sizeof(Datum) * query->nargs);
+		memset(routed_nulls, ' ', sizeof(routed_nulls));
+		if (nulls != NULL)
+			memcpy(routed_nulls, nulls, query->nargs);
+		routed_values[query->nargs] = Int32GetDatum(pf_current_route());
+		values = routed_values;
+		nulls = routed_nulls;
+	}
 	rc = SPI_execute_plan(prepared_plan(query), values, nulls,
 						  query->read_only, max_rows);
 	if (rc < 0)

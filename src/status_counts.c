@@ -27,12 +27,13 @@
 PG_FUNCTION_INFO_V1(payflow_count_status_change);
 
 static PreparedQuery append_change = {
-	.sql = "INSERT INTO payflow.status_count_changes (entity, status, confirmed_via, delta)"
-	" SELECT $1, c.status, c.confirmed_via, c.delta"
+	.sql = "INSERT INTO payflow.status_count_changes ({{route,}}entity, status, confirmed_via, delta)"
+	" SELECT {{route$}}$1, c.status, c.confirmed_via, c.delta"
 	" FROM (VALUES ($2, $3, -1), ($4, $5, 1)) AS c (status, confirmed_via, delta)"
 	" WHERE c.status IS NOT NULL",
 	.nargs = 5,
 	.argtypes = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID},
+	.routed = true,
 };
 
 /*
@@ -111,6 +112,15 @@ payflow_count_status_change(PG_FUNCTION_ARGS)
 
 	entity = trigdata->tg_trigger->tgargs[0];
 	SPI_connect();
+	/* On a distributed install the change goes to the row's shard. */
+	if (pf_distributed())
+	{
+		TupleDesc	desc = trigdata->tg_relation->rd_att;
+		bool		isnull;
+		Datum		route = heap_getattr(trigdata->tg_newtuple, SPI_fnumber(desc, "route"), desc, &isnull);
+
+		pf_set_route(isnull ? 0 : DatumGetInt32(route));
+	}
 	values[0] = CStringGetTextDatum(entity);
 	count_side(entity, trigdata->tg_trigtuple, trigdata->tg_relation->rd_att, &values[1], &nulls[1]);
 	count_side(entity, trigdata->tg_newtuple, trigdata->tg_relation->rd_att, &values[3], &nulls[3]);

@@ -7,7 +7,8 @@
  * payflow.transitions says which moves are legal; payflow.statuses says what
  * a status is.  payflow's SQL never lists statuses for a property itself:
  * it writes {{entity:property}} (or {{entity:property,!other}} for "and
- * not"), and prepare_plan (spi_util.c) expands that to the quoted list of
+ * not"), and prepare_plan (spi_util.c) expands that (and the route
+ * placeholders of route.c) to the quoted list of
  * statuses that have it, read from the table once per backend.  The index
  * of open attempts is created from the same table by the update script, and
  * the expansion yields the same list, so the planner still uses it.
@@ -114,12 +115,13 @@ append_status_set(StringInfo sql, const char *set, int len)
 }
 
 /*
- * The SQL text with every {{set}} replaced by its list of statuses,
- * palloc'd in TopMemoryContext (it lives as long as the plan).  The caller
- * is connected to SPI.
+ * The SQL text with every {{set}} replaced by its list of statuses and
+ * every {{route...}} by the route (route.c; route_param is the statement's
+ * route parameter, 0 for none), palloc'd in TopMemoryContext (it lives as
+ * long as the plan).  The caller is connected to SPI.
  */
 char *
-pf_expand_status_sets(const char *sql)
+pf_expand_status_sets(const char *sql, int route_param)
 {
 	StringInfoData out;
 	const char *at = sql;
@@ -137,7 +139,10 @@ pf_expand_status_sets(const char *sql)
 		if (close == NULL)
 			elog(ERROR, "payflow: unterminated status set in: %s", sql);
 		appendBinaryStringInfo(&out, at, open - at);
-		append_status_set(&out, open + 2, close - (open + 2));
+		if (strncmp(open + 2, "route", 5) == 0)
+			pf_append_route(&out, open + 7, close - (open + 7), route_param);
+		else
+			append_status_set(&out, open + 2, close - (open + 2));
 		at = close + 2;
 	}
 	appendStringInfoString(&out, at);
