@@ -2231,21 +2231,58 @@ COMMENT ON TABLE payflow.order_routes IS
 
 -- The SKUs that have a stock row.  A checkout reads it on the customer's
 -- node to learn whether a line has stock to reserve; on a distributed
--- install it is a reference table, kept by a trigger on stock.
+-- install it is a reference table.  A trigger on a stock shard may not
+-- write it (Citus runs no distributed statement from a shard), so on a
+-- distributed install a SKU gets or loses its stock row only through
+-- payflow.put_stock() and payflow.remove_stock(), which write both;
+-- refilling (an UPDATE of available) stays a plain UPDATE.
 CREATE TABLE payflow.stocked_skus (sku text PRIMARY KEY);
 COMMENT ON TABLE payflow.stocked_skus IS
     'On a distributed install: the SKUs that have a payflow.stock row (empty on one node).';
 
-CREATE FUNCTION payflow.keep_stocked_skus() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+CREATE FUNCTION payflow.put_stock(sku text, available integer) RETURNS payflow.stock
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    written payflow.stock;
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO payflow.stocked_skus (sku) SELECT n.sku FROM new_rows n ON CONFLICT DO NOTHING;
-    ELSE
-        DELETE FROM payflow.stocked_skus s USING old_rows o WHERE s.sku OPERATOR(pg_catalog.=) o.sku;
+    IF sku IS NULL OR pg_catalog.octet_length(sku) NOT BETWEEN 1 AND 255 OR available IS NULL OR available < 0 THEN
+        RAISE EXCEPTION 'invalid stock row'
+            USING ERRCODE = 'PF005',
+                  DETAIL = format('put_stock(%L, %s) needs a SKU of 1 to 255 bytes and an available count of zero or more.',
+                                  sku, coalesce(available::text, 'NULL')),
+                  HINT = 'Pass the SKU and the units on hand.';
     END IF;
-    RETURN NULL;
+    INSERT INTO payflow.stock AS s (sku, available) VALUES (put_stock.sku, put_stock.available)
+        ON CONFLICT ON CONSTRAINT stock_pkey
+        DO UPDATE SET available = excluded.available, updated_at = excluded.updated_at
+        RETURNING s.* INTO written;
+    IF EXISTS (SELECT 1 FROM payflow.distribution) THEN
+        INSERT INTO payflow.stocked_skus AS k (sku) VALUES (put_stock.sku) ON CONFLICT ON CONSTRAINT stocked_skus_pkey DO NOTHING;
+    END IF;
+    RETURN written;
+END
+$$;
+
+CREATE FUNCTION payflow.remove_stock(sku text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    reserved bigint;
+BEGIN
+    SELECT s.reserved INTO reserved FROM payflow.stock s WHERE s.sku OPERATOR(pg_catalog.=) remove_stock.sku FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF reserved OPERATOR(pg_catalog.<>) 0 THEN
+        RAISE EXCEPTION 'stock of SKU % is reserved', sku
+            USING ERRCODE = 'PF005',
+                  DETAIL = format('%s units of SKU %s are held by open or paid orders.', reserved, sku),
+                  HINT = 'Set available to 0 with payflow.put_stock() to stop selling it.';
+    END IF;
+    DELETE FROM payflow.stock s WHERE s.sku OPERATOR(pg_catalog.=) remove_stock.sku;
+    DELETE FROM payflow.stocked_skus k WHERE k.sku OPERATOR(pg_catalog.=) remove_stock.sku;
+    RETURN true;
 END
 $$;
 
@@ -2323,8 +2360,13 @@ BEGIN
         keys := format('ALTER TABLE payflow.%I ALTER COLUMN route SET NOT NULL', t) || keys;
     END LOOP;
 
-    -- The workers' tables first: they hold no rows of these tables.
-    FOR r IN SELECT * FROM run_command_on_workers(array_to_string(unlink || keys, '; ')) LOOP
+    -- The workers' tables first: they hold no rows of these tables.  Each
+    -- worker commits its change at once, so a worker that has the new shape
+    -- (a distribute() that failed later) is left as it is.
+    FOR r IN SELECT * FROM run_command_on_workers(format(
+            'DO $shape$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute'
+            ' WHERE attrelid = ''payflow.orders''::pg_catalog.regclass AND attname = ''route'') THEN %s; END IF; END $shape$',
+            array_to_string(unlink || keys, '; '))) LOOP
         IF NOT r.success THEN
             RAISE EXCEPTION 'payflow cannot be distributed: worker %:% refused the new shape', r.nodename, r.nodeport
                 USING ERRCODE = 'PF090',
@@ -2379,10 +2421,8 @@ BEGIN
                                      colocate_with => 'none');
     PERFORM create_distributed_table('payflow.stock', 'sku', shard_count => distribute.shard_count,
                                      colocate_with => 'none');
-    CREATE TRIGGER stock_keeps_stocked_skus_insert AFTER INSERT ON payflow.stock
-        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION payflow.keep_stocked_skus();
-    CREATE TRIGGER stock_keeps_stocked_skus_delete AFTER DELETE ON payflow.stock
-        REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION payflow.keep_stocked_skus();
+    -- A SKU gets or loses its stock row through put_stock() and remove_stock().
+    REVOKE INSERT, DELETE ON payflow.stock FROM payflow_admin;
     ALTER TABLE payflow.payments ADD FOREIGN KEY (route, order_id) REFERENCES payflow.orders (route, id);
     ALTER TABLE payflow.refunds ADD FOREIGN KEY (route, order_id) REFERENCES payflow.orders (route, id);
     ALTER TABLE payflow.refunds ADD FOREIGN KEY (route, payment_id) REFERENCES payflow.payments (route, id);
@@ -2398,9 +2438,13 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION payflow.distribute(integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION payflow.keep_stocked_skus() FROM PUBLIC;
+REVOKE ALL ON FUNCTION payflow.put_stock(text, integer), payflow.remove_stock(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION payflow.put_stock(text, integer), payflow.remove_stock(text) TO payflow_admin;
 GRANT SELECT ON payflow.distribution, payflow.order_routes, payflow.stocked_skus
     TO payflow_app, payflow_admin, payflow_worker;
+SELECT pg_catalog.pg_extension_config_dump('payflow.distribution', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.order_routes', '');
+SELECT pg_catalog.pg_extension_config_dump('payflow.stocked_skus', '');
 COMMENT ON FUNCTION payflow.distribute(integer) IS
     'Converts an installed payflow on a Citus cluster''s coordinator: every customer''s rows on one shard (doc/scale-out.md).';
 

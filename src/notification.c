@@ -33,25 +33,28 @@
 PG_FUNCTION_INFO_V1(payflow_handle_notification);
 
 static PreparedQuery payment_of_channel = {
-	.sql = "SELECT id, channel, created_at FROM payflow.payments WHERE payment_no = $1",
+	.sql = "SELECT id, channel, created_at FROM payflow.payments WHERE {{route=}}payment_no = $1",
 	.nargs = 1,
 	.argtypes = {TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery refund_of_channel = {
 	.sql = "SELECT r.id, p.channel FROM payflow.refunds r"
-	" JOIN payflow.payments p ON p.id = r.payment_id WHERE r.refund_no = $1",
+	" JOIN payflow.payments p ON {{route=p=r}}p.id = r.payment_id WHERE {{route=r}}r.refund_no = $1",
 	.nargs = 1,
 	.argtypes = {TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery record_notification = {
-	.sql = "INSERT INTO payflow.notifications (channel, event_id, kind, payment_no, refund_no, body)"
-	" VALUES ($1, $2, $3, $4, $5, $6)"
-	" ON CONFLICT (channel, event_id) DO UPDATE SET deliveries = payflow.notifications.deliveries + 1"
+	.sql = "INSERT INTO payflow.notifications ({{route,}}channel, event_id, kind, payment_no, refund_no, body)"
+	" VALUES ({{route$}}$1, $2, $3, $4, $5, $6)"
+	" ON CONFLICT ({{route,}}channel, event_id) DO UPDATE SET deliveries = payflow.notifications.deliveries + 1"
 	" RETURNING deliveries",
 	.nargs = 6,
 	.argtypes = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery build_ack = {
@@ -206,6 +209,16 @@ payflow_handle_notification(PG_FUNCTION_ARGS)
 	if (notification.kind == CHANNEL_NOTIFY_REFUND &&
 		notification.refund.state == CHANNEL_REFUND_ERROR)
 		malformed(channel_name, notification.refund.detail);
+
+	/*
+	 * On a distributed install everything below runs on the shard of the
+	 * payment or refund named (a callback about neither: route 0).  A
+	 * channel sends one event about one object, so every delivery of an
+	 * event has the same route.
+	 */
+	if (pf_distributed())
+		pf_set_route(pf_route_of_number(notification.payment_no ? notification.payment_no :
+										notification.refund_no));
 
 	{
 		Datum		values[6];

@@ -47,6 +47,7 @@
 #define ERRCODE_PF_ACK_NOT_READ				MAKE_SQLSTATE('P','F','0','7','1')
 #define ERRCODE_PF_CONSUMER_ISOLATION		MAKE_SQLSTATE('P','F','0','7','2')
 #define ERRCODE_PF_WEBHOOK_NOT_ALLOWED		MAKE_SQLSTATE('P','F','0','8','0')
+#define ERRCODE_PF_DISTRIBUTION				MAKE_SQLSTATE('P','F','0','9','0')
 
 /*
  * The version of payflow's SQL objects this library is built for: the
@@ -131,6 +132,7 @@ extern void pf_check_sql_version(void);
 
 /* route.c: where a row lives on a distributed install (doc/scale-out.md) */
 extern bool pf_distributed(void);
+extern int	pf_plan_generation;
 extern void pf_set_route(int32 route);
 extern int32 pf_current_route(void);
 extern void pf_route_init(void);
@@ -145,6 +147,7 @@ extern void pf_append_route(StringInfo sql, const char *rest, int len, int route
 typedef struct PreparedQuery
 {
 	SPIPlanPtr	plan;
+	int			plan_generation;	/* pf_plan_generation when prepared */
 	const char *sql;
 	int			nargs;
 	Oid			argtypes[12];

@@ -22,16 +22,20 @@
 #include "payflow.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "common/hashfn.h"
 #include "lib/stringinfo.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
 
 #define PF_ROUTE_MASK 32767
 
 /* The call's route, or -1. */
 static int32 current_route = -1;
 
-/* -1: not read yet; 0: one node; 1: distributed. */
+/* -1: to be read; -2: one node; 1: distributed.  known_state: the last read (0: none). */
 static int	distributed = -1;
+static int	known_state = 0;
 static int64 first_routed_id = 0;
 
 static PreparedQuery read_distribution = {
@@ -48,10 +52,25 @@ static PreparedQuery old_order_route = {
 };
 
 /*
- * Is payflow distributed?  Read once per backend: distribute() runs with
- * the application stopped (doc/scale-out.md), and the worker restarts.
- * The caller is connected to SPI.
+ * The plans of payflow's statements are prepared for one node or for a
+ * distributed install: a backend that has prepared them before
+ * distribute() prepares them again afterwards.  distribute() changes
+ * payflow.distribution (Citus makes it a reference table, and truncates
+ * its local copy), which sends every backend a relcache invalidation of
+ * it; that makes the next statement read the table again and, when
+ * payflow turned out distributed, prepare its plans again.
  */
+int			pf_plan_generation = 0;
+static Oid	distribution_relid = InvalidOid;
+
+static void
+distribution_changed(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == distribution_relid)
+		distributed = -1;
+}
+
+/* Is payflow distributed?  The caller is connected to SPI. */
 bool
 pf_distributed(void)
 {
@@ -60,7 +79,10 @@ pf_distributed(void)
 		bool		found = pf_execute(&read_distribution, NULL, NULL, 1) == 1;
 
 		first_routed_id = found ? pf_int64(0, "first_routed_id") : 0;
-		distributed = found ? 1 : 0;
+		if (known_state != 0 && known_state != (found ? 1 : -2))
+			pf_plan_generation++;
+		distributed = known_state = found ? 1 : -2;
+		distribution_relid = get_relname_relid("distribution", get_namespace_oid("payflow", false));
 	}
 	return distributed == 1;
 }
@@ -93,6 +115,7 @@ void
 pf_route_init(void)
 {
 	RegisterXactCallback(forget_route, NULL);
+	CacheRegisterRelcacheCallback(distribution_changed, (Datum) 0);
 }
 
 /* The route of a customer: hashtext's hash of the id's bytes. */

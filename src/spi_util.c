@@ -30,6 +30,14 @@
 static SPIPlanPtr
 prepared_plan(PreparedQuery *query)
 {
+	/* Prepared again once payflow is distributed (route.c). */
+	if (query->routed)
+		(void) pf_distributed();
+	if (query->plan != NULL && query->plan_generation != pf_plan_generation)
+	{
+		SPI_freeplan(query->plan);
+		query->plan = NULL;
+	}
 	if (query->plan == NULL)
 	{
 		/*
@@ -54,6 +62,7 @@ prepared_plan(PreparedQuery *query)
 		if (SPI_keepplan(plan) != 0)
 			elog(ERROR, "payflow: SPI_keepplan failed");
 		query->plan = plan;
+		query->plan_generation = pf_plan_generation;
 	}
 	return query->plan;
 }

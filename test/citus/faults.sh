@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # faults.sh -- faults on the Citus cluster of test/citus/run.sh, under a
-# load of payflow.cart_put on payflow.cart_items distributed by customer_id
-# (what router_only.sh left): a shard moved by citus_move_shard_placement
+# load of payflow.cart_put on a distributed install (router_only.sh ran
+# payflow.distribute()): a shard moved by citus_move_shard_placement (with
+# the shards co-located with it: a customer's orders and payments move with
+# the cart)
 # in the middle of the load, and a worker node killed with SIGKILL (its
 # postmaster and every backend, as a machine that stops) and started again.
 # Each cart_put writes a line of its own (its SKU numbered by a sequence),
@@ -28,14 +30,14 @@ PGB
 processed() { sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$tmp/$1.out"; }
 lines() { sql "SELECT count(*) FROM payflow.cart_items WHERE customer_id LIKE '$1-%'"; }
 # The worker port that holds the shard of customer $1.
-node_of() { sql "SELECT nodeport FROM pg_dist_shard_placement
-                 WHERE shardid = get_shard_id_for_distribution_column('payflow.cart_items', '$1')"; }
+shard_of() { sql "SELECT get_shard_id_for_distribution_column('payflow.cart_items', payflow.customer_route('$1'))"; }
+node_of() { sql "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = $(shard_of "$1")"; }
 
 echo "1..7"
 sql "CREATE SEQUENCE public.fault_lines" >/dev/null
 
 # --- a shard moved during the load -------------------------------------------
-shard=$(sql "SELECT get_shard_id_for_distribution_column('payflow.cart_items', 'move-0')")
+shard=$(shard_of move-0)
 from=$(node_of move-0)
 to=$(sql "SELECT nodeport FROM pg_dist_node WHERE groupid > 0 AND nodeport <> $from")
 load move 12 &

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# router_only.sh -- the router-only check of doc/scale-out.md ("The
-# router-only test"), on what routes today: payflow.cart_put with
-# payflow.cart_items distributed by customer_id, the one hot-path table
-# Citus takes as installed.  Each call runs with
-# citus.multi_task_query_log_level = error (Citus refuses a statement bound
-# for more than one shard) and with auto_explain printing the plan of every
-# statement it runs, nested ones included; a call fails the check when it
-# errs, when one of its plans has more than one task, a distributed
-# subplan, or an INSERT ... SELECT pulling rows to the coordinator, or when
-# none of its statements went through Citus.  Two calls that do fan out
-# show that the check fails them.
+# router_only.sh -- the router-only test of doc/scale-out.md: payflow is
+# distributed with payflow.distribute() on a database that already holds
+# orders and payments, then every hot-path call runs with
+# citus.multi_task_query_log_level = error (Citus refuses any statement
+# bound for more than one shard) and auto_explain printing the plan of
+# every statement it runs, nested ones included.  A call fails the test when
+# it errs, when one of its plans has more than one task or a distributed
+# subplan, or when none of its statements went through Citus.  An INSERT
+# ... SELECT that Citus runs by pulling the SELECT's rows through the
+# coordinator passes when that SELECT is one task or reads only the call's
+# parameters; the count of such statements is shown.  A statement bound for
+# every shard shows that the test fails it.
 #
-# It distributes payflow.cart_items for good: test/citus/run.sh runs it
-# last.  The other hot-path calls join it with payflow.distribute().
+# It distributes payflow for good: test/citus/run.sh runs the tests on the
+# distributed install after it.
 set -uo pipefail
 n=0
 ok() { n=$((n + 1)); if [ "$1" == "$2" ]; then echo "ok $n - $3"; else echo "not ok $n - $3"; echo "#   got:  '$1'"; echo "#   want: '$2'"; fi; }
+sql() { psql -X -q -At -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
 
-# router_check SQL: "router (k Citus plans)" or what is wrong with it.
+# router_check SQL: "router" or what is wrong with it; diagnostics on fd 3.
 router_check() {
     local out
     out=$(psql -X -q -v ON_ERROR_STOP=1 2>&1 <<SQL
@@ -30,31 +32,81 @@ $1;
 SQL
     )
     awk '
-        /ERROR:/                                  { bad = bad " error: " $0 }
-        /Task Count: [0-9]+/ && $3 + 0 > 1        { bad = bad " " $0 }
-        /Distributed Subplan/                     { bad = bad " distributed subplan" }
-        /INSERT\/SELECT method: pull to coordinator/ { bad = bad " pull to coordinator" }
-        /Custom Scan \(Citus/                     { citus++ }
+        /ERROR:/                                      { bad = bad " error: " $0 }
+        /Task Count: [0-9]+/ && $3 + 0 > 1            { bad = bad " " $0 }
+        /Distributed Subplan/                         { bad = bad " distributed subplan" }
+        /Query Text:/                                 { pulling = 0 }
+        /INSERT\/SELECT method: pull to coordinator/  { pulling = 1; pulls++ }
+        /Custom Scan \(Citus/                         { citus++ }
+        pulling && /Custom Scan \(Citus Adaptive/     { pulled_from_shard = 1 }
+        pulling && /Task Count: [0-9]+/ && $3 + 0 != 1 { bad = bad " pull to coordinator of " $3 " tasks" }
         END {
             if (bad != "") print "not router:" bad
             else if (citus == 0) print "no statement went through Citus"
-            else print "router (" citus " Citus plans)"
+            else {
+                print "router"
+                printf "#   %d Citus plans, %d INSERT ... SELECT pulled through the coordinator\n", citus, pulls > "/dev/stderr"
+            }
         }' <<<"$out" | sed 's/  */ /g'
 }
 
-echo "1..4"
-psql -X -q -v ON_ERROR_STOP=1 \
-    -c "SELECT create_distributed_table('payflow.cart_items', 'customer_id')" >/dev/null 2>&1 ||
-    { echo "Bail out! payflow.cart_items could not be distributed"; exit 1; }
-ok "$(router_check "SELECT payflow.cart_put('router-alice', 'TEA-250G', 2, 4500, 'CNY', 'Green tea')")" \
-    "router (1 Citus plans)" "cart_put adding a line runs on one shard"
-ok "$(router_check "SELECT payflow.cart_put('router-alice', 'TEA-250G', 0, 4500)")" \
-    "router (1 Citus plans)" "cart_put removing a line runs on one shard"
-ok "$(router_check "SELECT count(*) FROM payflow.cart_items")" \
+# A callback of the http_json channel, signed by the openssl command line.
+secret=router-only-secret-0123456789
+signed_callback() {  # signed_callback PAYMENT_NO AMOUNT: prints "headers|body"
+    local body nonce ts mac
+    body=$(printf '{"id":"evt_router_%s","event":"payment.succeeded","payment_no":"%s","status":"succeeded","amount":%s,"currency":"CNY","txn_id":"txn-router-%s","paid_at":"%s"}' \
+        "$1" "$1" "$2" "$1" "$(date -u +%Y-%m-%dT%H:%M:%SZ)")
+    nonce=router0nonce0$RANDOM$RANDOM
+    ts=$(date +%s)
+    mac=$( { printf 'CALLBACK\n\n%s\n%s\n' "$ts" "$nonce"; printf '%s' "$body"; } |
+           openssl dgst -sha256 -hmac "$secret" -hex | sed 's/.*= //')
+    printf '{"X-Payflow-Timestamp":"%s","X-Payflow-Nonce":"%s","X-Payflow-Signature":"v1=%s"}|%s' "$ts" "$nonce" "$mac" "$body"
+}
+
+echo "1..13"
+# Before distribute(): a channel, a stocked SKU and an order with an attempt.
+sql "SELECT payflow.set_channel('router', 'http_json', 'http://127.0.0.1:9', '{}',
+                                '{\"hmac_secret\": \"$secret\"}')" >/dev/null
+sql "INSERT INTO payflow.stock (sku, available) VALUES ('ROUTER-MUG', 100)" >/dev/null
+sql "SELECT payflow.cart_put('router-old', 'TEA', 1, 700, 'CNY', 'Tea')" >/dev/null
+old_order=$(sql "SELECT id FROM payflow.create_order_from_cart('router-old')")
+old_payment=$(sql "SELECT payment_no FROM payflow.begin_payment($old_order, 'router')")
+
+ok "$(sql "SET client_min_messages = warning; SELECT payflow.distribute(8)")" "" \
+    "payflow.distribute(8) converts a database holding orders"
+ok "$(sql "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'payflow.%'")" "17" \
+    "17 of payflow's tables are Citus tables"
+
+ok "$(router_check "SELECT payflow.cart_put('router-alice', 'TEA', 2, 4500, 'CNY', 'Green tea')")" \
+    "router" "cart_put adding a line runs on one shard"
+ok "$(router_check "SELECT payflow.cart_put('router-alice', 'TEA', 0, 4500)")" \
+    "router" "cart_put removing a line runs on one shard"
+sql "SELECT payflow.cart_put('router-alice', 'TEA', 2, 4500, 'CNY', 'Green tea')" >/dev/null
+ok "$(router_check "SELECT payflow.create_order_from_cart('router-alice')")" \
+    "router" "the checkout runs its statements each on one shard"
+sql "SELECT payflow.cart_put('router-bob', 'TEA', 1, 4500, 'CNY', 'Green tea'),
+            payflow.cart_put('router-bob', 'ROUTER-MUG', 2, 900, 'CNY', 'Mug')" >/dev/null
+ok "$(router_check "SELECT payflow.create_order_from_cart('router-bob')")" \
+    "router" "a checkout reserving stock runs each statement on one shard (the SKU's for the stock)"
+order=$(sql "SELECT id FROM payflow.open_order('router-alice')")
+ok "$(router_check "SELECT payflow.begin_payment($order, 'router')")" \
+    "router" "begin_payment runs on one shard"
+payment=$(sql "SELECT payment_no FROM payflow.payments WHERE order_id = $order")
+ok "$(router_check "SELECT payflow.mark_paid('$payment', 'txn-router-1', 9000)")" \
+    "router" "mark_paid runs on one shard"
+bob=$(sql "SELECT id FROM payflow.open_order('router-bob')")
+bob_payment=$(sql "SELECT payment_no FROM payflow.begin_payment($bob, 'router')")
+ok "$(router_check "SELECT payflow.mark_failed('$bob_payment', 'card declined')")" \
+    "router" "mark_failed runs on one shard"
+sql "SELECT payflow.begin_payment($bob, 'router')" >/dev/null
+bob_payment=$(sql "SELECT payment_no FROM payflow.payments WHERE order_id = $bob AND status = 'pending'")
+IFS='|' read -r headers body <<<"$(signed_callback "$bob_payment" 6300)"
+ok "$(router_check "SELECT payflow.handle_notification('router', '$headers'::jsonb, '$body')")" \
+    "router" "handle_notification of a signed callback runs on one shard"
+ok "$(sql "SELECT status FROM payflow.orders WHERE id = $bob")" "paid" "and the callback paid the order"
+ok "$(router_check "SELECT payflow.mark_paid('$old_payment', 'txn-router-old', 700)")" \
+    "router" "an attempt from before distribute() is paid on one shard (its order's route looked up by id)"
+
+ok "$(router_check "SELECT count(*) FROM payflow.orders")" \
     "not router: error: ERROR: multi-task query about to be executed" \
-    "the check fails a statement bound for every shard"
-ok "$(router_check "WITH taken AS (DELETE FROM payflow.cart_items WHERE customer_id = 'router-bob' RETURNING *)
-                    INSERT INTO payflow.cart_items SELECT 'router-bob', sku || '-2', quantity, unit_price,
-                                                          currency, title, added_at FROM taken")" \
-    "not router: pull to coordinator" \
-    "and one whose rows pass through the coordinator, on one shard though it is"
+    "the test fails a statement bound for every shard"

@@ -6,10 +6,10 @@
 # It runs test/citus/t/*.sh (TAP, by prove) against the coordinator's
 # database postgres, where Citus and payflow are created, then there the
 # pgTAP contract tests of checkout and payments and three integration
-# scenarios, payflow's tables not distributed (doc/scale-out.md says what
-# distributing them needs), and last the router-only check of cart_put with
-# cart_items distributed and, under a load of cart_put, a shard moved and a
-# worker killed.  The three nodes are stopped and removed at the end, even
+# scenarios with payflow's tables not distributed; then it distributes
+# payflow (payflow.distribute()) and runs the router-only test of every
+# hot-path call and, under a load of cart_put, a shard moved and a worker
+# killed.  The three nodes are stopped and removed at the end, even
 # on failure.
 #
 # Alone: bash test/citus/run.sh (builds and installs payflow first).
@@ -39,8 +39,9 @@ PGDATABASE=postgres PGOPTIONS="-c client_min_messages=error" \
 make -s -C test/channel_server >/dev/null &&
 PGDATABASE=postgres prove --exec bash test/integration/01_dropped_payment.sh test/integration/02_callbacks.sh \
     test/integration/03_expiry.sh test/integration/05_late_success_refund.sh || failed=1
-# Last: they distribute payflow.cart_items, then move one of its shards
-# and kill a worker under a load of cart_put.
+# Then payflow.distribute() on the database those left populated, and the
+# router-only test of every hot-path call on the distributed install; last
+# the faults under a load of cart_put on it: a shard moved, a worker killed.
 PGDATABASE=postgres prove --exec bash test/citus/router_only.sh || failed=1
 PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/faults.sh || failed=1
 [ "$failed" -eq 0 ]

@@ -87,7 +87,7 @@ rows = sql("""SELECT p.proname, p.prosecdef,
 for line in rows.splitlines():
     name, secdef, pinned, app = line.split('\t')
     owner_rights = app == 't' or name in ('set_channel', 'verify', 'register_consumer', 'drop_consumer',
-                                          'set_webhook_endpoint') \
+                                          'set_webhook_endpoint', 'put_stock', 'remove_stock') \
         or name.startswith('review_') or name.startswith('replay_webhook_')
     if name in ('cart_put', 'create_order_from_cart'):
         check(secdef == 't' and pinned == 'f', f'{name}: SECURITY DEFINER, its hot statements path-free, as the intro says')
@@ -101,11 +101,12 @@ def privileges(role, priv):
     return sql(f"""SELECT coalesce(string_agg(c.relname, ',' ORDER BY c.relname), '') FROM pg_class c
                    WHERE c.relnamespace = 'payflow'::regnamespace AND c.relkind IN ('r', 'v', 'p')
                      AND has_table_privilege('{role}', c.oid, '{priv}')""")
-app_reads = 'cart_items,events,order_lines,orders,payments,refunds,statuses,stock,transition_events,transitions'
-admin_reads = ('cart_items,channel_audit,channels,event_consumer_status,event_consumers,events,health,'
-               'notifications,order_lines,orders,payments,pending_checks,refunds,review_audit,review_queue,'
-               'statement_lines,statement_mismatches,statements,stats,statuses,stock,transition_events,transitions,'
-               'webhook_attempts,webhook_audit,webhook_deliveries,webhook_endpoints')
+app_reads = ('cart_items,distribution,events,order_lines,order_routes,orders,payments,refunds,statuses,stock,'
+             'stocked_skus,transition_events,transitions')
+admin_reads = ('cart_items,channel_audit,channels,distribution,event_consumer_status,event_consumers,events,health,'
+               'notifications,order_lines,order_routes,orders,payments,pending_checks,refunds,review_audit,'
+               'review_queue,statement_lines,statement_mismatches,statements,stats,statuses,stock,stocked_skus,'
+               'transition_events,transitions,webhook_attempts,webhook_audit,webhook_deliveries,webhook_endpoints')
 check(privileges('payflow_app', 'SELECT') == app_reads, 'payflow_app reads what the Roles section lists',
       privileges('payflow_app', 'SELECT'))
 for priv in ('INSERT', 'UPDATE', 'DELETE'):
