@@ -33,6 +33,11 @@
 #   6  the reconciler's apply of one success, as mark_paid's statements
 #      would run routed: the attempt and the order locked and updated, the
 #      event, the check done, in one transaction; the same on one node
+#   7  payflow itself: bench/checkout.sql (5 cart_put + the checkout) in
+#      database "dist", where payflow.distribute(32) ran, against database
+#      single
+#   8  payflow itself: a payment (cart_put and checkout, then
+#      begin_payment, then mark_paid), same two databases
 #
 # PF_BENCH_RUNS="5 6" makes only those runs (the set-up is made whole).
 #
@@ -74,14 +79,15 @@ idle_ticks() {
     read -r _ after < <(cpu_ticks)
     echo $((after - before))
 }
-# run LABEL DATABASE CLIENTS SCRIPT: one pgbench run, one report line.
+# run LABEL DATABASE CLIENTS SCRIPT [PGBENCH ARGS]: one pgbench run, one report line.
 run() {
     local label=$1 db=$2 clients=$3 script=$4 out before after tps lat n t0 t1 c0 c1 hz
-    [[ " ${PF_BENCH_RUNS:-1 2 3 4 5 6} " == *" $section "* ]] || return 0
+    shift 4
+    [[ " ${PF_BENCH_RUNS:-1 2 3 4 5 6 7 8} " == *" $section "* ]] || return 0
     read -r c0 before < <(cpu_ticks)
     t0=$(date +%s%N)
     out=$(pgbench -n -M prepared -c "$clients" -j "$clients" -T "$SECONDS_PER_RUN" \
-        -f "$script" "$db" 2>&1) || { echo "$out"; return 1; }
+        "$@" -f "$script" "$db" 2>&1) || { echo "$out"; return 1; }
     sleep 1     # the backends pgbench used have exited and been counted
     read -r c1 after < <(cpu_ticks)
     t1=$(date +%s%N)
@@ -290,5 +296,50 @@ sed "s/^\\\\set i random(1, 6400)\$/\\\\set k random(1, $local_count)\\
 SELECT id AS i FROM public.bench_local_ids WHERE n = :k \\\\gset/" "$work/apply.sql" > "$work/apply_local.sql"
 PGHOST=${PF_CITUS_HOSTS[1]} PGPORT=${PF_CITUS_PORTS[1]} \
     run "Citus, from worker 1 on its own shards (local execution)" postgres 1 "$work/apply_local.sql"
+say ""
+
+# --- 7, 8: payflow itself, distributed ---------------------------------------
+# Citus keeps its metadata per database: "dist" gets Citus on every node, its
+# workers, payflow and payflow.distribute(32).
+dist_sql() {  # dist_sql NODE SQL...
+    local node=$1; shift
+    psql -X -q -At -v ON_ERROR_STOP=1 -h "${PF_CITUS_HOSTS[$node]}" -p "${PF_CITUS_PORTS[$node]}" \
+        -U postgres -d dist "$@"
+}
+for node in 0 1 2; do
+    pf_citus_sql "$node" -c "CREATE DATABASE dist"
+    dist_sql "$node" -c "CREATE EXTENSION citus"
+done
+dist_sql 0 -c "SELECT citus_set_coordinator_host('127.0.0.1', ${PF_CITUS_PORTS[0]})" \
+    -c "SELECT citus_add_node('127.0.0.1', ${PF_CITUS_PORTS[1]})" \
+    -c "SELECT citus_add_node('127.0.0.1', ${PF_CITUS_PORTS[2]})" \
+    -c "CREATE EXTENSION payflow" -c "SET client_min_messages = warning" \
+    -c "SELECT payflow.distribute(32)" >/dev/null
+channel="SELECT payflow.set_channel('bench', 'http_json', 'http://127.0.0.1:9', '{}',
+                                    '{\"hmac_secret\": \"bench-secret-0123456789\"}')"
+dist_sql 0 -c "$channel" >/dev/null
+psql -X -q -v ON_ERROR_STOP=1 -d single -c "$channel" >/dev/null
+cat > "$work/payment.sql" <<'EOF'
+\set c random(1, 1000000000)
+BEGIN;
+SELECT payflow.cart_put('pay-' || :c, 'sku-1', 1, 1990, 'CNY', 'bench item');
+SELECT id AS o FROM payflow.create_order_from_cart('pay-' || :c) \gset
+COMMIT;
+SELECT payment_no AS p FROM payflow.begin_payment(:o, 'bench') \gset
+SELECT status FROM payflow.mark_paid(:p, 'txn-' || :c, 1990);
+EOF
+section=7
+say "7. payflow's checkout (bench/checkout.sql: 5 cart_put + create_order_from_cart, one transaction)"
+run "single node" single 1 bench/checkout.sql -D sku_base=0
+run "Citus, payflow.distribute(32)" dist 1 bench/checkout.sql -D sku_base=0
+run "single node" single 4 bench/checkout.sql -D sku_base=0
+run "Citus, payflow.distribute(32)" dist 4 bench/checkout.sql -D sku_base=0
+say ""
+section=8
+say "8. a payment: cart_put + checkout, begin_payment, mark_paid (three transactions)"
+run "single node" single 1 "$work/payment.sql"
+run "Citus, payflow.distribute(32)" dist 1 "$work/payment.sql"
+run "single node" single 4 "$work/payment.sql"
+run "Citus, payflow.distribute(32)" dist 4 "$work/payment.sql"
 say ""
 say "written to $report"

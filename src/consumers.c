@@ -136,5 +136,9 @@ pf_events_committed_horizon(void)
 Datum
 payflow_events_committed_horizon(PG_FUNCTION_ARGS)
 {
+	/* The horizon rests on one sequence and one lock table: one node's. */
+	SPI_connect();
+	pf_refuse_on_distributed("event consumers");
+	SPI_finish();
 	PG_RETURN_INT64(pf_events_committed_horizon());
 }

@@ -135,6 +135,7 @@ extern bool pf_distributed(void);
 extern int	pf_plan_generation;
 extern void pf_set_route(int32 route);
 extern int32 pf_current_route(void);
+extern void pf_refuse_on_distributed(const char *what);
 extern void pf_route_init(void);
 extern int32 pf_route_of_customer(const char *customer_id, int len);
 extern int32 pf_route_of_order(int64 order_id);

@@ -410,6 +410,7 @@ payflow_review_recheck_payment(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
+	pf_refuse_on_distributed("the review functions");
 	lock_review_payment(payment_no, &payment);
 	if (!payment.in_review)
 		report_not_in_review("payment", payment_no, payment.status,
@@ -445,6 +446,7 @@ payflow_review_recheck_refund(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
+	pf_refuse_on_distributed("the review functions");
 	lock_review_refund(refund_no, &refund);
 	if (!refund.open || !refund.no_answer)
 		report_not_in_review("refund", refund_no,
@@ -519,6 +521,7 @@ payflow_review_resolve_paid(PG_FUNCTION_ARGS)
 				 errhint("A payment that took nothing is resolved with payflow.review_resolve_failed().")));
 
 	SPI_connect();
+	pf_refuse_on_distributed("the review functions");
 	lock_review_payment(payment_no, &payment);
 	if (!payment.in_review && !payment.mismatch)
 		report_not_in_review("payment", payment_no, payment.status,
@@ -595,6 +598,7 @@ payflow_review_resolve_failed(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
+	pf_refuse_on_distributed("the review functions");
 	lock_review_payment(payment_no, &payment);
 	if (!payment.in_review || payment.mismatch)
 		report_not_in_review("payment", payment_no,
@@ -625,6 +629,7 @@ payflow_review_retry_refund(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
+	pf_refuse_on_distributed("the review functions");
 	lock_review_refund(refund_no, &refund);
 	if (strcmp(refund.status, "failed") != 0)
 		report_not_in_review("refund", refund_no, refund.status, "failed refunds",
@@ -662,6 +667,7 @@ payflow_review_record_refund(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
+	pf_refuse_on_distributed("the review functions");
 	lock_review_refund(refund_no, &refund);
 	if (strcmp(refund.status, "failed") != 0 && !(refund.open && (refund.no_answer || refund.held)))
 		report_not_in_review("refund", refund_no, refund.status,
@@ -700,6 +706,7 @@ payflow_review_dismiss_mismatch(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
+	pf_refuse_on_distributed("the review functions");
 	lock_review_payment(payment_no, &payment);
 	if (!payment.mismatch)
 		report_not_in_review("payment", payment_no, payment.status,
@@ -747,6 +754,7 @@ payflow_review_dismiss_refund(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
+	pf_refuse_on_distributed("the review functions");
 	lock_review_refund(refund_no, &refund);
 	if (strcmp(refund.status, "failed") != 0 &&
 		!(strcmp(refund.status, "requested") == 0 && refund.held))

@@ -227,3 +227,19 @@ pf_append_route(StringInfo sql, const char *rest, int len, int route_param)
 	else
 		elog(ERROR, "payflow: unknown route placeholder \"route%.*s\"", len, rest);
 }
+
+/*
+ * What a distributed install does not run yet (doc/scale-out.md): refused
+ * with PF090 before any statement, rather than left to fail inside Citus.
+ * The caller is connected to SPI.
+ */
+void
+pf_refuse_on_distributed(const char *what)
+{
+	if (pf_distributed())
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_DISTRIBUTION),
+				 errmsg("%s do not run on a distributed install yet", what),
+				 errdetail("payflow.distribute() has run on this database; doc/scale-out.md lists what runs on it."),
+				 errhint("Use them on a single-node payflow.")));
+}
