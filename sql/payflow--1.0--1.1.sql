@@ -2355,7 +2355,9 @@ BEGIN
         'ALTER TABLE payflow.events DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (route, id)',
         'ALTER TABLE payflow.pending_checks DROP CONSTRAINT pending_checks_pkey, DROP CONSTRAINT pending_checks_payment_id_key, DROP CONSTRAINT pending_checks_refund_id_key, ADD PRIMARY KEY (route, id), ADD UNIQUE (route, payment_id), ADD UNIQUE (route, refund_id)',
         'ALTER TABLE payflow.notifications DROP CONSTRAINT notifications_pkey, DROP CONSTRAINT notifications_channel_event_id_key, ADD PRIMARY KEY (route, id), ADD UNIQUE (route, channel, event_id)',
-        'ALTER TABLE payflow.review_audit DROP CONSTRAINT review_audit_pkey, ADD PRIMARY KEY (route, id)'];
+        'ALTER TABLE payflow.review_audit DROP CONSTRAINT review_audit_pkey, ADD PRIMARY KEY (route, id)',
+        -- No key: a shard move replicates its rows whole.
+        'ALTER TABLE payflow.status_count_changes REPLICA IDENTITY FULL'];
     FOREACH t IN ARRAY routed LOOP
         keys := format('ALTER TABLE payflow.%I ALTER COLUMN route SET NOT NULL', t) || keys;
     END LOOP;
@@ -2408,6 +2410,12 @@ BEGIN
     INSERT INTO payflow.distribution (shard_count, first_routed_id) VALUES (distribute.shard_count, first_id);
     INSERT INTO payflow.stocked_skus (sku) SELECT sku FROM payflow.stock;
 
+    -- Citus copies the rows into the shards, whose triggers would take a
+    -- row in a final status for a move from start: they are copied as
+    -- rows, as a restore does, with the triggers of this session and of its
+    -- connections to the workers off.
+    PERFORM set_config('citus.propagate_set_commands', 'local', true);
+    PERFORM set_config('session_replication_role', 'replica', true);
     FOREACH t IN ARRAY reference LOOP
         PERFORM create_reference_table(format('payflow.%I', t));
     END LOOP;
@@ -2423,6 +2431,7 @@ BEGIN
                                      colocate_with => 'none');
     -- A SKU gets or loses its stock row through put_stock() and remove_stock().
     REVOKE INSERT, DELETE ON payflow.stock FROM payflow_admin;
+    PERFORM set_config('session_replication_role', 'origin', true);
     ALTER TABLE payflow.payments ADD FOREIGN KEY (route, order_id) REFERENCES payflow.orders (route, id);
     ALTER TABLE payflow.refunds ADD FOREIGN KEY (route, order_id) REFERENCES payflow.orders (route, id);
     ALTER TABLE payflow.refunds ADD FOREIGN KEY (route, payment_id) REFERENCES payflow.payments (route, id);
