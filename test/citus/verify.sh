@@ -122,7 +122,7 @@ one_node=$(cat "${TMPDIR:-/tmp}/pf-verify-one-node.$$"); rm -f "${TMPDIR:-/tmp}/
 # runs with the guards off on every node.
 out=$(q -c "BEGIN" -c "SET LOCAL citus.propagate_set_commands = 'local'" -c "SET LOCAL session_replication_role = replica" \
         -c "SELECT payflow.distribute(4)" -c "COMMIT" 2>&1)
-ok "$(sql "SELECT shard_count FROM payflow.distribution")" "4" "payflow.distribute(4) converts the shop${out:+ }$(echo "$out" | grep -m1 ERROR)"
+ok "$(sql "SELECT shard_count FROM payflow.distribution")" "4" "payflow.distribute(4) converts the shop$(echo "$out" | grep -m1 ERROR | sed "s/^/: /")"
 ok "$(sql "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = 'payflow.payments'::regclass")" "1" \
     "payflow.payments is a Citus table"
 ok "$(views)" "$one_node" "payflow.stats, payflow.health and payflow.review_queue give the answers they gave on one node"
