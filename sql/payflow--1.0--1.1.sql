@@ -1195,7 +1195,8 @@ BEGIN
     RETURN QUERY EXECUTE payflow.route_sql($q$
     SELECT 'identifiers'::text, r.order_id, r.payment_id, r.id,
            pg_catalog.format('Refund %s has the number of attempt %s of order id %s.', r.refund_no, p.payment_no, p.order_id)
-    FROM payflow.refunds r JOIN payflow.payments p ON {{route=p=r}}p.payment_no = r.refund_no
+    FROM (SELECT r.order_id, r.payment_id, r.id, r.refund_no FROM payflow.refunds r {{gather}}) r
+    JOIN payflow.payments p ON p.payment_no = r.refund_no
     UNION ALL
     SELECT 'identifiers', p.order_id, p.id, NULL,
            pg_catalog.format('Attempt %s of order %s is numbered %s; its number is %s-%s.',
@@ -2394,20 +2395,25 @@ COMMENT ON FUNCTION payflow.distribute(integer) IS
 --   {{fence}}      "OFFSET 0" on one node, where it keeps a subquery
 --                  planned apart; nothing on Citus, which would otherwise
 --                  pull that subquery's rows to the coordinator.
+--   {{gather}}     nothing on one node; "OFFSET 0" on Citus, which then
+--                  runs the subquery first and joins its rows on every
+--                  shard: a join on another column than the route (a
+--                  refund numbered like any customer's attempt).
 CREATE FUNCTION payflow.route_sql(query text) RETURNS text
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM payflow.distribution) THEN
-        RETURN pg_catalog.replace(
+        RETURN pg_catalog.replace(pg_catalog.replace(
             pg_catalog.regexp_replace(
                 pg_catalog.regexp_replace(query, '\{\{route=(\w+)=(\w+)\}\}',
                                           '\1.route OPERATOR(pg_catalog.=) \2.route AND ', 'g'),
                 '\{\{route,(\w+)\}\}', '\1.route, ', 'g'),
-            '{{fence}}', '');
+            '{{fence}}', ''), '{{gather}}', 'OFFSET 0');
     END IF;
-    RETURN pg_catalog.replace(pg_catalog.regexp_replace(query, '\{\{route[=,]\w+(=\w+)?\}\}', '', 'g'),
-                              '{{fence}}', 'OFFSET 0');
+    RETURN pg_catalog.replace(pg_catalog.replace(
+        pg_catalog.regexp_replace(query, '\{\{route[=,]\w+(=\w+)?\}\}', '', 'g'),
+        '{{fence}}', 'OFFSET 0'), '{{gather}}', '');
 END
 $$;
 

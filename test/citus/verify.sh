@@ -37,7 +37,7 @@ reported() {
       -c "ROLLBACK" | tail -n 1
 }
 
-echo "1..24"
+echo "1..25"
 if [ "$(sql "SELECT count(*) FROM payflow.distribution")" != 0 ]; then
     echo "Bail out! payflow is distributed already: verify.sh needs it as CREATE EXTENSION left it"
     exit 1
@@ -185,6 +185,14 @@ ok "$(reported "DELETE FROM payflow.events WHERE type = 'order.created' AND orde
     "events" "an order with no event: events"
 ok "$(reported "UPDATE payflow.stock SET reserved = reserved - 2 WHERE sku = 'VF-MUG'")" \
     "stock" "stock an awaiting order holds, not counted as reserved: stock"
+# Bob's duplicate payment's refund numbered like Hal's attempt, another
+# customer's: two rows, as on one node (the number is an attempt's, and not
+# its own attempt's number and -R<n>).
+ok "$(q -c "SET citus.propagate_set_commands = 'local'" -c "BEGIN" -c "SET LOCAL session_replication_role = replica" \
+        -c "UPDATE payflow.refunds SET refund_no = '$(sql "SELECT payment_no FROM payflow.payments WHERE id = $(pay vf-hal)")'
+            WHERE order_id = $(ord vf-bob)" \
+        -c "SELECT string_agg(invariant, ',') FROM payflow.verify()" -c "ROLLBACK" | tail -n 1)" \
+    "identifiers,identifiers" "a refund numbered like another customer's attempt: identifiers, twice"
 ok "$(reported "UPDATE payflow.payments SET payment_no = 'PF-REUSED-1' WHERE id = $(pay vf-hal)")" \
     "identifiers" "an attempt not numbered after its order and attempt: identifiers"
 
