@@ -514,9 +514,10 @@ CREATE TRIGGER review_audit_no_truncate BEFORE TRUNCATE ON payflow.review_audit
 -- payment.amount_mismatch event, the refund's failure; for a refund with no
 -- final answer or held, when it was queued); resolve_with names the
 -- functions that resolve it.  The statuses in review come from
--- payflow.statuses, expanded here like the open-attempts index (Part 5).
--- Its query is payflow.define_review_queue()'s (Part 17), which names the
--- route in its joins once payflow is distributed; here its columns.
+-- payflow.statuses, expanded into the query like the open-attempts index
+-- (Part 5).  The query is payflow.define_review_queue()'s (Part 17), which
+-- names the route in its joins once payflow is distributed; here its
+-- columns, for the privileges and the comment.
 CREATE VIEW payflow.review_queue AS
 SELECT NULL::text AS kind, NULL::bigint AS order_id, NULL::text AS order_no, NULL::text AS payment_no,
        NULL::text AS refund_no, NULL::text AS status, NULL::timestamptz AS since, NULL::bigint AS amount,
