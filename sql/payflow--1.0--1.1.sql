@@ -514,56 +514,16 @@ CREATE TRIGGER review_audit_no_truncate BEFORE TRUNCATE ON payflow.review_audit
 -- payment.amount_mismatch event, the refund's failure; for a refund with no
 -- final answer or held, when it was queued); resolve_with names the
 -- functions that resolve it.  The statuses in review come from
--- payflow.statuses, expanded here like the open-attempts index (Part 5).
-DO $view$
-BEGIN
-    EXECUTE pg_catalog.format($sql$
+-- payflow.statuses, expanded into the query like the open-attempts index
+-- (Part 5).  The query is payflow.define_review_queue()'s (Part 17), which
+-- names the route in its joins once payflow is distributed; here its
+-- columns, for the privileges and the comment.
 CREATE VIEW payflow.review_queue AS
-SELECT 'payment_no_answer'::text AS kind, o.id AS order_id, o.order_no, p.payment_no,
-       NULL::text AS refund_no, p.status,
-       coalesce((SELECT pg_catalog.max(e.at) FROM payflow.events e
-                 WHERE e.payment_id = p.id AND e.type = 'payment.unknown'), p.created_at) AS since,
-       p.amount, p.currency, p.channel, p.status_reason AS reason,
-       'review_recheck_payment, review_resolve_paid or review_resolve_failed'::text AS resolve_with
-FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id
-WHERE p.status IN (%1$s)
-  AND NOT coalesce(p.status_reason LIKE 'channel reported %%', false)
-UNION ALL
-SELECT 'amount_mismatch', o.id, o.order_no, p.payment_no, NULL, p.status,
-       coalesce((SELECT pg_catalog.max(e.at) FROM payflow.events e
-                 WHERE e.payment_id = p.id AND e.type = 'payment.amount_mismatch'), p.created_at),
-       p.amount, p.currency, p.channel, p.status_reason,
-       CASE WHEN p.status IN (%1$s)
-            THEN 'review_resolve_paid, review_dismiss_mismatch or review_recheck_payment'
-            ELSE 'review_resolve_paid or review_dismiss_mismatch' END
-FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id
-WHERE p.status_reason LIKE 'channel reported %%'
-UNION ALL
-SELECT 'refund_failed', o.id, o.order_no, p.payment_no, r.refund_no, r.status,
-       coalesce(r.resolved_at, r.created_at), r.amount, r.currency, p.channel, r.last_error,
-       'review_retry_refund, review_record_refund or review_dismiss_refund'
-FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id
-JOIN payflow.orders o ON o.id = r.order_id
-WHERE r.status = 'failed'
-UNION ALL
-SELECT CASE WHEN c.last_outcome LIKE 'review: %%' THEN 'refund_no_answer' ELSE 'refund_held' END,
-       o.id, o.order_no, p.payment_no, r.refund_no, r.status,
-       CASE WHEN c.last_outcome LIKE 'review: %%' THEN r.created_at ELSE c.created_at END,
-       r.amount, r.currency, p.channel,
-       pg_catalog.concat_ws(': ', c.last_outcome, c.last_error),
-       CASE WHEN c.last_outcome LIKE 'review: %%'
-            THEN 'review_recheck_refund or review_record_refund'
-            ELSE 'review_record_refund or review_dismiss_refund (or turn payflow.auto_refund on)' END
-FROM payflow.pending_checks c JOIN payflow.refunds r ON r.id = c.refund_id
-JOIN payflow.payments p ON p.id = r.payment_id
-JOIN payflow.orders o ON o.id = r.order_id
-WHERE c.refund_id IS NOT NULL
-  AND (c.last_outcome LIKE 'review: %%' OR c.last_outcome LIKE 'held: %%')
-$sql$,
-        (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(status), ', ' ORDER BY status)
-         FROM payflow.statuses WHERE entity = 'payment' AND in_review));
-END
-$view$;
+SELECT NULL::text AS kind, NULL::bigint AS order_id, NULL::text AS order_no, NULL::text AS payment_no,
+       NULL::text AS refund_no, NULL::text AS status, NULL::timestamptz AS since, NULL::bigint AS amount,
+       NULL::character(3) AS currency, NULL::text AS channel, NULL::text AS reason,
+       NULL::text AS resolve_with
+WHERE false;
 COMMENT ON VIEW payflow.review_queue IS
     'Every open review item: attempts with no final answer or an amount mismatch, refunds failed, with no final answer or held; doc/operations.md has a runbook per kind.';
 
@@ -1018,25 +978,16 @@ BEGIN
     -- an operator accepted another amount in review), its paid_at is the
     -- order's, and the order.paid event names it and its channel
     -- transaction.
-    RETURN QUERY
-    SELECT 'order_payment'::text, o.id, a.payment_id, NULL::bigint, d.detail
-    FROM payflow.orders o
-    LEFT JOIN (SELECT p.order_id, pg_catalog.count(*) AS applied, pg_catalog.min(p.id) AS payment_id
-               FROM payflow.payments p
-               WHERE p.status = 'succeeded' AND NOT p.refund_needed
-               GROUP BY p.order_id) a ON a.order_id = o.id
-    LEFT JOIN payflow.payments p ON p.id = a.payment_id AND a.applied = 1
-    -- (one order.paid event per paid order: the events check counts them)
-    LEFT JOIN (SELECT e.order_id, e.payment_id, e.payload ->> 'channel_txn_id' AS channel_txn_id
-               FROM payflow.events e WHERE e.type = 'order.paid' OFFSET 0) pe ON pe.order_id = p.order_id
-    CROSS JOIN LATERAL (SELECT pg_catalog.concat_ws(' ',
-        CASE WHEN o.status = ANY (paid_statuses) AND coalesce(a.applied, 0) <> 1 THEN
+    RETURN QUERY EXECUTE payflow.route_sql($q$
+    SELECT 'order_payment'::text, d.id, d.payment_id, NULL::bigint, d.detail
+    FROM (SELECT o.id, a.payment_id, pg_catalog.concat_ws(' ',
+        CASE WHEN o.status = ANY ($1) AND coalesce(a.applied, 0) <> 1 THEN
             pg_catalog.format('Order %s is %s, but %s succeeded attempts are applied to it (succeeded, not refund_needed); a paid order has exactly one.',
                               o.order_no, o.status, coalesce(a.applied, 0)) END,
-        CASE WHEN o.status <> ALL (paid_statuses) AND a.applied > 0 THEN
+        CASE WHEN o.status <> ALL ($1) AND a.applied > 0 THEN
             pg_catalog.format('Order %s is %s, but %s succeeded attempts are applied to it (not refund_needed); money taken for an unpaid order is refunded.',
                               o.order_no, o.status, a.applied) END,
-        CASE WHEN o.status <> ALL (paid_statuses)
+        CASE WHEN o.status <> ALL ($1)
                   AND (o.paid_amount <> 0 OR o.refunded_amount <> 0 OR o.paid_at IS NOT NULL) THEN
             pg_catalog.format('Order %s is %s, yet records paid_amount %s, refunded_amount %s and paid_at %s.',
                               o.order_no, o.status, o.paid_amount, o.refunded_amount,
@@ -1055,19 +1006,30 @@ BEGIN
         CASE WHEN p.id IS NOT NULL AND p.channel_txn_id IS NULL THEN
             pg_catalog.format('Attempt %s paid order %s with no channel transaction id.',
                               p.payment_no, o.order_no) END,
-        CASE WHEN p.id IS NOT NULL AND o.created_at >= horizon
+        CASE WHEN p.id IS NOT NULL AND o.created_at >= $4
                   AND (pe.order_id IS NULL OR pe.payment_id IS DISTINCT FROM p.id
                        OR pe.channel_txn_id IS DISTINCT FROM p.channel_txn_id) THEN
             pg_catalog.format('The order.paid event of order %s names attempt id %s and channel transaction %s; it was paid by attempt %s (id %s), transaction %s.',
                               o.order_no, coalesce(pe.payment_id::text, 'none'),
                               coalesce(pe.channel_txn_id, 'none'), p.payment_no, p.id,
-                              coalesce(p.channel_txn_id, 'none')) END) AS detail) d
-    WHERE d.detail <> '';
+                              coalesce(p.channel_txn_id, 'none')) END) AS detail
+        FROM payflow.orders o
+        LEFT JOIN (SELECT {{route,p}}p.order_id, pg_catalog.count(*) AS applied, pg_catalog.min(p.id) AS payment_id
+                   FROM payflow.payments p
+                   WHERE p.status = 'succeeded' AND NOT p.refund_needed
+                   GROUP BY {{route,p}}p.order_id) a ON {{route=a=o}}a.order_id = o.id
+        LEFT JOIN payflow.payments p ON {{route=p=o}}p.id = a.payment_id AND a.applied = 1
+        -- (one order.paid event per paid order: the events check counts them)
+        LEFT JOIN (SELECT {{route,e}}e.order_id, e.payment_id, e.payload ->> 'channel_txn_id' AS channel_txn_id
+                   FROM payflow.events e WHERE e.type = 'order.paid' {{fence}}) pe
+               ON {{route=pe=o}}pe.order_id = p.order_id) d
+    WHERE d.detail <> ''
+    $q$) USING paid_statuses, holding_statuses, open_refund_statuses, horizon;
 
     -- Every other succeeded attempt of an order (a duplicate or a late
     -- success) is flagged refund_needed and carries a refund; only money
     -- taken is flagged.
-    RETURN QUERY
+    RETURN QUERY EXECUTE payflow.route_sql($q$
     SELECT 'surplus_payment'::text, p.order_id, p.id, NULL::bigint,
            CASE WHEN p.status <> 'succeeded' THEN
                pg_catalog.format('Attempt %s is %s, yet flagged refund_needed: only money taken is refunded.',
@@ -1077,22 +1039,15 @@ BEGIN
     FROM payflow.payments p
     WHERE p.refund_needed
       AND (p.status <> 'succeeded'
-           OR NOT EXISTS (SELECT 1 FROM payflow.refunds r WHERE r.payment_id = p.id));
+           OR NOT EXISTS (SELECT 1 FROM payflow.refunds r WHERE {{route=r=p}}r.payment_id = p.id))
+    $q$) USING paid_statuses, holding_statuses, open_refund_statuses, horizon;
 
     -- No attempt's refunds succeeded, or succeeded and in progress, sum past
     -- its amount; refunds are of succeeded attempts, in the attempt's
     -- currency and of its order.
-    RETURN QUERY
-    SELECT 'refund_amount'::text, p.order_id, p.id, NULL::bigint, d.detail
-    FROM (SELECT p.id,
-                 pg_catalog.sum(r.amount) FILTER (WHERE r.status = 'succeeded') AS refunded,
-                 pg_catalog.sum(r.amount) FILTER (WHERE r.status = 'succeeded'
-                                                   OR r.status = ANY (open_refund_statuses)) AS committed,
-                 pg_catalog.count(*) FILTER (WHERE r.currency <> p.currency OR r.order_id <> p.order_id) AS strays
-          FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id
-          GROUP BY p.id) s
-    JOIN payflow.payments p ON p.id = s.id
-    CROSS JOIN LATERAL (SELECT pg_catalog.concat_ws(' ',
+    RETURN QUERY EXECUTE payflow.route_sql($q$
+    SELECT 'refund_amount'::text, d.order_id, d.id, NULL::bigint, d.detail
+    FROM (SELECT p.order_id, p.id, pg_catalog.concat_ws(' ',
         CASE WHEN p.status <> 'succeeded' THEN
             pg_catalog.format('Attempt %s is %s: it took no money, yet has refunds.', p.payment_no, p.status) END,
         CASE WHEN s.refunded > p.amount THEN
@@ -1102,32 +1057,42 @@ BEGIN
                               p.payment_no, p.amount, s.committed) END,
         CASE WHEN s.strays > 0 THEN
             pg_catalog.format('%s refunds of attempt %s are in another currency or of another order.',
-                              s.strays, p.payment_no) END) AS detail) d
-    WHERE d.detail <> '';
+                              s.strays, p.payment_no) END) AS detail
+        FROM (SELECT {{route,p}}p.id,
+                     pg_catalog.sum(r.amount) FILTER (WHERE r.status = 'succeeded') AS refunded,
+                     pg_catalog.sum(r.amount) FILTER (WHERE r.status = 'succeeded'
+                                                       OR r.status = ANY ($3)) AS committed,
+                     pg_catalog.count(*) FILTER (WHERE r.currency <> p.currency OR r.order_id <> p.order_id) AS strays
+              FROM payflow.refunds r JOIN payflow.payments p ON {{route=p=r}}p.id = r.payment_id
+              GROUP BY {{route,p}}p.id) s
+        JOIN payflow.payments p ON {{route=p=s}}p.id = s.id) d
+    WHERE d.detail <> ''
+    $q$) USING paid_statuses, holding_statuses, open_refund_statuses, horizon;
 
     -- An order's refunded_amount is the sum of the succeeded refunds of the
     -- attempt that paid it (refunds of surplus attempts leave the order
     -- alone), and a paid order's status follows it.
-    RETURN QUERY
+    RETURN QUERY EXECUTE payflow.route_sql($q$
     SELECT 'refunded_amount'::text, o.id, NULL::bigint, NULL::bigint,
            pg_catalog.format('Order %s is %s with paid_amount %s and refunded_amount %s; the succeeded refunds of its paying attempt sum to %s.',
                              o.order_no, o.status, o.paid_amount, o.refunded_amount, coalesce(s.refunded, 0))
     FROM payflow.orders o
-    LEFT JOIN (SELECT r.order_id, pg_catalog.sum(r.amount) AS refunded
-               FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id
+    LEFT JOIN (SELECT {{route,r}}r.order_id, pg_catalog.sum(r.amount) AS refunded
+               FROM payflow.refunds r JOIN payflow.payments p ON {{route=p=r}}p.id = r.payment_id
                WHERE r.status = 'succeeded' AND NOT p.refund_needed
-               GROUP BY r.order_id) s ON s.order_id = o.id
+               GROUP BY {{route,r}}r.order_id) s ON {{route=s=o}}s.order_id = o.id
     WHERE o.refunded_amount <> coalesce(s.refunded, 0)
-       OR (o.status = ANY (paid_statuses)
+       OR (o.status = ANY ($1)
            AND o.status <> CASE WHEN o.refunded_amount = 0 THEN 'paid'
                                 WHEN o.refunded_amount >= o.paid_amount THEN 'refunded'
-                                ELSE 'partially_refunded' END);
+                                ELSE 'partially_refunded' END)
+    $q$) USING paid_statuses, holding_statuses, open_refund_statuses, horizon;
 
     -- Every open attempt (not in review) and every open refund has a
     -- pending check; a final one has none, but for the closing check of an
     -- attempt to be closed at the channel (one the application reported
     -- failed, until the channel has confirmed or closed it).
-    RETURN QUERY
+    RETURN QUERY EXECUTE payflow.route_sql($q$
     SELECT 'open_work'::text, p.order_id, p.id, NULL::bigint,
            CASE WHEN c.id IS NULL THEN
                pg_catalog.format('Attempt %s is %s, but has no pending check: nobody would ask the channel about it.',
@@ -1136,11 +1101,12 @@ BEGIN
                                   p.payment_no, p.status, c.due_at) END
     FROM payflow.payments p
     JOIN payflow.statuses s ON s.entity = 'payment' AND s.status = p.status
-    LEFT JOIN payflow.pending_checks c ON c.payment_id = p.id
+    LEFT JOIN payflow.pending_checks c ON {{route=c=p}}c.payment_id = p.id
     WHERE CASE WHEN s.open AND NOT s.in_review THEN c.id IS NULL
                WHEN s.must_close AND NOT s.open THEN false
-               ELSE c.id IS NOT NULL END;
-    RETURN QUERY
+               ELSE c.id IS NOT NULL END
+    $q$) USING paid_statuses, holding_statuses, open_refund_statuses, horizon;
+    RETURN QUERY EXECUTE payflow.route_sql($q$
     SELECT 'open_work'::text, r.order_id, r.payment_id, r.id,
            CASE WHEN c.id IS NULL THEN
                pg_catalog.format('Refund %s is %s, but has no pending check: nobody would execute or ask about it.',
@@ -1149,8 +1115,9 @@ BEGIN
                                   r.refund_no, r.status, c.due_at) END
     FROM payflow.refunds r
     JOIN payflow.statuses s ON s.entity = 'refund' AND s.status = r.status
-    LEFT JOIN payflow.pending_checks c ON c.refund_id = r.id
-    WHERE s.open = (c.id IS NULL);
+    LEFT JOIN payflow.pending_checks c ON {{route=c=r}}c.refund_id = r.id
+    WHERE s.open = (c.id IS NULL)
+    $q$) USING paid_statuses, holding_statuses, open_refund_statuses, horizon;
 
     -- Every status of every order, attempt and refund was reached through
     -- moves of payflow.transitions, each recorded by exactly one event of
@@ -1165,7 +1132,7 @@ BEGIN
                ('payment', 'payments', 'payment_id', 'payment_no', 'x.order_id, x.id, NULL::bigint'),
                ('refund', 'refunds', 'refund_id', 'refund_no', 'x.order_id, x.payment_id, x.id')
     LOOP
-        RETURN QUERY EXECUTE pg_catalog.format($history$
+        RETURN QUERY EXECUTE payflow.route_sql(pg_catalog.format($history$
             SELECT 'events'::text, %1$s,
                    pg_catalog.concat_ws(' ',
                        CASE WHEN j.events IS NULL THEN
@@ -1178,69 +1145,72 @@ BEGIN
                                              $1, x.%2$I, x.status, coalesce(j.last_status, 'no status')) END)
             FROM payflow.%3$I x
             LEFT JOIN (
-                SELECT m.object_id, pg_catalog.count(*) AS events,
+                SELECT {{route,m}}m.object_id, pg_catalog.count(*) AS events,
                        pg_catalog.max(m.to_status) FILTER (WHERE m.is_last) AS last_status,
                        -- rows come in event order: the first element is the first bad event
                        (pg_catalog.array_agg(pg_catalog.format('event %%s (%%s: %%s -> %%s)', m.event_id, m.type,
                                                                coalesce(m.from_status, 'no status'),
                                                                coalesce(m.to_status, 'no status')))
                             FILTER (WHERE NOT m.legal))[1] AS first_bad
-                FROM (SELECT h.object_id, h.event_id, h.type, h.to_status, h.from_status, h.is_last,
+                FROM (SELECT {{route,h}}h.object_id, h.event_id, h.type, h.to_status, h.from_status, h.is_last,
                              ((h.from_status, h.to_status, h.type) IN
                                   (SELECT te.from_status, te.to_status, te.event_type
                                    FROM payflow.transition_events te WHERE te.entity = $1)) IS TRUE AS legal
                       FROM (SELECT h.*, pg_catalog.lag(h.to_status, 1, 'start') OVER w AS from_status,
                                    pg_catalog.lead(h.event_id) OVER w IS NULL AS is_last
-                            FROM (SELECT e.%4$I AS object_id, e.id AS event_id, e.type,
+                            FROM (SELECT {{route,e}}e.%4$I AS object_id, e.id AS event_id, e.type,
                                          e.payload ->> %5$L AS to_status
                                   FROM payflow.events e
                                   WHERE e.%4$I IS NOT NULL
                                     AND e.type IN (SELECT te.event_type FROM payflow.transition_events te
                                                    WHERE te.entity = $1)
-                                  OFFSET 0) h
-                            WINDOW w AS (PARTITION BY h.object_id ORDER BY h.event_id)) h) m
-                GROUP BY m.object_id) j ON j.object_id = x.id
+                                  {{fence}}) h
+                            WINDOW w AS (PARTITION BY {{route,h}}h.object_id ORDER BY h.event_id)) h) m
+                GROUP BY {{route,m}}m.object_id) j ON {{route=j=x}}j.object_id = x.id
             WHERE x.created_at >= $2
               AND (j.events IS NULL OR j.first_bad IS NOT NULL OR j.last_status IS DISTINCT FROM x.status)
-            $history$, ids, name_column, object_table, id_column, entity || '_status')
+            $history$, ids, name_column, object_table, id_column, entity || '_status'))
         USING entity, horizon;
     END LOOP;
 
     -- Stock reserved by orders awaiting payment or paid is what their
     -- reserved lines hold; cancelled and expired orders gave theirs back.
-    RETURN QUERY
+    RETURN QUERY EXECUTE payflow.route_sql($q$
     SELECT 'stock'::text, NULL::bigint, NULL::bigint, NULL::bigint,
            pg_catalog.format('SKU %s has %s units reserved in payflow.stock, but the reserved lines of orders awaiting payment or paid hold %s (those of cancelled and expired orders, given back, %s).',
                              s.sku, s.reserved, coalesce(h.held, 0), coalesce(h.given_back, 0))
     FROM payflow.stock s
     LEFT JOIN (SELECT l.sku,
-                      pg_catalog.sum(l.quantity) FILTER (WHERE o.status = ANY (holding_statuses)) AS held,
-                      pg_catalog.sum(l.quantity) FILTER (WHERE o.status <> ALL (holding_statuses)) AS given_back
-               FROM payflow.order_lines l JOIN payflow.orders o ON o.id = l.order_id
+                      pg_catalog.sum(l.quantity) FILTER (WHERE o.status = ANY ($2)) AS held,
+                      pg_catalog.sum(l.quantity) FILTER (WHERE o.status <> ALL ($2)) AS given_back
+               FROM payflow.order_lines l JOIN payflow.orders o ON {{route=o=l}}o.id = l.order_id
                WHERE l.reserved
                GROUP BY l.sku) h ON h.sku = s.sku
-    WHERE s.reserved <> coalesce(h.held, 0);
+    WHERE s.reserved <> coalesce(h.held, 0)
+    $q$) USING paid_statuses, holding_statuses, open_refund_statuses, horizon;
 
     -- Payment and refund numbers are what the channels know the money by:
     -- unique across both, and bound to what they number (an attempt's is
     -- its order's number and attempt, a refund's its attempt's number and
     -- -R<n>), so that no number is ever given to another payment or refund.
-    RETURN QUERY
+    RETURN QUERY EXECUTE payflow.route_sql($q$
     SELECT 'identifiers'::text, r.order_id, r.payment_id, r.id,
            pg_catalog.format('Refund %s has the number of attempt %s of order id %s.', r.refund_no, p.payment_no, p.order_id)
-    FROM payflow.refunds r JOIN payflow.payments p ON p.payment_no = r.refund_no
+    FROM (SELECT r.order_id, r.payment_id, r.id, r.refund_no FROM payflow.refunds r {{gather}}) r
+    JOIN payflow.payments p ON p.payment_no = r.refund_no
     UNION ALL
     SELECT 'identifiers', p.order_id, p.id, NULL,
            pg_catalog.format('Attempt %s of order %s is numbered %s; its number is %s-%s.',
                              p.attempt, o.order_no, p.payment_no, o.order_no, p.attempt)
-    FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id
+    FROM payflow.payments p JOIN payflow.orders o ON {{route=o=p}}o.id = p.order_id
     WHERE p.payment_no <> o.order_no || '-' || p.attempt
     UNION ALL
     SELECT 'identifiers', r.order_id, r.payment_id, r.id,
            pg_catalog.format('Refund %s of attempt %s is not numbered %s-R<n>.', r.refund_no, p.payment_no, p.payment_no)
-    FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id
+    FROM payflow.refunds r JOIN payflow.payments p ON {{route=p=r}}p.id = r.payment_id
     WHERE pg_catalog.left(r.refund_no, pg_catalog.length(p.payment_no) + 2) <> p.payment_no || '-R'
-       OR pg_catalog.substr(r.refund_no, pg_catalog.length(p.payment_no) + 3) !~ '^[1-9][0-9]*$';
+       OR pg_catalog.substr(r.refund_no, pg_catalog.length(p.payment_no) + 3) !~ '^[1-9][0-9]*$'
+    $q$) USING paid_statuses, holding_statuses, open_refund_statuses, horizon;
 END
 $verify$;
 
@@ -2444,6 +2414,8 @@ BEGIN
         PERFORM truncate_local_data_after_distributing_table(format('payflow.%I', t));
     END LOOP;
     ALTER TABLE payflow.review_audit ENABLE TRIGGER review_audit_no_truncate;
+    -- The review queue's joins name the route from now on (Part 17).
+    PERFORM payflow.define_review_queue();
 END
 $$;
 REVOKE ALL ON FUNCTION payflow.distribute(integer) FROM PUBLIC;
@@ -2458,3 +2430,103 @@ COMMENT ON FUNCTION payflow.distribute(integer) IS
     'Converts an installed payflow on a Citus cluster''s coordinator: every customer''s rows on one shard (doc/scale-out.md).';
 
 -- (part 15 ends here)
+
+-- ===========================================================================
+-- Part 17. verify() and the views on a distributed install
+-- ===========================================================================
+-- Once payflow is distributed (payflow.distribution has its row), Citus
+-- runs a join between two distributed tables only on their distribution
+-- column: the joins of payflow.verify() and payflow.review_queue then name
+-- the route besides the id.  Each is written once, with the placeholders of
+-- payflow's C statements (src/route.c), and expanded for the install it
+-- runs on: to nothing on one node, so the statements are those of one node.
+-- doc/scale-out.md says why.  payflow.stats and payflow.health join no
+-- distributed tables and run as they are.
+
+-- QUERY with its placeholders expanded for this install:
+--   {{route=a=b}}  "a.route OPERATOR(pg_catalog.=) b.route AND " (a join)
+--   {{route,a}}    "a.route, " (a select list, GROUP BY, PARTITION BY)
+--   {{fence}}      "OFFSET 0" on one node, where it keeps a subquery
+--                  planned apart; nothing on Citus, which would otherwise
+--                  pull that subquery's rows to the coordinator.
+--   {{gather}}     nothing on one node; "OFFSET 0" on Citus, which then
+--                  runs the subquery first and joins its rows on every
+--                  shard: a join on another column than the route (a
+--                  refund numbered like any customer's attempt).
+CREATE FUNCTION payflow.route_sql(query text) RETURNS text
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM payflow.distribution) THEN
+        RETURN pg_catalog.replace(pg_catalog.replace(
+            pg_catalog.regexp_replace(
+                pg_catalog.regexp_replace(query, '\{\{route=(\w+)=(\w+)\}\}',
+                                          '\1.route OPERATOR(pg_catalog.=) \2.route AND ', 'g'),
+                '\{\{route,(\w+)\}\}', '\1.route, ', 'g'),
+            '{{fence}}', ''), '{{gather}}', 'OFFSET 0');
+    END IF;
+    RETURN pg_catalog.replace(pg_catalog.replace(
+        pg_catalog.regexp_replace(query, '\{\{route[=,]\w+(=\w+)?\}\}', '', 'g'),
+        '{{fence}}', 'OFFSET 0'), '{{gather}}', '');
+END
+$$;
+
+-- payflow.review_queue's query (its columns and privileges are Part 8's):
+-- run by this update, and by payflow.distribute() once the tables have
+-- their route.
+CREATE FUNCTION payflow.define_review_queue() RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $define$
+BEGIN
+    EXECUTE payflow.route_sql(pg_catalog.format($sql$
+CREATE OR REPLACE VIEW payflow.review_queue AS
+SELECT 'payment_no_answer'::text AS kind, o.id AS order_id, o.order_no, p.payment_no,
+       NULL::text AS refund_no, p.status,
+       coalesce((SELECT pg_catalog.max(e.at) FROM payflow.events e
+                 WHERE {{route=e=p}}e.payment_id = p.id AND e.type = 'payment.unknown'), p.created_at) AS since,
+       p.amount, p.currency, p.channel, p.status_reason AS reason,
+       'review_recheck_payment, review_resolve_paid or review_resolve_failed'::text AS resolve_with
+FROM payflow.payments p JOIN payflow.orders o ON {{route=o=p}}o.id = p.order_id
+WHERE p.status IN (%1$s)
+  AND NOT coalesce(p.status_reason LIKE 'channel reported %%', false)
+UNION ALL
+SELECT 'amount_mismatch', o.id, o.order_no, p.payment_no, NULL, p.status,
+       coalesce((SELECT pg_catalog.max(e.at) FROM payflow.events e
+                 WHERE {{route=e=p}}e.payment_id = p.id AND e.type = 'payment.amount_mismatch'), p.created_at),
+       p.amount, p.currency, p.channel, p.status_reason,
+       CASE WHEN p.status IN (%1$s)
+            THEN 'review_resolve_paid, review_dismiss_mismatch or review_recheck_payment'
+            ELSE 'review_resolve_paid or review_dismiss_mismatch' END
+FROM payflow.payments p JOIN payflow.orders o ON {{route=o=p}}o.id = p.order_id
+WHERE p.status_reason LIKE 'channel reported %%'
+UNION ALL
+SELECT 'refund_failed', o.id, o.order_no, p.payment_no, r.refund_no, r.status,
+       coalesce(r.resolved_at, r.created_at), r.amount, r.currency, p.channel, r.last_error,
+       'review_retry_refund, review_record_refund or review_dismiss_refund'
+FROM payflow.refunds r JOIN payflow.payments p ON {{route=p=r}}p.id = r.payment_id
+JOIN payflow.orders o ON {{route=o=r}}o.id = r.order_id
+WHERE r.status = 'failed'
+UNION ALL
+SELECT CASE WHEN c.last_outcome LIKE 'review: %%' THEN 'refund_no_answer' ELSE 'refund_held' END,
+       o.id, o.order_no, p.payment_no, r.refund_no, r.status,
+       CASE WHEN c.last_outcome LIKE 'review: %%' THEN r.created_at ELSE c.created_at END,
+       r.amount, r.currency, p.channel,
+       pg_catalog.concat_ws(': ', c.last_outcome, c.last_error),
+       CASE WHEN c.last_outcome LIKE 'review: %%'
+            THEN 'review_recheck_refund or review_record_refund'
+            ELSE 'review_record_refund or review_dismiss_refund (or turn payflow.auto_refund on)' END
+FROM payflow.pending_checks c JOIN payflow.refunds r ON {{route=r=c}}r.id = c.refund_id
+JOIN payflow.payments p ON {{route=p=r}}p.id = r.payment_id
+JOIN payflow.orders o ON {{route=o=r}}o.id = r.order_id
+WHERE c.refund_id IS NOT NULL
+  AND (c.last_outcome LIKE 'review: %%' OR c.last_outcome LIKE 'held: %%')
+$sql$,
+        (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(status), ', ' ORDER BY status)
+         FROM payflow.statuses WHERE entity = 'payment' AND in_review)));
+END
+$define$;
+SELECT payflow.define_review_queue();
+
+REVOKE ALL ON FUNCTION payflow.route_sql(text), payflow.define_review_queue() FROM PUBLIC;
+
+-- (part 17 ends here)
