@@ -85,10 +85,7 @@ to=$(sql "SELECT nodeport FROM pg_dist_node WHERE groupid > 0 AND nodeport <> $f
 
 for c in $(seq 1 "$CLIENTS"); do client "$c" & done
 sleep 5
-# payflow.status_count_changes, co-located, has no key: its rows are only
-# appended during the move (the fold's DELETE waits for the next pass).
-moved=$(sql "SELECT citus_move_shard_placement($shard, '127.0.0.1', $from, '127.0.0.1', $to,
-                                               shard_transfer_mode => 'force_logical')")
+moved=$(sql "SELECT citus_move_shard_placement($shard, '127.0.0.1', $from, '127.0.0.1', $to)")
 ok "$moved$(sql "SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = $shard")" "$to" \
     "shard $shard of payflow.orders moved from port $from to $to under the load"
 ok "$(sql "SELECT count(DISTINCT p.nodeport) || ' ' || min(p.nodeport) FROM pg_dist_shard s

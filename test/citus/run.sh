@@ -7,9 +7,9 @@
 # database postgres, where Citus and payflow are created, then there the
 # pgTAP contract tests of checkout and payments and three integration
 # scenarios with payflow's tables not distributed; then it distributes
-# payflow (payflow.distribute()) and runs the router-only test of every
-# hot-path call and, under a load of cart_put, a shard moved and a worker
-# killed.  The three nodes are stopped and removed at the end, even
+# payflow (payflow.distribute()) and checks verify() and the views, the
+# router-only test of every hot-path call and, under a load of payments, a
+# shard moved and a worker killed.  The three nodes are stopped and removed at the end, even
 # on failure.
 #
 # Alone: bash test/citus/run.sh (builds and installs payflow first).
@@ -39,9 +39,13 @@ PGDATABASE=postgres PGOPTIONS="-c client_min_messages=error" \
 make -s -C test/channel_server >/dev/null &&
 PGDATABASE=postgres prove --exec bash test/integration/01_dropped_payment.sh test/integration/02_callbacks.sh \
     test/integration/03_expiry.sh test/integration/05_late_success_refund.sh || failed=1
-# Then payflow.distribute() on the database those left populated, and the
-# router-only test of every hot-path call on the distributed install; last
-# the faults under a load of cart_put on it: a shard moved, a worker killed.
-PGDATABASE=postgres prove --exec bash test/citus/router_only.sh || failed=1
-PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/faults.sh || failed=1
+# Then payflow.distribute() on the database those left populated: verify()
+# and the views give the same answers as before and find every invariant
+# broken (verify.sh, which distributes); every hot-path call runs each
+# statement on one shard (router_only.sh, whose order from before
+# distribute() is made first); and under a load of whole payments a shard
+# moves and a worker is killed, losing nothing (payment_faults.sh).
+PGDATABASE=postgres bash test/citus/router_only.sh --prepare || failed=1
+PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/verify.sh test/citus/router_only.sh \
+    test/citus/payment_faults.sh || failed=1
 [ "$failed" -eq 0 ]
