@@ -191,7 +191,9 @@ cart_lines(Datum customer_id, int64 stop_after, bool keep_skus)
 	while (n < stop_after && index_getnext_tid(scan, ForwardScanDirection) != NULL)
 	{
 		n++;
-		if (keep_skus && known_sku_count >= 0)
+		if (keep_skus && known_sku_count >= 0 && scan->xs_itup == NULL)
+			known_sku_count = -1;	/* no entry returned: take every SKU to be there */
+		else if (keep_skus && known_sku_count >= 0)
 		{
 			bool		isnull;
 			Datum		entry_sku = index_getattr(scan->xs_itup, 2, scan->xs_itupdesc, &isnull);
