@@ -11,7 +11,7 @@
 -- payflow.stocked_skus there) and read by results_eq (Citus would send a
 -- scalar subquery on stock to the SKU's node together with the assertion).
 BEGIN;
-SELECT plan(28);
+SELECT plan(31);
 
 CREATE TEMP TABLE ids (name text PRIMARY KEY, id bigint);
 
@@ -187,6 +187,34 @@ SELECT throws_ok(
     $$SELECT payflow.create_order_from_cart('co-dave')$$,
     'PF003', NULL,
     'Dave finds the lamp sold out: PF003');
+
+-- ---------------------------------------------------------------------------
+-- cart_put inserts a line it takes to be new and updates it only when the
+-- insert found one: a line written by someone else after the transaction
+-- counted the cart (here a direct insert, as another session's put) is
+-- still updated, and a line the count saw is updated at once.
+-- ---------------------------------------------------------------------------
+SELECT payflow.cart_put('co-erin', 'CO-CUP', 1, 800);
+INSERT INTO payflow.cart_items (customer_id, sku, quantity, unit_price, currency)
+VALUES ('co-erin', 'CO-SAUCER', 1, 300, 'CNY');
+SELECT payflow.cart_put('co-erin', 'CO-SAUCER', 6, 350, 'CNY', 'Saucer');
+SELECT results_eq(
+    $$SELECT sku, quantity, unit_price, title FROM payflow.cart_items
+      WHERE customer_id = 'co-erin' ORDER BY sku$$,
+    $$VALUES ('CO-CUP', 1, 800::bigint, NULL::text), ('CO-SAUCER', 6, 350::bigint, 'Saucer')$$,
+    'a line added behind the counted cart''s back is updated by cart_put, not left as it was');
+SELECT payflow.cart_put('co-erin', 'CO-SAUCER', 2, 350);
+SELECT results_eq(
+    $$SELECT quantity, title FROM payflow.cart_items WHERE customer_id = 'co-erin' AND sku = 'CO-SAUCER'$$,
+    $$VALUES (2, 'Saucer')$$,
+    'putting it again changes its quantity and keeps its title');
+INSERT INTO payflow.cart_items (customer_id, sku, quantity, unit_price, currency, title)
+VALUES ('co-frank', 'CO-CUP', 1, 800, 'CNY', 'Cup');
+SELECT payflow.cart_put('co-frank', 'CO-CUP', 4, 750);
+SELECT results_eq(
+    $$SELECT sku, quantity, unit_price, title FROM payflow.cart_items WHERE customer_id = 'co-frank'$$,
+    $$VALUES ('CO-CUP', 4, 750::bigint, 'Cup')$$,
+    'a line the cart already held when first counted is updated');
 
 SELECT * FROM finish();
 ROLLBACK;
