@@ -36,6 +36,30 @@ static PreparedQuery last_checks_of_order = {
 	.routed = true,
 };
 
+/*
+ * The same on a distributed install, one attempt at a time: Citus loses
+ * the parameter of the conflict clause in an INSERT ... SELECT ("there is
+ * no parameter $3"), not in an INSERT ... VALUES.
+ */
+static PreparedQuery open_attempts_of_order = {
+	.sql = "SELECT id FROM payflow.payments"
+	" WHERE {{route=}}order_id = $1 AND status IN ({{payment:open,!in_review}}) ORDER BY id",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+	.routed = true,
+};
+
+static PreparedQuery last_check_of_attempt = {
+	.sql = "INSERT INTO payflow.pending_checks ({{route,}}payment_id, due_at) VALUES ({{route$}}$1, $2)"
+	" ON CONFLICT ({{route,}}payment_id) DO UPDATE SET due_at = excluded.due_at"
+	" WHERE payflow.pending_checks.due_at > excluded.due_at"
+	"   AND (payflow.pending_checks.last_checked_at IS NULL"
+	"        OR payflow.pending_checks.last_checked_at < $3)",
+	.nargs = 3,
+	.argtypes = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+	.routed = true,
+};
+
 static PreparedQuery upsert_refund_check = {
 	.sql = "INSERT INTO payflow.pending_checks ({{route,}}refund_id, due_at) VALUES ({{route$}}$1, $2)"
 	" ON CONFLICT ({{route,}}refund_id) DO UPDATE"
@@ -86,6 +110,21 @@ pf_enqueue_last_checks_of_order(int64 order_id, TimestampTz due_at, TimestampTz 
 	Datum		values[3] = {Int64GetDatum(order_id), TimestampTzGetDatum(due_at),
 	TimestampTzGetDatum(checked_since)};
 
+	if (pf_distributed())
+	{
+		uint64		n = pf_execute(&open_attempts_of_order, values, NULL, 0);
+		int64	   *ids = palloc(sizeof(int64) * (n + 1));
+
+		for (uint64 i = 0; i < n; i++)
+			ids[i] = pf_int64(i, "id");
+		for (uint64 i = 0; i < n; i++)
+		{
+			values[0] = Int64GetDatum(ids[i]);
+			if (pf_execute(&last_check_of_attempt, values, NULL, 0) > 0)
+				pf_wake_worker_at_commit();
+		}
+		return;
+	}
 	if (pf_execute(&last_checks_of_order, values, NULL, 0) > 0)
 		pf_wake_worker_at_commit();
 }
