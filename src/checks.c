@@ -19,6 +19,13 @@ static PreparedQuery upsert_payment_check = {
 	.routed = true,
 };
 
+/* An attempt's check due at $2, unless checked since $3 (then its schedule stands). */
+#define LAST_CHECK_CONFLICT \
+	" ON CONFLICT ({{route,}}payment_id) DO UPDATE SET due_at = excluded.due_at" \
+	" WHERE payflow.pending_checks.due_at > excluded.due_at" \
+	"   AND (payflow.pending_checks.last_checked_at IS NULL" \
+	"        OR payflow.pending_checks.last_checked_at < $3)"
+
 /*
  * The open attempts (not in review) of order $1 due at $2, unless checked
  * since $3 (then their schedule stands).
@@ -27,10 +34,7 @@ static PreparedQuery last_checks_of_order = {
 	.sql = "INSERT INTO payflow.pending_checks ({{route,}}payment_id, due_at)"
 	" SELECT {{route,p}}p.id, $2 FROM payflow.payments p"
 	" WHERE {{route=p}}p.order_id = $1 AND p.status IN ({{payment:open,!in_review}}) ORDER BY p.id"
-	" ON CONFLICT ({{route,}}payment_id) DO UPDATE SET due_at = excluded.due_at"
-	" WHERE payflow.pending_checks.due_at > excluded.due_at"
-	"   AND (payflow.pending_checks.last_checked_at IS NULL"
-	"        OR payflow.pending_checks.last_checked_at < $3)",
+	LAST_CHECK_CONFLICT,
 	.nargs = 3,
 	.argtypes = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID},
 	.routed = true,
@@ -51,10 +55,7 @@ static PreparedQuery open_attempts_of_order = {
 
 static PreparedQuery last_check_of_attempt = {
 	.sql = "INSERT INTO payflow.pending_checks ({{route,}}payment_id, due_at) VALUES ({{route$}}$1, $2)"
-	" ON CONFLICT ({{route,}}payment_id) DO UPDATE SET due_at = excluded.due_at"
-	" WHERE payflow.pending_checks.due_at > excluded.due_at"
-	"   AND (payflow.pending_checks.last_checked_at IS NULL"
-	"        OR payflow.pending_checks.last_checked_at < $3)",
+	LAST_CHECK_CONFLICT,
 	.nargs = 3,
 	.argtypes = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID},
 	.routed = true,

@@ -27,6 +27,10 @@
  *	   through the same C code as mark_paid / mark_failed, then commit.
  *	   An outcome that fails to apply only reschedules its row.
  *
+ * On a distributed install (doc/scale-out.md) the claim works the shards
+ * placed on this node (local_shards.c), and each claimed row is read and
+ * applied with its route set, by the same routed statements.
+ *
  * A crash anywhere loses nothing: a lease that is not released runs out
  * and the row is claimed again; applying is idempotent (mark_paid of a
  * succeeded attempt changes nothing) and the channels are asked with the

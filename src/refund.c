@@ -9,6 +9,8 @@
  * reconciler; this file only records outcomes, idempotently, and a refund
  * an operator made by hand at the channel (review.c) the same way, or one
  * a channel's statement shows and payflow never asked for (statement.c).
+ * Its statements about one refund are routed: on a distributed install the
+ * caller has set the refund's route (the reconciler, from the claimed row).
  */
 #include "payflow.h"
 

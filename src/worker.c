@@ -23,6 +23,9 @@
  * or webhook attempt (at most 10 s, 1 s while a webhook endpoint is
  * enabled: new events wake nobody), or until a
  * committing transaction that queued a check wakes it (worker_state.c).
+ * On a distributed install (doc/scale-out.md) each node's worker works
+ * its own shards, looks at them every second (a commit on another node
+ * wakes that node's worker), and only the coordinator's keeps the upkeep.
  * It does nothing while payflow is not installed in that database or is
  * installed at another version than this library's (PAYFLOW_SQL_VERSION).  Each loop resets its memory context,
  * checks for interrupts and reloads the configuration after SIGHUP.
