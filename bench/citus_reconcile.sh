@@ -22,8 +22,8 @@
 # channel server and the client.
 #
 # Usage: sudo bash bench/citus_reconcile.sh   (builds and installs payflow,
-# and Citus when the PostgreSQL tree lacks it).  It reports; it asserts
-# nothing.
+# and Citus when the PostgreSQL tree lacks it; CITUS_RECONCILE_ONE_NODE_ONLY=1
+# stops after the one-node runs).  It reports; it asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/lib/cluster.sh
@@ -121,13 +121,16 @@ for _ in $(seq 1 $RUNS); do run "$PGPORT" "$PGPORT"; done
 pf_cluster_stop
 trap - EXIT
 unset PGHOST PGPORT
+[ "${CITUS_RECONCILE_ONE_NODE_ONLY:-0}" = 1 ] && { stop_channel; exit 0; }
 
 echo "== Citus: coordinator and two workers, $SHARDS shards"
 pf_citus_start
 trap 'pf_citus_stop; stop_channel' EXIT
-pf_citus_sql 0 -c "CREATE EXTENSION payflow" -c "SELECT payflow.distribute($SHARDS)" \
-    -c "SELECT payflow.distribute_sequences()" >/dev/null 2>&1
+pf_citus_sql 0 -c "CREATE EXTENSION payflow" >/dev/null
+# The workers paused before distribute(), which changes the tables they read.
 setup "${PF_CITUS_PORTS[@]}"
+sleep 1
+pf_citus_sql 0 -c "SELECT payflow.distribute($SHARDS)" -c "SELECT payflow.distribute_sequences()" >/dev/null 2>&1
 make_attempts "${PF_CITUS_PORTS[0]}"
 echo "shards of pending_checks per worker: $(pf_citus_sql 0 -c "SELECT string_agg(n, ' ') FROM (SELECT count(*)::text AS n
      FROM pg_dist_placement pl JOIN pg_dist_shard s USING (shardid)

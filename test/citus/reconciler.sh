@@ -32,10 +32,6 @@ tap_plan 25
 # node_sql PORT QUERY: as sql(), on the node listening on PORT.
 node_sql() { psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -c "$2"; }
 
-if [ "$(sql "SELECT count(*) FROM payflow.distribution")" = 0 ]; then
-    sql "SELECT payflow.distribute(4)" >/dev/null 2>&1 || tap_bail "payflow.distribute(4) failed"
-fi
-sql "SELECT payflow.distribute_sequences()" >/dev/null || tap_bail "payflow.distribute_sequences() failed"
 coordinator=$(sql "SELECT nodeport FROM pg_dist_node WHERE groupid = 0")
 workers=$(sql "SELECT string_agg(nodeport::text, ' ' ORDER BY groupid) FROM pg_dist_node WHERE groupid > 0")
 nodes="$coordinator $workers"
@@ -126,6 +122,15 @@ it_verify() {
     return 0
 }
 trap 'reset_nodes; it_cleanup' EXIT
+
+# distribute() changes the tables on every node: the workers, which read
+# them, are paused meanwhile (a running one can deadlock with it).
+if [ "$(sql "SELECT count(*) FROM payflow.distribution")" = 0 ]; then
+    for p in $nodes; do set_worker "$p" off; done
+    sql "SELECT payflow.distribute(4)" >/dev/null 2>&1 || tap_bail "payflow.distribute(4) failed"
+    for p in $nodes; do set_worker "$p" on; done
+fi
+sql "SELECT payflow.distribute_sequences()" >/dev/null || tap_bail "payflow.distribute_sequences() failed"
 
 it_start_channel
 it_http_json_channel ct_rec
