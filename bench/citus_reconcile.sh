@@ -83,7 +83,17 @@ CALL pg_temp.make($N);
 SQL
 }
 
-checks_made() { local p s=0; for p in "$@"; do s=$((s + $(node "$p" -c "SELECT checks_made FROM payflow.worker_status()"))); done; echo $s; }
+checks_made() { local p s=0; for p in "$@"; do s=$((s + $(node "$p" -c "SELECT coalesce(checks_made, 0) FROM payflow.worker_status()"))); done; echo $s; }
+# wait_workers PORTS...: until every node's reconciler runs (worker_status() has its pid).
+wait_workers() {
+    local p
+    for p in "$@"; do
+        for _ in $(seq 1 100); do
+            [ "$(node "$p" -c "SELECT pid IS NOT NULL FROM payflow.worker_status()")" = t ] && break
+            sleep 0.2
+        done
+    done
+}
 
 # run COORDINATOR WORKER_PORTS...: arm every check, switch the workers on,
 # wait for N checks; prints checks/s and each node's share.
@@ -92,6 +102,7 @@ run() {
     local p c0 t0 t1 made
     node "$coord" -c "UPDATE payflow.pending_checks SET due_at = now(), checks = 0, lease_until = NULL" >/dev/null
     for p in "$@"; do node "$p" -c "VACUUM ANALYZE" >/dev/null 2>&1 || true; done
+    wait_workers "$@"
     declare -A before
     for p in "$@"; do before[$p]=$(checks_made "$p"); done
     c0=$(checks_made "$@")
