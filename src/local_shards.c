@@ -19,8 +19,8 @@
  * from input), prepared once per set of local shards and prepared again
  * when a shard moves.  A node without such shards (the coordinator) claims
  * nothing.  Every item claimed comes back with its route: what follows
- * (reading the check, applying the outcome, expiring the order) is routed
- * statements, which Citus runs locally when the shard is on this node.
+ * (applying the outcome, expiring the order) is routed statements, which
+ * Citus runs locally when the shard is on this node.
  */
 #include "payflow.h"
 #include "local_shards.h"
@@ -28,12 +28,15 @@
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
 
-/* The co-located shards of orders, payments and pending_checks on this node. */
+/* The co-located shards of orders, payments, refunds and pending_checks on this node. */
 static PreparedQuery local_shard_groups = {
-	.sql = "SELECT o.shardid AS orders_shard, p.shardid AS payments_shard, c.shardid AS checks_shard"
+	.sql = "SELECT o.shardid AS orders_shard, p.shardid AS payments_shard, f.shardid AS refunds_shard,"
+	"       c.shardid AS checks_shard"
 	" FROM pg_catalog.pg_dist_shard o"
 	" JOIN pg_catalog.pg_dist_shard p ON p.logicalrelid OPERATOR(pg_catalog.=) 'payflow.payments'::pg_catalog.regclass"
 	"  AND p.shardminvalue OPERATOR(pg_catalog.=) o.shardminvalue"
+	" JOIN pg_catalog.pg_dist_shard f ON f.logicalrelid OPERATOR(pg_catalog.=) 'payflow.refunds'::pg_catalog.regclass"
+	"  AND f.shardminvalue OPERATOR(pg_catalog.=) o.shardminvalue"
 	" JOIN pg_catalog.pg_dist_shard c ON c.logicalrelid OPERATOR(pg_catalog.=) 'payflow.pending_checks'::pg_catalog.regclass"
 	"  AND c.shardminvalue OPERATOR(pg_catalog.=) o.shardminvalue"
 	" WHERE o.logicalrelid OPERATOR(pg_catalog.=) 'payflow.orders'::pg_catalog.regclass"
@@ -61,10 +64,17 @@ typedef struct ShardStatement
 static ShardStatement lease_statement;
 static ShardStatement expired_statement;
 
+/* A local shard group: the shard ids of one hash range, co-located. */
+#define GROUP_SIZE 4
+#define ORDERS(g, i) ((g)[GROUP_SIZE * (i)])
+#define PAYMENTS(g, i) ((g)[GROUP_SIZE * (i) + 1])
+#define REFUNDS(g, i) ((g)[GROUP_SIZE * (i) + 2])
+#define CHECKS(g, i) ((g)[GROUP_SIZE * (i) + 3])
+
 /*
- * The local shard groups as "orders payments checks;..." (the key of the
- * prepared statements), and their count.  Read at each claim: a shard may
- * have moved since the last one.
+ * The local shard groups as "orders payments refunds checks;..." (the key
+ * of the prepared statements), and their count.  Read at each claim: a
+ * shard may have moved since the last one.
  */
 static char *
 read_local_shards(int *count, int64 **groups)
@@ -73,14 +83,16 @@ read_local_shards(int *count, int64 **groups)
 	uint64		n = pf_execute(&local_shard_groups, NULL, NULL, 0);
 
 	initStringInfo(&key);
-	*groups = palloc(sizeof(int64) * 3 * (n + 1));
+	*groups = palloc(sizeof(int64) * GROUP_SIZE * (n + 1));
 	for (uint64 i = 0; i < n; i++)
 	{
-		(*groups)[3 * i] = pf_int64(i, "orders_shard");
-		(*groups)[3 * i + 1] = pf_int64(i, "payments_shard");
-		(*groups)[3 * i + 2] = pf_int64(i, "checks_shard");
-		appendStringInfo(&key, INT64_FORMAT " " INT64_FORMAT " " INT64_FORMAT ";",
-						 (*groups)[3 * i], (*groups)[3 * i + 1], (*groups)[3 * i + 2]);
+		ORDERS(*groups, i) = pf_int64(i, "orders_shard");
+		PAYMENTS(*groups, i) = pf_int64(i, "payments_shard");
+		REFUNDS(*groups, i) = pf_int64(i, "refunds_shard");
+		CHECKS(*groups, i) = pf_int64(i, "checks_shard");
+		appendStringInfo(&key, INT64_FORMAT " " INT64_FORMAT " " INT64_FORMAT " " INT64_FORMAT ";",
+						 ORDERS(*groups, i), PAYMENTS(*groups, i), REFUNDS(*groups, i),
+						 CHECKS(*groups, i));
 	}
 	*count = (int) n;
 	return key.data;
@@ -127,8 +139,10 @@ shard_plan(ShardStatement *statement, const char *key, int count, const int64 *g
 /*
  * Lease the oldest due checks of the local shards: each shard's due rows,
  * oldest first, locked (FOR UPDATE SKIP LOCKED, as on one node); the
- * oldest $1 of them all leased for $2 seconds.  Rows locked but not leased
- * are free again when the claim commits.
+ * oldest $1 of them all leased for $2 seconds, and read with what the
+ * drivers need (LEASED_CHECK_COLUMNS) from the co-located shards, with
+ * their route, oldest first.  Rows locked but not leased are free again
+ * when the claim commits.
  */
 static char *
 build_lease(int count, const int64 *groups)
@@ -143,18 +157,28 @@ build_lease(int count, const int64 *groups)
 						 "  AND (lease_until IS NULL OR lease_until < now())"
 						 "  ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) d",
 						 i > 0 ? " UNION ALL " : "", i,
-						 shard_relation("pending_checks", groups[3 * i + 2]));
+						 shard_relation("pending_checks", CHECKS(groups, i)));
 	appendStringInfoString(&sql, ") u ORDER BY due_at LIMIT $1)");
 	for (int i = 0; i < count; i++)
 		appendStringInfo(&sql, ", leased%d AS (UPDATE %s c"
 						 " SET lease_until = now() + $2 * interval '1 second'"
 						 " WHERE c.id IN (SELECT id FROM due WHERE shard = %d)"
-						 " RETURNING c.route, c.id, c.due_at)",
-						 i, shard_relation("pending_checks", groups[3 * i + 2]), i);
-	appendStringInfoString(&sql, " SELECT route, id FROM (");
+						 " RETURNING c.*)",
+						 i, shard_relation("pending_checks", CHECKS(groups, i)), i);
+	appendStringInfoString(&sql, " SELECT * FROM (");
 	for (int i = 0; i < count; i++)
-		appendStringInfo(&sql, "%sSELECT * FROM leased%d", i > 0 ? " UNION ALL " : "", i);
-	appendStringInfoString(&sql, ") l ORDER BY due_at, id");
+		appendStringInfo(&sql, "%s" LEASED_CHECK_COLUMNS ", cl.route, cl.due_at AS leased_due_at"
+						 " FROM leased%d cl"
+						 " LEFT JOIN %s p ON p.id = cl.payment_id"
+						 " LEFT JOIN %s r ON r.id = cl.refund_id"
+						 " LEFT JOIN %s rp ON rp.id = r.payment_id"
+						 " JOIN %s o ON o.id = coalesce(p.order_id, r.order_id)",
+						 i > 0 ? " UNION ALL " : "", i,
+						 shard_relation("payments", PAYMENTS(groups, i)),
+						 shard_relation("refunds", REFUNDS(groups, i)),
+						 shard_relation("payments", PAYMENTS(groups, i)),
+						 shard_relation("orders", ORDERS(groups, i)));
+	appendStringInfoString(&sql, ") l ORDER BY leased_due_at, check_id");
 	return sql.data;
 }
 
@@ -180,9 +204,9 @@ build_expired(int count, const int64 *groups)
 						 "                          OR c.last_checked_at >= o.expires_at))"
 						 " ORDER BY o.expires_at LIMIT $1 FOR UPDATE OF o SKIP LOCKED) e%d",
 						 i > 0 ? " UNION ALL " : "",
-						 shard_relation("orders", groups[3 * i]),
-						 shard_relation("payments", groups[3 * i + 1]),
-						 shard_relation("pending_checks", groups[3 * i + 2]), i);
+						 shard_relation("orders", ORDERS(groups, i)),
+						 shard_relation("payments", PAYMENTS(groups, i)),
+						 shard_relation("pending_checks", CHECKS(groups, i)), i);
 	appendStringInfoString(&sql, ") x ORDER BY expires_at, id LIMIT $1");
 	return sql.data;
 }
@@ -214,7 +238,8 @@ run_on_local_shards(ShardStatement *statement, char *(*build) (int count, const 
 
 /*
  * Lease up to max_checks due checks of this node's shards for
- * lease_seconds, oldest first; their (route, id) are in SPI_tuptable.
+ * lease_seconds, oldest first; they are in SPI_tuptable, with the columns
+ * of LEASED_CHECK_COLUMNS and their route.
  */
 uint64
 pf_lease_local_checks(int max_checks, int lease_seconds)

@@ -153,22 +153,6 @@ static PreparedQuery lease_due_checks = {
 	.argtypes = {INT4OID, INT4OID},
 };
 
-/* What the drivers need of a leased check: its row, the attempt's, the refund's, the order's. */
-#define LEASED_CHECK_COLUMNS \
-	"SELECT cl.id AS check_id, cl.checks, cl.payment_id, cl.refund_id," \
-	"        o.id AS order_id," \
-	"        (p.status IN ({{payment:must_close}}) OR o.status <> 'awaiting_payment'" \
-	"         OR o.expires_at <= now()) AS must_not_be_paid," \
-	"        coalesce(p.payment_no, rp.payment_no) AS payment_no," \
-	"        coalesce(p.channel, rp.channel) AS channel," \
-	"        coalesce(p.channel_ref, rp.channel_ref) AS channel_ref," \
-	"        coalesce(p.channel_txn_id, rp.channel_txn_id) AS channel_txn_id," \
-	"        coalesce(p.amount, rp.amount) AS payment_amount," \
-	"        coalesce(p.currency, rp.currency)::text AS currency," \
-	"        coalesce(p.created_at, rp.created_at) AS payment_created_at," \
-	"        r.refund_no, r.amount AS refund_amount, r.reason AS refund_reason," \
-	"        r.status AS refund_status, r.channel_refund_id, cl.created_at AS check_created_at"
-
 static PreparedQuery leased_checks = {
 	.sql = LEASED_CHECK_COLUMNS
 	" FROM unnest($1::bigint[]) AS leased(id)"
@@ -181,24 +165,6 @@ static PreparedQuery leased_checks = {
 	" ORDER BY cl.due_at",
 	.nargs = 1,
 	.argtypes = {INT8ARRAYOID},
-};
-
-/*
- * One leased check on a distributed install, by its route: a router
- * statement, run locally by Citus since the claim leased it on this node.
- * The joins name the route so that Citus keeps them on the one shard.
- */
-static PreparedQuery leased_check_routed = {
-	.sql = LEASED_CHECK_COLUMNS
-	" FROM payflow.pending_checks cl"
-	" LEFT JOIN payflow.payments p ON {{route=p=cl}}p.id = cl.payment_id"
-	" LEFT JOIN payflow.refunds r ON {{route=r=cl}}r.id = cl.refund_id"
-	" LEFT JOIN payflow.payments rp ON {{route=rp=cl}}rp.id = r.payment_id"
-	" JOIN payflow.orders o ON {{route=o=cl}}o.id = coalesce(p.order_id, r.order_id)"
-	" WHERE {{route=cl}}cl.id = $1",
-	.nargs = 1,
-	.argtypes = {INT8OID},
-	.routed = true,
 };
 
 /*
@@ -399,8 +365,9 @@ read_routes_and_ids(uint64 n, int32 **routes, int64 **ids)
 
 /*
  * Step 1 on a distributed install: the same, on the shards placed on this
- * node (local_shards.c); each expiry and each leased check's read is
- * routed by the row's route.
+ * node (local_shards.c), which lease the checks and read them in one
+ * statement; each expiry is routed by the order's route, and each row
+ * keeps its route for the apply.
  */
 static int
 claim_local_shards(Pass *pass, CheckItem **items_out, int max_checks, int lease_seconds)
@@ -410,7 +377,7 @@ claim_local_shards(Pass *pass, CheckItem **items_out, int max_checks, int lease_
 	int64	   *ids;
 	CheckItem  *items;
 	ClaimChunk *chunk;
-	int			nclaimed = 0;
+	MemoryContext old;
 
 	n = pf_local_expired_orders(max_checks);
 	read_routes_and_ids(n, &routes, &ids);
@@ -428,36 +395,19 @@ claim_local_shards(Pass *pass, CheckItem **items_out, int max_checks, int lease_
 		*items_out = NULL;
 		return 0;
 	}
-	read_routes_and_ids(n, &routes, &ids);
+	/* Copies of the columns go to the chunk's context: they outlive commit. */
 	chunk = new_chunk(pass->context, (int) n);
-	items = MemoryContextAllocZero(chunk->context, sizeof(CheckItem) * (n + 1));
+	old = MemoryContextSwitchTo(chunk->context);
+	items = palloc0(sizeof(CheckItem) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
 	{
-		Datum		id = Int64GetDatum(ids[i]);
-		MemoryContext old;
-
-		pf_set_route(routes[i]);
-		/* gone since it was leased (its outcome applied meanwhile): nothing to do */
-		if (pf_execute(&leased_check_routed, &id, NULL, 1) == 0)
-			continue;
-		old = MemoryContextSwitchTo(chunk->context);
-		items[nclaimed].chunk = chunk;
-		items[nclaimed].route = routes[i];
-		read_leased_check(&items[nclaimed], 0);
-		MemoryContextSwitchTo(old);
-		nclaimed++;
-		if (nclaimed % SERVE_NETWORK_EVERY == 0)
-			serve_network(pass, 0);
+		items[i].chunk = chunk;
+		items[i].route = DatumGetInt32(pf_datum(i, "route"));
+		read_leased_check(&items[i], (int) i);
 	}
-	chunk->unapplied = nclaimed;
-	if (nclaimed == 0)
-	{
-		MemoryContextDelete(chunk->context);
-		pfree(chunk);
-		items = NULL;
-	}
+	MemoryContextSwitchTo(old);
 	*items_out = items;
-	return nclaimed;
+	return (int) n;
 }
 
 /*
