@@ -34,7 +34,12 @@ SHARDS=${CITUS_RECONCILE_SHARDS:-8}
 RUNS=3
 TMP=$(mktemp -d /tmp/payflow-bench-cr.XXXXXX)
 CHAN_PID=
-stop_channel() { [ -n "$CHAN_PID" ] && kill "$CHAN_PID" 2>/dev/null && wait "$CHAN_PID" 2>/dev/null; rm -rf "$TMP"; }
+stop_channel() {
+    if [ -n "$CHAN_PID" ]; then kill "$CHAN_PID" 2>/dev/null; wait "$CHAN_PID" 2>/dev/null; fi
+    rm -rf "$TMP"
+    return 0
+}
+trap stop_channel EXIT
 
 pf_install_deps
 pf_build_install
@@ -125,18 +130,20 @@ run() {
 
 echo "== one node"
 pf_cluster_start "fsync = off" "shared_preload_libraries = 'payflow'" "payflow.allowed_hosts = '127.0.0.1'"
+# The channel first: pf_*_stop returns the exit status it is given, which ends a trap under set -e.
+trap 'rc=$?; stop_channel; (exit $rc); pf_cluster_stop' EXIT
 psql -X -q -d postgres -c "CREATE EXTENSION payflow"
 setup "$PGPORT"
 make_attempts "$PGPORT"
 for _ in $(seq 1 $RUNS); do run "$PGPORT" "$PGPORT"; done
 pf_cluster_stop
-trap - EXIT
+trap stop_channel EXIT
 unset PGHOST PGPORT
 [ "${CITUS_RECONCILE_ONE_NODE_ONLY:-0}" = 1 ] && { stop_channel; exit 0; }
 
 echo "== Citus: coordinator and two workers, $SHARDS shards"
 pf_citus_start
-trap 'pf_citus_stop; stop_channel' EXIT
+trap 'rc=$?; stop_channel; (exit $rc); pf_citus_stop' EXIT
 pf_citus_sql 0 -c "CREATE EXTENSION payflow" >/dev/null
 # The workers paused before distribute(), which changes the tables they read.
 setup "${PF_CITUS_PORTS[@]}"
