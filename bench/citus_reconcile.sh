@@ -131,7 +131,7 @@ run() {
 echo "== one node"
 pf_cluster_start "fsync = off" "shared_preload_libraries = 'payflow'" "payflow.allowed_hosts = '127.0.0.1'"
 # The channel first: pf_*_stop returns the exit status it is given, which ends a trap under set -e.
-trap 'rc=$?; stop_channel; (exit $rc); pf_cluster_stop' EXIT
+trap 'rc=$?; set +e; stop_channel; (exit $rc); pf_cluster_stop' EXIT
 psql -X -q -d postgres -c "CREATE EXTENSION payflow"
 setup "$PGPORT"
 make_attempts "$PGPORT"
@@ -143,7 +143,7 @@ unset PGHOST PGPORT
 
 echo "== Citus: coordinator and two workers, $SHARDS shards"
 pf_citus_start
-trap 'rc=$?; stop_channel; (exit $rc); pf_citus_stop' EXIT
+trap 'rc=$?; set +e; stop_channel; (exit $rc); pf_citus_stop' EXIT
 pf_citus_sql 0 -c "CREATE EXTENSION payflow" >/dev/null
 # The workers paused before distribute(), which changes the tables they read.
 setup "${PF_CITUS_PORTS[@]}"
