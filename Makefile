@@ -13,6 +13,7 @@ OBJS = \
 	src/state.o \
 	src/statuses.o \
 	src/route.o \
+	src/local_shards.o \
 	src/events.o \
 	src/consumers.o \
 	src/checks.o \

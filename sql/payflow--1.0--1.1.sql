@@ -2416,6 +2416,8 @@ BEGIN
     ALTER TABLE payflow.review_audit ENABLE TRIGGER review_audit_no_truncate;
     -- The review queue's joins name the route from now on (Part 17).
     PERFORM payflow.define_review_queue();
+    -- Each node draws its ids from a range of its own (Part 16).
+    PERFORM payflow.distribute_sequences();
 END
 $$;
 REVOKE ALL ON FUNCTION payflow.distribute(integer) FROM PUBLIC;
@@ -2430,6 +2432,74 @@ COMMENT ON FUNCTION payflow.distribute(integer) IS
     'Converts an installed payflow on a Citus cluster''s coordinator: every customer''s rows on one shard (doc/scale-out.md).';
 
 -- (part 15 ends here)
+
+-- ===========================================================================
+-- Part 16. The reconciler on a distributed install
+-- ===========================================================================
+-- doc/scale-out.md, "The reconciler: each node works its own shards": each
+-- node's worker claims from the shards placed on its node and writes their
+-- events, refunds and checks there, so every node draws ids from the
+-- identity sequences of the distributed tables.  Each node's sequences
+-- created by CREATE EXTENSION start at 1: two nodes would draw the same id.
+-- payflow.distribute_sequences() gives each node a range of its own, as
+-- Citus does for the sequences it creates: worker group g draws from
+-- g * 2^48 (orders, whose ids are multiplied by 32768, from g * 2^42).  It
+-- leaves a node whose sequences have their range already, so it may run
+-- again; it runs on the coordinator, after payflow.distribute().
+
+CREATE FUNCTION payflow.distribute_sequences() RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- Run on each node: its group's range for each sequence.
+    apart constant text := $apart$
+DO $do$
+DECLARE
+    g bigint := (SELECT groupid FROM pg_catalog.pg_dist_local_group);
+    s text;
+    bits int;
+    low bigint;
+BEGIN
+    PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
+    FOREACH s IN ARRAY ARRAY['orders_id_seq', 'payments_id_seq', 'refunds_id_seq', 'events_id_seq',
+                             'pending_checks_id_seq', 'notifications_id_seq', 'review_audit_id_seq'] LOOP
+        bits := CASE WHEN s OPERATOR(pg_catalog.=) 'orders_id_seq' THEN 42 ELSE 48 END;
+        low := g OPERATOR(pg_catalog.<<) bits;
+        CONTINUE WHEN (SELECT q.min_value FROM pg_catalog.pg_sequences q
+                       WHERE q.schemaname OPERATOR(pg_catalog.=) 'payflow'
+                         AND q.sequencename OPERATOR(pg_catalog.=) s) OPERATOR(pg_catalog.=) low;
+        EXECUTE pg_catalog.format('ALTER SEQUENCE payflow.%I START WITH %s MINVALUE %s MAXVALUE %s RESTART WITH %s',
+                                  s, low, low,
+                                  ((g OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.<<) bits) OPERATOR(pg_catalog.-) 1,
+                                  low);
+    END LOOP;
+END
+$do$
+$apart$;
+    r record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM payflow.distribution) THEN
+        RAISE EXCEPTION 'payflow is not distributed'
+            USING ERRCODE = 'PF090',
+                  DETAIL = 'payflow.distribute_sequences() gives each node of a distributed install its own ids.',
+                  HINT = 'Run payflow.distribute() first (doc/scale-out.md).';
+    END IF;
+    -- The coordinator (group 0) keeps the range its ids have been drawn from.
+    FOR r IN SELECT * FROM run_command_on_workers(apart) LOOP
+        IF NOT r.success THEN
+            RAISE EXCEPTION 'worker %:% could not take its range of ids', r.nodename, r.nodeport
+                USING ERRCODE = 'PF090',
+                      DETAIL = r.result,
+                      HINT = 'Every worker must have payflow 1.1 as payflow.distribute() left it.';
+        END IF;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION payflow.distribute_sequences() FROM PUBLIC;
+COMMENT ON FUNCTION payflow.distribute_sequences() IS
+    'Gives each node of a distributed install its own range of the ids payflow draws (doc/scale-out.md).';
+
+-- (part 16 ends here)
 
 -- ===========================================================================
 -- Part 17. verify() and the views on a distributed install

@@ -19,6 +19,13 @@ static PreparedQuery upsert_payment_check = {
 	.routed = true,
 };
 
+/* An attempt's check due at $2, unless checked since $3 (then its schedule stands). */
+#define LAST_CHECK_CONFLICT \
+	" ON CONFLICT ({{route,}}payment_id) DO UPDATE SET due_at = excluded.due_at" \
+	" WHERE payflow.pending_checks.due_at > excluded.due_at" \
+	"   AND (payflow.pending_checks.last_checked_at IS NULL" \
+	"        OR payflow.pending_checks.last_checked_at < $3)"
+
 /*
  * The open attempts (not in review) of order $1 due at $2, unless checked
  * since $3 (then their schedule stands).
@@ -27,10 +34,28 @@ static PreparedQuery last_checks_of_order = {
 	.sql = "INSERT INTO payflow.pending_checks ({{route,}}payment_id, due_at)"
 	" SELECT {{route,p}}p.id, $2 FROM payflow.payments p"
 	" WHERE {{route=p}}p.order_id = $1 AND p.status IN ({{payment:open,!in_review}}) ORDER BY p.id"
-	" ON CONFLICT ({{route,}}payment_id) DO UPDATE SET due_at = excluded.due_at"
-	" WHERE payflow.pending_checks.due_at > excluded.due_at"
-	"   AND (payflow.pending_checks.last_checked_at IS NULL"
-	"        OR payflow.pending_checks.last_checked_at < $3)",
+	LAST_CHECK_CONFLICT,
+	.nargs = 3,
+	.argtypes = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+	.routed = true,
+};
+
+/*
+ * The same on a distributed install, one attempt at a time: Citus loses
+ * the parameter of the conflict clause in an INSERT ... SELECT ("there is
+ * no parameter $3"), not in an INSERT ... VALUES.
+ */
+static PreparedQuery open_attempts_of_order = {
+	.sql = "SELECT id FROM payflow.payments"
+	" WHERE {{route=}}order_id = $1 AND status IN ({{payment:open,!in_review}}) ORDER BY id",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+	.routed = true,
+};
+
+static PreparedQuery last_check_of_attempt = {
+	.sql = "INSERT INTO payflow.pending_checks ({{route,}}payment_id, due_at) VALUES ({{route$}}$1, $2)"
+	LAST_CHECK_CONFLICT,
 	.nargs = 3,
 	.argtypes = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID},
 	.routed = true,
@@ -86,6 +111,21 @@ pf_enqueue_last_checks_of_order(int64 order_id, TimestampTz due_at, TimestampTz 
 	Datum		values[3] = {Int64GetDatum(order_id), TimestampTzGetDatum(due_at),
 	TimestampTzGetDatum(checked_since)};
 
+	if (pf_distributed())
+	{
+		uint64		n = pf_execute(&open_attempts_of_order, values, NULL, 0);
+		int64	   *ids = palloc(sizeof(int64) * (n + 1));
+
+		for (uint64 i = 0; i < n; i++)
+			ids[i] = pf_int64(i, "id");
+		for (uint64 i = 0; i < n; i++)
+		{
+			values[0] = Int64GetDatum(ids[i]);
+			if (pf_execute(&last_check_of_attempt, values, NULL, 0) > 0)
+				pf_wake_worker_at_commit();
+		}
+		return;
+	}
 	if (pf_execute(&last_checks_of_order, values, NULL, 0) > 0)
 		pf_wake_worker_at_commit();
 }

@@ -256,16 +256,18 @@ static PreparedQuery insert_created_event_routed = {
 };
 
 static PreparedQuery lock_order = {
-	.sql = "SELECT * FROM payflow.orders WHERE id = $1 FOR UPDATE",
+	.sql = "SELECT * FROM payflow.orders WHERE {{route=}}id = $1 FOR UPDATE",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 static PreparedQuery set_order_closed = {
 	.sql = "UPDATE payflow.orders SET status = $2, closed_at = now(), close_reason = $3"
-	" WHERE id = $1 RETURNING *",
+	" WHERE {{route=}}id = $1 RETURNING *",
 	.nargs = 3,
 	.argtypes = {INT8OID, TEXTOID, TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery lock_order_stock = {
@@ -284,18 +286,41 @@ static PreparedQuery release_order_stock = {
 };
 
 /*
+ * On a distributed install stock lives on the shards of its SKUs: each
+ * reserved line's units go back by a statement of its own, routed by the
+ * SKU, in the SKU order (bytewise, as reserve_cart_stock_routed takes
+ * them) in which checkouts lock them.
+ */
+static PreparedQuery reserved_lines_routed = {
+	.sql = "SELECT sku, quantity FROM payflow.order_lines"
+	" WHERE {{route=}}order_id = $1 AND reserved ORDER BY sku COLLATE \"C\"",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+	.routed = true,
+};
+
+static PreparedQuery release_sku = {
+	.sql = "UPDATE payflow.stock SET available = available + $2, reserved = reserved - $2,"
+	"       updated_at = now()"
+	" WHERE sku = $1",
+	.nargs = 2,
+	.argtypes = {TEXTOID, INT4OID},
+};
+
+/*
  * Lines come back into the cart; a SKU the customer has put in the cart
  * again since keeps the customer's newer line, with the larger quantity.
  */
 static PreparedQuery restore_order_cart = {
-	.sql = "INSERT INTO payflow.cart_items (customer_id, sku, quantity, unit_price, currency, title)"
-	" SELECT o.customer_id, l.sku, l.quantity, l.unit_price, o.currency, l.title"
-	" FROM payflow.order_lines l JOIN payflow.orders o ON o.id = l.order_id"
-	" WHERE l.order_id = $1 ORDER BY l.sku"
-	" ON CONFLICT (customer_id, sku) DO UPDATE"
+	.sql = "INSERT INTO payflow.cart_items ({{route,}}customer_id, sku, quantity, unit_price, currency, title)"
+	" SELECT {{route,o}}o.customer_id, l.sku, l.quantity, l.unit_price, o.currency, l.title"
+	" FROM payflow.order_lines l JOIN payflow.orders o ON {{route=o=l}}o.id = l.order_id"
+	" WHERE {{route=l}}l.order_id = $1 ORDER BY l.sku"
+	" ON CONFLICT ({{route,}}customer_id, sku) DO UPDATE"
 	" SET quantity = GREATEST(payflow.cart_items.quantity, excluded.quantity)",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 /*
@@ -757,12 +782,34 @@ payflow_open_order(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(result);
 }
 
-/* Give back the stock reserved for the order's lines. */
+/*
+ * Give back the stock reserved for the order's lines (the order's route
+ * is set on a distributed install).
+ */
 void
 pf_release_order_stock(int64 order_id)
 {
 	Datum		value = Int64GetDatum(order_id);
 
+	if (pf_distributed())
+	{
+		uint64		n = pf_execute(&reserved_lines_routed, &value, NULL, 0);
+		Datum	   *skus = palloc(sizeof(Datum) * (n + 1));
+		Datum	   *quantities = palloc(sizeof(Datum) * (n + 1));
+
+		for (uint64 i = 0; i < n; i++)
+		{
+			skus[i] = CStringGetTextDatum(pf_text(i, "sku"));
+			quantities[i] = pf_datum(i, "quantity");
+		}
+		for (uint64 i = 0; i < n; i++)
+		{
+			Datum		values[2] = {skus[i], quantities[i]};
+
+			pf_execute(&release_sku, values, NULL, 0);
+		}
+		return;
+	}
 	if (pf_execute(&lock_order_stock, &value, NULL, 0) > 0)
 		pf_execute(&release_order_stock, &value, NULL, 0);
 }
@@ -801,6 +848,7 @@ payflow_cancel_order(PG_FUNCTION_ARGS)
 	order_id = PG_GETARG_INT64(0);
 
 	SPI_connect();
+	pf_set_route(pf_route_of_order(order_id));
 	values[0] = Int64GetDatum(order_id);
 	if (pf_execute(&lock_order, values, NULL, 1) == 0)
 		ereport(ERROR,
@@ -832,9 +880,10 @@ payflow_cancel_order(PG_FUNCTION_ARGS)
 
 static PreparedQuery order_has_open_attempt = {
 	.sql = "SELECT 1 FROM payflow.payments"
-	" WHERE order_id = $1 AND status IN ({{payment:open}}) LIMIT 1",
+	" WHERE {{route=}}order_id = $1 AND status IN ({{payment:open}}) LIMIT 1",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 /*
@@ -845,7 +894,8 @@ static PreparedQuery order_has_open_attempt = {
  * the reconciler asks the channel one last time and closes them there
  * first; an attempt still open after that follows its schedule.  An
  * attempt in review (unknown) keeps the order unexpired: nobody has seen
- * that it was not paid.  Returns true when the order was expired.
+ * that it was not paid.  Returns true when the order was expired.  On a
+ * distributed install the caller has set the order's route.
  */
 bool
 pf_expire_order_if_settled(int64 order_id)

@@ -27,6 +27,10 @@
  *	   through the same C code as mark_paid / mark_failed, then commit.
  *	   An outcome that fails to apply only reschedules its row.
  *
+ * On a distributed install (doc/scale-out.md) the claim works the shards
+ * placed on this node (local_shards.c), and each claimed row is read and
+ * applied with its route set, by the same routed statements.
+ *
  * A crash anywhere loses nothing: a lease that is not released runs out
  * and the row is claimed again; applying is idempotent (mark_paid of a
  * succeeded attempt changes nothing) and the channels are asked with the
@@ -35,6 +39,7 @@
 #include "payflow.h"
 #include "channel.h"
 #include "reconcile.h"
+#include "local_shards.h"
 #include "worker_state.h"
 
 #include "access/xact.h"
@@ -72,6 +77,7 @@ typedef struct CheckItem
 {
 	ClaimChunk *chunk;
 	CheckStage	stage;
+	int32		route;			/* where its rows live on a distributed install */
 	int64		check_id;
 	int			checks_made;
 	int64		payment_id;
@@ -108,6 +114,8 @@ typedef struct Pass
 } Pass;
 
 static void serve_network(Pass *pass, int wait_ms);
+
+#define SERVE_NETWORK_EVERY 8	/* outcomes applied or checks read between two serve_network() */
 
 /*
  * Orders past expiry that a pass can act on.  Left out: those with an
@@ -146,19 +154,7 @@ static PreparedQuery lease_due_checks = {
 };
 
 static PreparedQuery leased_checks = {
-	.sql = "SELECT cl.id AS check_id, cl.checks, cl.payment_id, cl.refund_id,"
-	"        o.id AS order_id,"
-	"        (p.status IN ({{payment:must_close}}) OR o.status <> 'awaiting_payment'"
-	"         OR o.expires_at <= now()) AS must_not_be_paid,"
-	"        coalesce(p.payment_no, rp.payment_no) AS payment_no,"
-	"        coalesce(p.channel, rp.channel) AS channel,"
-	"        coalesce(p.channel_ref, rp.channel_ref) AS channel_ref,"
-	"        coalesce(p.channel_txn_id, rp.channel_txn_id) AS channel_txn_id,"
-	"        coalesce(p.amount, rp.amount) AS payment_amount,"
-	"        coalesce(p.currency, rp.currency)::text AS currency,"
-	"        coalesce(p.created_at, rp.created_at) AS payment_created_at,"
-	"        r.refund_no, r.amount AS refund_amount, r.reason AS refund_reason,"
-	"        r.status AS refund_status, r.channel_refund_id, cl.created_at AS check_created_at"
+	.sql = LEASED_CHECK_COLUMNS
 	" FROM unnest($1::bigint[]) AS leased(id)"
 	" CROSS JOIN LATERAL (SELECT * FROM payflow.pending_checks WHERE id = leased.id) cl"
 	" LEFT JOIN LATERAL (SELECT * FROM payflow.payments WHERE id = cl.payment_id) p ON true"
@@ -179,9 +175,10 @@ static PreparedQuery leased_checks = {
 static PreparedQuery hold_refund_check = {
 	.sql = "UPDATE payflow.pending_checks SET lease_until = NULL, last_checked_at = now(),"
 	"       due_at = now() + interval '" HELD_REFUND_RECHECK "',"
-	"       last_outcome = $2, last_error = NULL WHERE id = $1",
+	"       last_outcome = $2, last_error = NULL WHERE {{route=}}id = $1",
 	.nargs = 2,
 	.argtypes = {INT8OID, TEXTOID},
+	.routed = true,
 };
 
 /*
@@ -245,14 +242,63 @@ open_channels(CheckItem *items, int count, MemoryContext pass_context, List **op
 	}
 }
 
+/* Copy row i of the leased checks' result (SPI_tuptable) into item. */
+static void
+read_leased_check(CheckItem *item, int i)
+{
+	item->check_id = pf_int64(i, "check_id");
+	item->checks_made = DatumGetInt32(pf_datum(i, "checks"));
+	item->payment_id = pf_isnull(i, "payment_id") ? 0 : pf_int64(i, "payment_id");
+	item->refund_id = pf_isnull(i, "refund_id") ? 0 : pf_int64(i, "refund_id");
+	item->order_id = pf_int64(i, "order_id");
+	item->must_not_be_paid = DatumGetBool(pf_datum(i, "must_not_be_paid"));
+	item->channel_name = pf_text(i, "channel");
+	item->payment.payment_no = pf_text(i, "payment_no");
+	item->payment.channel_ref = pf_text(i, "channel_ref");
+	item->payment.channel_txn_id = pf_text(i, "channel_txn_id");
+	item->payment.amount = pf_int64(i, "payment_amount");
+	item->payment.currency = pf_text(i, "currency");
+	item->payment.created_at = DatumGetTimestampTz(pf_datum(i, "payment_created_at"));
+	if (item->refund_id == 0)
+		item->action = ACTION_QUERY_PAYMENT;
+	else
+	{
+		char	   *status = pf_text(i, "refund_status");
+
+		item->refund.refund_no = pf_text(i, "refund_no");
+		item->refund.payment = item->payment;
+		item->refund.amount = pf_int64(i, "refund_amount");
+		item->refund.reason = pf_text(i, "refund_reason");
+		item->refund.channel_refund_id = pf_text(i, "channel_refund_id");
+		item->refund.requested_at = DatumGetTimestampTz(pf_datum(i, "check_created_at"));
+		if (strcmp(status, "processing") == 0)
+			item->action = ACTION_QUERY_REFUND;
+		else if (!payflow_auto_refund && strcmp(item->refund.reason, "merchant") != 0)
+			item->action = ACTION_HOLD_REFUND;
+		else
+			item->action = ACTION_CREATE_REFUND;
+	}
+}
+
+/* A new chunk for count claimed rows, a child of the pass's context. */
+static ClaimChunk *
+new_chunk(MemoryContext pass_context, int count)
+{
+	ClaimChunk *chunk = MemoryContextAllocZero(pass_context, sizeof(ClaimChunk));
+
+	chunk->context = AllocSetContextCreate(pass_context, "payflow claimed checks",
+										   ALLOCSET_DEFAULT_SIZES);
+	chunk->unapplied = count;
+	return chunk;
+}
+
 /*
- * Step 1: expire what is due, then lease up to max_checks due checks and
- * read them into a new chunk (a child of pass_context).
+ * Step 1 on one node: expire what is due, then lease up to max_checks due
+ * checks and read them into a new chunk.
  */
 static int
-claim(Pass *pass, CheckItem **items_out, int max_checks)
+claim_one_node(Pass *pass, CheckItem **items_out, int max_checks, int lease_seconds)
 {
-	MemoryContext pass_context = pass->context;
 	Datum		values[2];
 	uint64		nexpired;
 	uint64		nclaimed;
@@ -260,15 +306,6 @@ claim(Pass *pass, CheckItem **items_out, int max_checks)
 	CheckItem  *items;
 	ClaimChunk *chunk;
 	MemoryContext old;
-
-	/*
-	 * Long enough for every row of the claim to wait its turn behind the
-	 * requests already in flight (one wave each), then time out twice
-	 * (query and close), and be applied.
-	 */
-	int			waves = (max_checks + payflow_concurrency - 1) / payflow_concurrency + 1;
-	int			lease_seconds = (int) Min((int64) waves * 2 * payflow_http_timeout_ms / 1000 + 10,
-										  (int64) 24 * 3600);
 
 	values[0] = Int32GetDatum(max_checks);
 	nexpired = pf_execute(&expired_orders, values, NULL, 0);
@@ -300,56 +337,104 @@ claim(Pass *pass, CheckItem **items_out, int max_checks)
 	serve_network(pass, 0);
 
 	/* Copies of the columns go to the chunk's context: they outlive commit. */
-	chunk = MemoryContextAllocZero(pass_context, sizeof(ClaimChunk));
-	chunk->context = AllocSetContextCreate(pass_context, "payflow claimed checks",
-										   ALLOCSET_DEFAULT_SIZES);
-	chunk->unapplied = (int) nclaimed;
+	chunk = new_chunk(pass->context, (int) nclaimed);
 	old = MemoryContextSwitchTo(chunk->context);
 	items = palloc0(sizeof(CheckItem) * (nclaimed + 1));
 	for (uint64 i = 0; i < nclaimed; i++)
 	{
-		CheckItem  *item = &items[i];
-
-		item->chunk = chunk;
-
-		item->check_id = pf_int64(i, "check_id");
-		item->checks_made = DatumGetInt32(pf_datum(i, "checks"));
-		item->payment_id = pf_isnull(i, "payment_id") ? 0 : pf_int64(i, "payment_id");
-		item->refund_id = pf_isnull(i, "refund_id") ? 0 : pf_int64(i, "refund_id");
-		item->order_id = pf_int64(i, "order_id");
-		item->must_not_be_paid = DatumGetBool(pf_datum(i, "must_not_be_paid"));
-		item->channel_name = pf_text(i, "channel");
-		item->payment.payment_no = pf_text(i, "payment_no");
-		item->payment.channel_ref = pf_text(i, "channel_ref");
-		item->payment.channel_txn_id = pf_text(i, "channel_txn_id");
-		item->payment.amount = pf_int64(i, "payment_amount");
-		item->payment.currency = pf_text(i, "currency");
-		item->payment.created_at = DatumGetTimestampTz(pf_datum(i, "payment_created_at"));
-		if (item->refund_id == 0)
-			item->action = ACTION_QUERY_PAYMENT;
-		else
-		{
-			char	   *status = pf_text(i, "refund_status");
-
-			item->refund.refund_no = pf_text(i, "refund_no");
-			item->refund.payment = item->payment;
-			item->refund.amount = pf_int64(i, "refund_amount");
-			item->refund.reason = pf_text(i, "refund_reason");
-			item->refund.channel_refund_id = pf_text(i, "channel_refund_id");
-			item->refund.requested_at = DatumGetTimestampTz(pf_datum(i, "check_created_at"));
-			if (strcmp(status, "processing") == 0)
-				item->action = ACTION_QUERY_REFUND;
-			else if (!payflow_auto_refund && strcmp(item->refund.reason, "merchant") != 0)
-				item->action = ACTION_HOLD_REFUND;
-			else
-				item->action = ACTION_CREATE_REFUND;
-		}
+		items[i].chunk = chunk;
+		read_leased_check(&items[i], (int) i);
 	}
 	MemoryContextSwitchTo(old);
-
-	open_channels(items, (int) nclaimed, pass_context, &pass->channels);
 	*items_out = items;
 	return (int) nclaimed;
+}
+
+/* Read the (route, id) rows of SPI_tuptable. */
+static void
+read_routes_and_ids(uint64 n, int32 **routes, int64 **ids)
+{
+	*routes = palloc(sizeof(int32) * (n + 1));
+	*ids = palloc(sizeof(int64) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		(*routes)[i] = DatumGetInt32(pf_datum(i, "route"));
+		(*ids)[i] = pf_int64(i, "id");
+	}
+}
+
+/*
+ * Step 1 on a distributed install: the same, on the shards placed on this
+ * node (local_shards.c), which lease the checks and read them in one
+ * statement; each expiry is routed by the order's route, and each row
+ * keeps its route for the apply.
+ */
+static int
+claim_local_shards(Pass *pass, CheckItem **items_out, int max_checks, int lease_seconds)
+{
+	uint64		n;
+	int32	   *routes;
+	int64	   *ids;
+	CheckItem  *items;
+	ClaimChunk *chunk;
+	MemoryContext old;
+
+	n = pf_local_expired_orders(max_checks);
+	read_routes_and_ids(n, &routes, &ids);
+	for (uint64 i = 0; i < n; i++)
+	{
+		pf_set_route(routes[i]);
+		pf_expire_order_if_settled(ids[i]);
+	}
+	serve_network(pass, 0);
+
+	n = pf_lease_local_checks(max_checks, lease_seconds);
+	serve_network(pass, 0);
+	if (n == 0)
+	{
+		*items_out = NULL;
+		return 0;
+	}
+	/* Copies of the columns go to the chunk's context: they outlive commit. */
+	chunk = new_chunk(pass->context, (int) n);
+	old = MemoryContextSwitchTo(chunk->context);
+	items = palloc0(sizeof(CheckItem) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		items[i].chunk = chunk;
+		items[i].route = DatumGetInt32(pf_datum(i, "route"));
+		read_leased_check(&items[i], (int) i);
+	}
+	MemoryContextSwitchTo(old);
+	*items_out = items;
+	return (int) n;
+}
+
+/*
+ * Step 1: expire what is due, then lease up to max_checks due checks and
+ * read them into a new chunk (a child of the pass's context).
+ */
+static int
+claim(Pass *pass, CheckItem **items_out, int max_checks)
+{
+	int			nclaimed;
+
+	/*
+	 * Long enough for every row of the claim to wait its turn behind the
+	 * requests already in flight (one wave each), then time out twice
+	 * (query and close), and be applied.
+	 */
+	int			waves = (max_checks + payflow_concurrency - 1) / payflow_concurrency + 1;
+	int			lease_seconds = (int) Min((int64) waves * 2 * payflow_http_timeout_ms / 1000 + 10,
+										  (int64) 24 * 3600);
+
+	if (pf_distributed())
+		nclaimed = claim_local_shards(pass, items_out, max_checks, lease_seconds);
+	else
+		nclaimed = claim_one_node(pass, items_out, max_checks, lease_seconds);
+	if (nclaimed > 0)
+		open_channels(*items_out, nclaimed, pass->context, &pass->channels);
+	return nclaimed;
 }
 
 /*
@@ -612,8 +697,6 @@ serve_network(Pass *pass, int wait_ms)
 		answer_came(pass, (CheckItem *) done[i]);
 }
 
-#define SERVE_NETWORK_EVERY 8	/* outcomes applied between two serve_network() */
-
 /*
  * Step 3: apply the first count ready outcomes, each in a subtransaction of
  * the apply transaction.  Answers that come meanwhile join pass->ready
@@ -631,6 +714,8 @@ apply_outcomes(Pass *pass, int count)
 		if (i % SERVE_NETWORK_EVERY == SERVE_NETWORK_EVERY - 1)
 			serve_network(pass, 0);
 
+		/* Every statement of the apply is about the item's rows (route.c). */
+		pf_set_route(item->route);
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(old);
 		PG_TRY();

@@ -9,35 +9,44 @@
  * reconciler; this file only records outcomes, idempotently, and a refund
  * an operator made by hand at the channel (review.c) the same way, or one
  * a channel's statement shows and payflow never asked for (statement.c).
+ * Its statements about one refund are routed: on a distributed install the
+ * caller has set the refund's route (the reconciler, from the claimed row).
  */
 #include "payflow.h"
 
 static PreparedQuery lock_refund = {
 	.sql = "SELECT r.id, r.order_id, r.payment_id, r.amount, r.status, p.refund_needed"
 	" FROM payflow.refunds r"
-	" JOIN payflow.orders o ON o.id = r.order_id"
-	" JOIN payflow.payments p ON p.id = r.payment_id"
-	" WHERE r.id = $1 FOR UPDATE OF o, r",
+	" JOIN payflow.orders o ON {{route=o=r}}o.id = r.order_id"
+	" JOIN payflow.payments p ON {{route=p=r}}p.id = r.payment_id"
+	" WHERE {{route=r}}r.id = $1 FOR UPDATE OF o, r",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
+/*
+ * $5 is now(), the transaction's start: Citus refuses a function that is
+ * not IMMUTABLE inside a CASE of a distributed statement.
+ */
 static PreparedQuery set_refund_status = {
 	.sql = "UPDATE payflow.refunds SET status = $2,"
 	"       channel_refund_id = coalesce($3, channel_refund_id), last_error = $4,"
-	"       resolved_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN now() END"
-	" WHERE id = $1",
-	.nargs = 4,
-	.argtypes = {INT8OID, TEXTOID, TEXTOID, TEXTOID},
+	"       resolved_at = CASE WHEN $2 IN ('succeeded', 'failed') THEN $5 END"
+	" WHERE {{route=}}id = $1",
+	.nargs = 5,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID},
+	.routed = true,
 };
 
 static PreparedQuery add_refunded_amount = {
 	.sql = "UPDATE payflow.orders SET refunded_amount = refunded_amount + $2,"
 	"       status = CASE WHEN refunded_amount + $2 >= paid_amount THEN 'refunded'"
 	"                     ELSE 'partially_refunded' END"
-	" WHERE id = $1",
+	" WHERE {{route=}}id = $1",
 	.nargs = 2,
 	.argtypes = {INT8OID, INT8OID},
+	.routed = true,
 };
 
 /* Lock the refund (and its order); false when it is already final. */
@@ -57,8 +66,8 @@ lock_open_refund(int64 refund_id)
 void
 pf_refund_processing(int64 refund_id, const char *channel_refund_id)
 {
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', 'n'};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', 'n', ' '};
 	int64		order_id;
 	int64		payment_id;
 
@@ -70,6 +79,7 @@ pf_refund_processing(int64 refund_id, const char *channel_refund_id)
 	values[1] = CStringGetTextDatum("processing");
 	values[2] = channel_refund_id ? CStringGetTextDatum(channel_refund_id) : (Datum) 0;
 	values[3] = (Datum) 0;
+	values[4] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	if (channel_refund_id == NULL)
 		nulls[2] = 'n';
 	pf_execute(&set_refund_status, values, nulls, 0);
@@ -90,13 +100,14 @@ write_final(int64 refund_id, bool succeeded, const char *channel_refund_id,
 	int64		payment_id = pf_int64(0, "payment_id");
 	int64		amount = pf_int64(0, "amount");
 	bool		surplus_payment = DatumGetBool(pf_datum(0, "refund_needed"));
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
 	values[0] = Int64GetDatum(refund_id);
 	values[1] = CStringGetTextDatum(succeeded ? "succeeded" : "failed");
 	values[2] = channel_refund_id ? CStringGetTextDatum(channel_refund_id) : (Datum) 0;
 	values[3] = last_error ? CStringGetTextDatum(last_error) : (Datum) 0;
+	values[4] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	if (channel_refund_id == NULL)
 		nulls[2] = 'n';
 	if (last_error == NULL)

@@ -23,6 +23,9 @@
  * or webhook attempt (at most 10 s, 1 s while a webhook endpoint is
  * enabled: new events wake nobody), or until a
  * committing transaction that queued a check wakes it (worker_state.c).
+ * On a distributed install (doc/scale-out.md) each node's worker works
+ * its own shards, looks at them every second (a commit on another node
+ * wakes that node's worker), and only the coordinator's keeps the upkeep.
  * It does nothing while payflow is not installed in that database or is
  * installed at another version than this library's (PAYFLOW_SQL_VERSION).  Each loop resets its memory context,
  * checks for interrupts and reloads the configuration after SIGHUP.
@@ -30,6 +33,7 @@
  * launcher starts it again after a second.
  */
 #include "payflow.h"
+#include "local_shards.h"
 #include "reconcile.h"
 #include "statement.h"
 #include "webhook.h"
@@ -58,6 +62,8 @@ PG_FUNCTION_INFO_V1(payflow_reconcile);
 PG_FUNCTION_INFO_V1(payflow_compare_statement);
 
 #define MAX_SLEEP_MS 10000
+/* How often a node's worker looks at its shards on a distributed install. */
+#define DISTRIBUTED_POLL_MS 1000
 
 /*
  * A worker pass makes up to this many claims of payflow.batch_size; the
@@ -219,7 +225,14 @@ milliseconds_until_due(TimestampTz pass_started)
 	Datum		value = TimestampTzGetDatum(pass_started);
 
 	worker_begin("payflow: computing the next wake-up");
-	if (pf_execute(&next_wake_up, &value, NULL, 1) == 1 && !pf_isnull(0, "sleep_ms"))
+	/*
+	 * On a distributed install each node's worker looks at its own shards
+	 * every DISTRIBUTED_POLL_MS: the checks are queued by transactions on
+	 * other nodes, whose commit wakes their own node's worker only.
+	 */
+	if (pf_distributed())
+		sleep_ms = DISTRIBUTED_POLL_MS;
+	else if (pf_execute(&next_wake_up, &value, NULL, 1) == 1 && !pf_isnull(0, "sleep_ms"))
 	{
 		char	   *text = pf_text(0, "sleep_ms");
 		double		ms = strtod(text, NULL);
@@ -266,6 +279,16 @@ history_upkeep(const ReconcileTransactions *txn, bool prune)
 	ErrorData  *error;
 
 	txn->begin("payflow: folding status counts, pruning old events");
+	/*
+	 * On a distributed install the coordinator keeps the history: its
+	 * counters are the ones payflow.stats reads, and the statements read
+	 * every shard.  The other nodes' workers leave it to it.
+	 */
+	if (pf_distributed() && !pf_node_is_coordinator())
+	{
+		txn->commit();
+		return false;
+	}
 	error = pf_try_in_subtransaction(fold_and_prune, &upkeep);
 	if (error != NULL)
 	{

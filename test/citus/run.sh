@@ -43,9 +43,18 @@ PGDATABASE=postgres prove --exec bash test/integration/01_dropped_payment.sh tes
 # and the views give the same answers as before and find every invariant
 # broken (verify.sh, which distributes); every hot-path call runs each
 # statement on one shard (router_only.sh, whose order from before
-# distribute() is made first); and under a load of whole payments a shard
-# moves and a worker is killed, losing nothing (payment_faults.sh).
+# distribute() is made first); each node's reconciler works its own shards
+# (reconciler.sh); and under a load of whole payments a shard moves and a
+# worker is killed, losing nothing (payment_faults.sh).
+# The reconciler of each node works its own shards (reconciler.sh).
+# distribute() runs with every node's worker paused (doc/scale-out.md).
+workers() { for node in 0 1 2; do
+    pf_citus_sql "$node" -c "ALTER SYSTEM SET payflow.worker_enabled = $1" -c "SELECT pg_reload_conf()" >/dev/null
+done; }
 PGDATABASE=postgres bash test/citus/router_only.sh --prepare || failed=1
-PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/verify.sh test/citus/router_only.sh \
+workers off
+PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/verify.sh || failed=1
+workers on
+PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/router_only.sh test/citus/reconciler.sh \
     test/citus/payment_faults.sh || failed=1
 [ "$failed" -eq 0 ]
