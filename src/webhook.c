@@ -391,6 +391,12 @@ webhook_pass(int max_deliveries, const ReconcileTransactions *txn)
 	MemoryContext pass_context = CurrentMemoryContext;
 
 	txn->begin("payflow: webhook fan-out");
+	/* Webhooks rest on the event consumers' horizon: one node's (doc/scale-out.md). */
+	if (pf_distributed())
+	{
+		txn->commit();
+		return result;
+	}
 	{
 		int64		horizon = pf_events_committed_horizon();
 		Datum		values[2] = {Int64GetDatum(horizon), Int32GetDatum(FANOUT_BATCH)};

@@ -717,6 +717,7 @@ payflow_compare_statement(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect_ext(SPI_OPT_NONATOMIC);
+	pf_refuse_on_distributed("daily statements");
 	state = statement_run(channel, day, &procedure_transactions);
 	SPI_finish();
 

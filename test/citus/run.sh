@@ -46,7 +46,6 @@ PGDATABASE=postgres prove --exec bash test/integration/01_dropped_payment.sh tes
 # distribute() is made first); each node's reconciler works its own shards
 # (reconciler.sh); and under a load of whole payments a shard moves and a
 # worker is killed, losing nothing (payment_faults.sh).
-# The reconciler of each node works its own shards (reconciler.sh).
 # distribute() runs with every node's worker paused (doc/scale-out.md).
 workers() { for node in 0 1 2; do
     pf_citus_sql "$node" -c "ALTER SYSTEM SET payflow.worker_enabled = $1" -c "SELECT pg_reload_conf()" >/dev/null
