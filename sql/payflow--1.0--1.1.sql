@@ -2421,6 +2421,8 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION payflow.distribute(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION payflow.customer_route(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION payflow.customer_route(text) TO payflow_admin;
 REVOKE ALL ON FUNCTION payflow.put_stock(text, integer), payflow.remove_stock(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION payflow.put_stock(text, integer), payflow.remove_stock(text) TO payflow_admin;
 GRANT SELECT ON payflow.distribution, payflow.order_routes, payflow.stocked_skus
