@@ -74,7 +74,7 @@ distribution_changed(Datum arg, Oid relid)
 bool
 pf_distributed(void)
 {
-	if (distributed < 0)
+	if (distributed == -1)
 	{
 		bool		found = pf_execute(&read_distribution, NULL, NULL, 1) == 1;
 

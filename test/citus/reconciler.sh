@@ -27,7 +27,7 @@
 # channel server buildable (test/channel_server).  Run it before
 # router_only.sh, which distributes cart_items by itself.
 . "$(dirname "$0")/../integration/lib/channel.bash"
-tap_plan 25
+tap_plan 27
 
 # node_sql PORT QUERY: as sql(), on the node listening on PORT.
 node_sql() { psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -c "$2"; }
@@ -183,7 +183,23 @@ channel_payment "$payment_no" 1200
 channel_pays "$payment_no" drop >/dev/null
 sql "SELECT payflow.check_now('$payment_no')" >/dev/null
 tap_is "$(sql "CALL payflow.reconcile()")" "0" "CALL payflow.reconcile() on the coordinator makes no check"
-tap_is "$(node_sql "$home" "CALL payflow.reconcile()")" "1" "on the order's node it makes the one due check"
+# The node's CALL with the plan of its every statement read, as
+# router_only.sh reads the API's: the claim reads the node's own shard
+# relations, and every statement of the apply must run on one shard.
+planned=$(psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$home" 2>&1 <<SQL
+LOAD 'auto_explain';
+SET auto_explain.log_min_duration = 0;
+SET auto_explain.log_nested_statements = on;
+SET auto_explain.log_level = notice;
+SET citus.multi_task_query_log_level = error;
+CALL payflow.reconcile();
+SQL
+)
+tap_is "$(tail -n 1 <<<"$planned")" "1" "on the order's node it makes the one due check"
+tap_is "$(awk '/ERROR:/ { bad = bad " error" } /Task Count: [0-9]+/ && $3 + 0 > 1 { bad = bad " " $0 }
+               /Distributed Subplan/ { bad = bad " subplan" } /Custom Scan \(Citus/ { citus++ }
+               END { print (bad != "" ? "not router:" bad : citus > 0 ? "router" : "no Citus statement") }' <<<"$planned")" \
+    "router" "the apply of that check ran each of its statements on one shard"
 tap_is "$(sql "SELECT status || ' ' || confirmed_via FROM payflow.payments WHERE payment_no = '$payment_no'")" \
     "succeeded poll" "and recovers the payment"
 for p in $nodes; do set_worker "$p" on; done
@@ -191,19 +207,9 @@ for p in $nodes; do set_worker "$p" on; done
 # --- an expiry with compensation --------------------------------------------
 customer="ct-rec-exp-$$"
 sku="CT-REC-$$"
-# A new stock row on a distributed install (its trigger keeping
-# payflow.stocked_skus fails on the shard: "could not find named tuplestore"):
-# the row and its stocked_skus entry are written with the trigger off.
-if ! sql "INSERT INTO payflow.stock (sku, available) VALUES ('$sku', 10)" >/dev/null 2>&1; then
-    tap_diag "INSERT INTO payflow.stock fails on a distributed install; the test writes stocked_skus itself"
-    psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL || tap_bail "cannot add stock for $sku"
-SET citus.enable_unsafe_triggers = on;
-ALTER TABLE payflow.stock DISABLE TRIGGER stock_keeps_stocked_skus_insert;
-INSERT INTO payflow.stock (sku, available) VALUES ('$sku', 10);
-INSERT INTO payflow.stocked_skus (sku) VALUES ('$sku');
-ALTER TABLE payflow.stock ENABLE TRIGGER stock_keeps_stocked_skus_insert;
-SQL
-fi
+# A new stock row on a distributed install: put_stock() lists the SKU in
+# payflow.stocked_skus, where the checkout looks.
+sql "SELECT payflow.put_stock('$sku', 10)" >/dev/null
 sql "SELECT payflow.cart_put('$customer', '$sku', 3, 1500)" >/dev/null
 sql "SELECT payflow.cart_put('$customer', 'CT-NOSTOCK-$$', 1, 200)" >/dev/null
 order_id=$(psql -X -q -At -c "SET payflow.order_ttl = '3s'" \
@@ -252,3 +258,5 @@ tap_is "$(admin_get "payments/$payment_no" | json "executions_by_refund_no.$refu
 tap_is "$(sql "SELECT status FROM payflow.orders WHERE id = $order_id")" "cancelled" \
     "the cancelled order stays cancelled"
 tap_is "$(books ct-rec-late)" "consistent" "the books hold after the late success"
+tap_is "$(sql "SELECT coalesce(string_agg(DISTINCT invariant, ', '), 'none') FROM payflow.verify()")" "none" \
+    "and payflow.verify() finds every invariant holding"
