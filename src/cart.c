@@ -81,9 +81,8 @@ static PreparedQuery count_cart_lines_routed = {
 	" WHERE {{route=}}customer_id OPERATOR(pg_catalog.=) $1",
 	.nargs = 1,
 	.argtypes = {TEXTOID},
-	.read_only = true,
 	.path_free = true,
-	.routed = true,
+	.routed = true,				/* not read_only: it counts the line just written too */
 };
 
 /*

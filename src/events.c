@@ -39,8 +39,7 @@ static PreparedQuery event_payload_routed = {
 	.sql = "SELECT p.id AS payment_id, r.id AS refund_id," EVENT_PAYLOAD_FROM,
 	.nargs = 5,
 	.argtypes = {TEXTOID, INT8OID, INT8OID, INT8OID, TEXTOID},
-	.read_only = true,
-	.routed = true,
+	.routed = true,				/* not read_only: it must see the change just made */
 };
 
 static PreparedQuery insert_event_routed = {
