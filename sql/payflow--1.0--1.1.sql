@@ -443,7 +443,8 @@ ALTER FUNCTION payflow.create_order_from_cart(text, text) RESET search_path;
 
 -- ===========================================================================
 -- Part 8. The review queue
--- ====================================================================-- What the reconciler hands to people, in one view (payflow.review_queue),
+-- ===========================================================================
+-- What the reconciler hands to people, in one view (payflow.review_queue),
 -- and the functions an operator resolves it with (src/review.c), for
 -- payflow_admin only.  Every action moves statuses through
 -- payflow.transitions and writes its events like any other writer, and is
@@ -593,8 +594,6 @@ SELECT pg_catalog.pg_extension_config_dump('payflow.review_audit_id_seq', '');
 
 -- ===========================================================================
 -- Part 9. History: views that stay flat, event retention
--- ====================================================================
-
 -- ===========================================================================
 -- A shop accumulates millions of orders, attempts, refunds and events;
 -- nothing an operator polls may count them all.  Open statuses are few and
