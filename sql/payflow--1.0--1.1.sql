@@ -95,7 +95,9 @@ AS $$
 $$;
 
 -- Runs as the writer: only the extension owner (set_channel) and superusers
--- may write channels, and both may append to the audit.
+-- may write channels, and both may append to the audit.  The trigger's
+-- argument names the table: on a distributed install the trigger fires on
+-- each node's copy of the reference table, whose name is the shard's.
 CREATE FUNCTION payflow.audit_channel_change() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -110,7 +112,7 @@ DECLARE
     v_detail jsonb := '{}';
     channel_name text;
 BEGIN
-    IF TG_TABLE_NAME = 'channels' THEN
+    IF TG_ARGV[0] = 'channels' THEN
         channel_name := CASE TG_OP WHEN 'DELETE' THEN OLD.name ELSE NEW.name END;
         IF TG_OP = 'INSERT' THEN
             v_action := 'created';
@@ -162,9 +164,9 @@ END
 $$;
 
 CREATE TRIGGER channels_audit AFTER INSERT OR UPDATE OR DELETE ON payflow.channels
-    FOR EACH ROW EXECUTE FUNCTION payflow.audit_channel_change();
+    FOR EACH ROW EXECUTE FUNCTION payflow.audit_channel_change('channels');
 CREATE TRIGGER channel_secrets_audit AFTER INSERT OR UPDATE OR DELETE ON payflow.channel_secrets
-    FOR EACH ROW EXECUTE FUNCTION payflow.audit_channel_change();
+    FOR EACH ROW EXECUTE FUNCTION payflow.audit_channel_change('channel_secrets');
 
 -- payflow's audit tables (this one, payflow.review_audit) are append-only,
 -- even for their owner.
@@ -253,7 +255,7 @@ BEGIN
             coalesce(set_channel.settings, '{}'), pg_catalog.now())
     ON CONFLICT ON CONSTRAINT channels_pkey DO UPDATE
         SET driver = excluded.driver, base_url = excluded.base_url,
-            settings = excluded.settings, updated_at = pg_catalog.now()
+            settings = excluded.settings, updated_at = excluded.updated_at
     RETURNING c.* INTO result;
     IF secrets IS NOT NULL THEN
         INSERT INTO payflow.channel_secrets AS s (channel, secrets, driver, base_url, updated_at)
@@ -261,7 +263,7 @@ BEGIN
                 pg_catalog.now())
         ON CONFLICT ON CONSTRAINT channel_secrets_pkey DO UPDATE
             SET secrets = excluded.secrets, driver = excluded.driver,
-                base_url = excluded.base_url, updated_at = pg_catalog.now();
+                base_url = excluded.base_url, updated_at = excluded.updated_at;
     ELSIF previous.name IS NOT NULL
           AND (previous.driver, previous.base_url) IS DISTINCT FROM (driver, base_url) THEN
         -- the stored secrets were for another driver or host: drop them
@@ -2267,7 +2269,7 @@ DECLARE
     routed constant text[] := ARRAY['cart_items', 'orders', 'order_lines', 'payments', 'refunds', 'events',
                                     'pending_checks', 'notifications', 'review_audit', 'status_count_changes'];
     reference constant text[] := ARRAY['transitions', 'statuses', 'transition_events', 'distribution',
-                                       'stocked_skus'];
+                                       'stocked_skus', 'channels', 'channel_secrets'];
     -- The new shape of the tables: applied here and to the tables the
     -- extension created on every worker, which Citus takes as the shells
     -- of the distributed tables there.
@@ -2305,13 +2307,20 @@ BEGIN
     PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
     LOCK payflow.cart_items, payflow.orders, payflow.order_lines, payflow.payments, payflow.refunds,
          payflow.events, payflow.pending_checks, payflow.notifications, payflow.review_audit,
-         payflow.status_count_changes, payflow.stock IN ACCESS EXCLUSIVE MODE;
+         payflow.status_count_changes, payflow.stock, payflow.channels, payflow.channel_secrets
+         IN ACCESS EXCLUSIVE MODE;
 
     unlink := ARRAY[
         'ALTER TABLE payflow.payments DROP CONSTRAINT payments_order_id_fkey, DROP CONSTRAINT payments_channel_fkey',
         'ALTER TABLE payflow.refunds DROP CONSTRAINT refunds_order_id_fkey, DROP CONSTRAINT refunds_payment_id_fkey',
         'ALTER TABLE payflow.pending_checks DROP CONSTRAINT pending_checks_payment_id_fkey, DROP CONSTRAINT pending_checks_refund_id_fkey',
-        'ALTER TABLE payflow.statement_mismatches DROP CONSTRAINT statement_mismatches_order_id_fkey, DROP CONSTRAINT statement_mismatches_payment_id_fkey, DROP CONSTRAINT statement_mismatches_refund_id_fkey'];
+        'ALTER TABLE payflow.statement_mismatches DROP CONSTRAINT statement_mismatches_order_id_fkey, DROP CONSTRAINT statement_mismatches_payment_id_fkey, DROP CONSTRAINT statement_mismatches_refund_id_fkey',
+        -- channels become a reference table: the secrets' key to them comes
+        -- back once both are; the attempts' would need this whole
+        -- conversion on one connection per node (begin_payment checks the
+        -- channel), and the statements stay the coordinator's own table
+        'ALTER TABLE payflow.channel_secrets DROP CONSTRAINT channel_secrets_channel_fkey',
+        'ALTER TABLE payflow.statements DROP CONSTRAINT statements_channel_fkey'];
     FOREACH t IN ARRAY routed LOOP
         unlink := unlink || format('ALTER TABLE payflow.%I ADD COLUMN route integer', t);
     END LOOP;
@@ -2388,6 +2397,9 @@ BEGIN
     FOREACH t IN ARRAY reference LOOP
         PERFORM create_reference_table(format('payflow.%I', t));
     END LOOP;
+    -- before any parallel statement on the shards: Citus adds a key on one
+    -- connection per node
+    ALTER TABLE payflow.channel_secrets ADD FOREIGN KEY (channel) REFERENCES payflow.channels (name) ON DELETE CASCADE;
     PERFORM create_distributed_table('payflow.orders', 'route', shard_count => distribute.shard_count,
                                      colocate_with => 'none');
     FOREACH t IN ARRAY routed LOOP

@@ -27,7 +27,7 @@
 # channel server buildable (test/channel_server).  Run it before
 # router_only.sh, which distributes cart_items by itself.
 . "$(dirname "$0")/../integration/lib/channel.bash"
-tap_plan 27
+tap_plan 30
 
 # node_sql PORT QUERY: as sql(), on the node listening on PORT.
 node_sql() { psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -c "$2"; }
@@ -134,11 +134,16 @@ sql "SELECT payflow.distribute_sequences()" >/dev/null || tap_bail "payflow.dist
 
 it_start_channel
 it_http_json_channel ct_rec
-secret=$(cat "$IT_TMP/keys/http_json_secret.txt")
+# The channel is set once, on the coordinator: channels and their secrets
+# are reference tables, which every node's reconciler reads on its node.
 for p in $workers; do
-    node_sql "$p" "SELECT payflow.set_channel('ct_rec', 'http_json', '$IT_CHANNEL_URL/http_json', '{}',
-                   jsonb_build_object('hmac_secret', '$secret'))" >/dev/null || tap_bail "set_channel on port $p"
+    tap_is "$(node_sql "$p" "SELECT c.base_url || ' ' || (s.secrets ? 'hmac_secret')::text
+                             FROM payflow.channels c JOIN payflow.channel_secrets s ON s.channel = c.name
+                             WHERE c.name = 'ct_rec'")" "$IT_CHANNEL_URL/http_json true" \
+        "the channel set on the coordinator, with its secrets, is on the node on port $p"
 done
+tap_is "$(sql "SELECT string_agg(action, ',' ORDER BY id) FROM payflow.channel_audit WHERE channel = 'ct_rec'")" \
+    "created,secrets set" "the coordinator's channel audit has the change once"
 on_every_node "ALTER SYSTEM SET payflow.check_schedule = '1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s'" &&
 on_every_node "SELECT pg_reload_conf()" || tap_bail "cannot set the check schedule on every node"
 sleep 0.5

@@ -90,8 +90,8 @@ else
        "$(sql "SELECT count(*) FROM payflow.order_routes")" \
         "payflow was distributed on a database holding orders (verify.sh), each listed in order_routes"
 fi
-ok "$(sql "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'payflow.%'")" "17" \
-    "17 of payflow's tables are Citus tables"
+ok "$(sql "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text LIKE 'payflow.%'")" "19" \
+    "19 of payflow's tables are Citus tables"
 
 ok "$(router_check "SELECT payflow.cart_put('router-alice', 'TEA', 2, 4500, 'CNY', 'Green tea')")" \
     "router" "cart_put adding a line runs on one shard"
