@@ -17,25 +17,41 @@ LANGUAGE sql AS $$
     SELECT payflow.cart_put(customer, 'PAY-' || customer, 1, price, 'CNY', 'Item of ' || customer);
     SELECT id FROM payflow.create_order_from_cart(customer);
 $$;
+-- The helpers that read tables are PL/pgSQL, and look an attempt up by its
+-- payment_no before reading what refers to it: on a distributed install
+-- (test/citus/run.sh) Citus plans no parameter of a SQL-language function's
+-- statements, and joins two tables only on their distribution column.
+-- The id of the attempt numbered p_payment_no (NULL when there is none).
+CREATE FUNCTION pf_pay.payment_id(p_payment_no text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN (SELECT p.id FROM payflow.payments p WHERE p.payment_no = p_payment_no);
+END $$;
 -- Events of one type for an order (and optionally one attempt).
 CREATE FUNCTION pf_pay.events(p_order bigint, p_type text, p_payment_no text DEFAULT NULL)
-RETURNS integer LANGUAGE sql AS $$
-    SELECT count(*)::int FROM payflow.events e
-    LEFT JOIN payflow.payments p ON p.id = e.payment_id
-    WHERE e.order_id = p_order AND e.type = p_type
-      AND (p_payment_no IS NULL OR p.payment_no = p_payment_no);
-$$;
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    v_payment bigint := pf_pay.payment_id(p_payment_no);
+BEGIN
+    RETURN (SELECT count(*)::int FROM payflow.events e
+            WHERE e.order_id = p_order AND e.type = p_type
+              AND (p_payment_no IS NULL OR e.payment_id = v_payment));
+END $$;
 -- Is the attempt in the dropped-payment queue, and when is it due?
 CREATE FUNCTION pf_pay.check_due(p_payment_no text) RETURNS timestamptz
-LANGUAGE sql AS $$
-    SELECT c.due_at FROM payflow.pending_checks c JOIN payflow.payments p ON p.id = c.payment_id
-    WHERE p.payment_no = p_payment_no;
-$$;
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_payment bigint := pf_pay.payment_id(p_payment_no);
+BEGIN
+    RETURN (SELECT c.due_at FROM payflow.pending_checks c WHERE c.payment_id = v_payment);
+END $$;
 CREATE FUNCTION pf_pay.queued(p_payment_no text) RETURNS boolean
-LANGUAGE sql AS $$
-    SELECT EXISTS (SELECT 1 FROM payflow.pending_checks c JOIN payflow.payments p ON p.id = c.payment_id
-                   WHERE p.payment_no = p_payment_no);
-$$;
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_payment bigint := pf_pay.payment_id(p_payment_no);
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM payflow.pending_checks c WHERE c.payment_id = v_payment);
+END $$;
 
 -- ===========================================================================
 -- begin_payment refusals
@@ -167,9 +183,10 @@ SELECT is(
     (payflow.mark_paid(:'erin_p2', 'wx-txn-erin-2', 12800)).status, 'succeeded',
     'the money of the superseded attempt 2 was taken: succeeded');
 SELECT results_eq(
-    format($$SELECT p.refund_needed, r.reason, r.amount, r.status
-             FROM payflow.payments p JOIN payflow.refunds r ON r.payment_id = p.id
-             WHERE p.payment_no = %L$$, :'erin_p2'),
+    format($$WITH p AS MATERIALIZED (SELECT id, refund_needed FROM payflow.payments WHERE payment_no = %L),
+                  r AS MATERIALIZED (SELECT * FROM payflow.refunds WHERE order_id = %s)
+             SELECT p.refund_needed, r.reason, r.amount, r.status FROM p JOIN r ON r.payment_id = p.id$$,
+           :'erin_p2', :erin),
     $$VALUES (true, 'duplicate_payment', 12800::bigint, 'requested')$$,
     'attempt 2 gets refund_needed and one requested refund of its amount, reason duplicate_payment');
 SELECT is(pf_pay.events(:erin, 'refund.requested', :'erin_p2'), 1,
@@ -180,8 +197,9 @@ SELECT results_eq(
     $$VALUES ('paid', 12800::bigint, 1)$$,
     'the order is still paid once: paid_amount not doubled, still one order.paid');
 SELECT ok(
-    EXISTS (SELECT 1 FROM payflow.pending_checks c JOIN payflow.refunds r ON r.id = c.refund_id
-            JOIN payflow.payments p ON p.id = r.payment_id WHERE p.payment_no = :'erin_p2'),
+    EXISTS (WITH p AS MATERIALIZED (SELECT id FROM payflow.payments WHERE payment_no = :'erin_p2'),
+                 r AS MATERIALIZED (SELECT * FROM payflow.refunds WHERE order_id = :erin)
+            SELECT 1 FROM payflow.pending_checks c JOIN r ON r.id = c.refund_id JOIN p ON p.id = r.payment_id),
     'the duplicate refund is queued for the reconciler');
 
 -- ---------------------------------------------------------------------------
@@ -193,12 +211,14 @@ SELECT payment_no AS omar_p1 FROM payflow.begin_payment(:omar, 'wx') \gset
 SELECT payment_no AS omar_p2 FROM payflow.begin_payment(:omar, 'wx') \gset
 SELECT payflow.mark_paid(:'omar_p1', 'wx-txn-omar-1', 6100);
 SELECT results_eq(
-    format($$SELECT o.status, o.paid_amount, p1.status, p1.refund_needed, p2.status,
-                    (SELECT count(*)::int FROM payflow.refunds r WHERE r.order_id = o.id)
-             FROM payflow.orders o
-             JOIN payflow.payments p1 ON p1.order_id = o.id AND p1.payment_no = %L
-             JOIN payflow.payments p2 ON p2.order_id = o.id AND p2.payment_no = %L
-             WHERE o.id = %s$$, :'omar_p1', :'omar_p2', :omar),
+    format($$WITH o AS MATERIALIZED (SELECT * FROM payflow.orders WHERE id = %3$s),
+                  p AS MATERIALIZED (SELECT * FROM payflow.payments WHERE order_id = %3$s),
+                  r AS MATERIALIZED (SELECT * FROM payflow.refunds WHERE order_id = %3$s)
+             SELECT o.status, o.paid_amount, p1.status, p1.refund_needed, p2.status,
+                    (SELECT count(*)::int FROM r WHERE r.order_id = o.id)
+             FROM o
+             JOIN p p1 ON p1.order_id = o.id AND p1.payment_no = %1$L
+             JOIN p p2 ON p2.order_id = o.id AND p2.payment_no = %2$L$$, :'omar_p1', :'omar_p2', :omar),
     $$VALUES ('paid', 6100::bigint, 'succeeded', false, 'superseded', 0)$$,
     'the superseded attempt 1 pays the order; pending attempt 2 becomes superseded; no refund');
 SELECT ok(pf_pay.check_due(:'omar_p2') <= now(),
@@ -210,8 +230,9 @@ SELECT is(pf_pay.events(:omar, 'payment.superseded', :'omar_p2'), 1,
 -- Merchant refunds on Erin's order
 -- ===========================================================================
 SELECT results_eq(
-    format($$SELECT r.amount, r.reason, r.status, p.payment_no
-             FROM payflow.request_refund(%s, 3000) r JOIN payflow.payments p ON p.id = r.payment_id$$, :erin),
+    format($$WITH r AS MATERIALIZED (SELECT * FROM payflow.request_refund(%1$s, 3000)),
+                  p AS MATERIALIZED (SELECT * FROM payflow.payments WHERE order_id = %1$s)
+             SELECT r.amount, r.reason, r.status, p.payment_no FROM r JOIN p ON p.id = r.payment_id$$, :erin),
     format($$VALUES (3000::bigint, 'merchant', 'requested', %L)$$, :'erin_p3'),
     'a partial merchant refund of 30.00 against the attempt that paid');
 SELECT throws_ok(
@@ -249,17 +270,19 @@ SELECT pf_pay.checkout('pay-judy', 4200) AS judy \gset
 SELECT payment_no AS judy_p1 FROM payflow.begin_payment(:judy, 'wx') \gset
 SELECT payflow.cancel_order(:judy, 'customer cancelled at the counter');
 SELECT results_eq(
-    format($$SELECT status, pf_pay.queued(payment_no), pf_pay.check_due(payment_no) <= now()
-             FROM payflow.payments WHERE payment_no = %L$$, :'judy_p1'),
+    format($$WITH p AS MATERIALIZED (SELECT * FROM payflow.payments WHERE payment_no = %L)
+             SELECT status, pf_pay.queued(payment_no), pf_pay.check_due(payment_no) <= now() FROM p$$, :'judy_p1'),
     $$VALUES ('superseded', true, true)$$,
     'cancelling the order supersedes its pending attempt and makes its check due at once');
 SELECT lives_ok(
     format($$SELECT payflow.mark_paid(%L, 'wx-txn-judy', 4200)$$, :'judy_p1'),
     'the channel reports Judy''s payment after all: mark_paid does not raise');
 SELECT results_eq(
-    format($$SELECT p.status, p.refund_needed, r.reason, r.amount, o.status, o.paid_amount
-             FROM payflow.payments p JOIN payflow.refunds r ON r.payment_id = p.id
-             JOIN payflow.orders o ON o.id = p.order_id WHERE p.payment_no = %L$$, :'judy_p1'),
+    format($$WITH p AS MATERIALIZED (SELECT * FROM payflow.payments WHERE payment_no = %1$L),
+                  r AS MATERIALIZED (SELECT * FROM payflow.refunds WHERE order_id = %2$s),
+                  o AS MATERIALIZED (SELECT * FROM payflow.orders WHERE id = %2$s)
+             SELECT p.status, p.refund_needed, r.reason, r.amount, o.status, o.paid_amount
+             FROM p JOIN r ON r.payment_id = p.id JOIN o ON o.id = p.order_id$$, :'judy_p1', :judy),
     $$VALUES ('succeeded', true, 'late_payment', 4200::bigint, 'cancelled', 0::bigint)$$,
     'late success: attempt succeeded with refund_needed, a late_payment refund, the order stays cancelled');
 SELECT results_eq(
@@ -276,10 +299,11 @@ SELECT lives_ok(
     format($$SELECT payflow.mark_paid(%L, 'wx-txn-kim', 99)$$, :'kim_p1'),
     'the channel reports 0.99 for a 99.00 attempt: mark_paid does not raise');
 SELECT results_eq(
-    format($$SELECT p.status, o.status, o.paid_amount, pf_pay.events(o.id, 'payment.amount_mismatch'),
+    format($$WITH p AS MATERIALIZED (SELECT * FROM payflow.payments WHERE payment_no = %L),
+                  o AS MATERIALIZED (SELECT * FROM payflow.orders WHERE id = %s)
+             SELECT p.status, o.status, o.paid_amount, pf_pay.events(o.id, 'payment.amount_mismatch'),
                     pf_pay.events(o.id, 'order.paid')
-             FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id
-             WHERE p.payment_no = %L$$, :'kim_p1'),
+             FROM p JOIN o ON o.id = p.order_id$$, :'kim_p1', :kim),
     $$VALUES ('unknown', 'awaiting_payment', 0::bigint, 1, 0)$$,
     'amount mismatch: attempt unknown (review), one payment.amount_mismatch event, order not paid');
 
@@ -289,10 +313,11 @@ SELECT lives_ok(
     format($$SELECT payflow.mark_paid(%L, 'wx-txn-lena', 9900, now(), 'USD')$$, :'lena_p1'),
     'the channel reports USD for a CNY attempt: mark_paid does not raise');
 SELECT results_eq(
-    format($$SELECT p.status, o.status, o.paid_amount, pf_pay.events(o.id, 'payment.amount_mismatch'),
+    format($$WITH p AS MATERIALIZED (SELECT * FROM payflow.payments WHERE payment_no = %L),
+                  o AS MATERIALIZED (SELECT * FROM payflow.orders WHERE id = %s)
+             SELECT p.status, o.status, o.paid_amount, pf_pay.events(o.id, 'payment.amount_mismatch'),
                     pf_pay.events(o.id, 'order.paid')
-             FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id
-             WHERE p.payment_no = %L$$, :'lena_p1'),
+             FROM p JOIN o ON o.id = p.order_id$$, :'lena_p1', :lena),
     $$VALUES ('unknown', 'awaiting_payment', 0::bigint, 1, 0)$$,
     'currency mismatch: attempt unknown (review), one payment.amount_mismatch event, order not paid');
 SELECT is(
@@ -307,15 +332,16 @@ SELECT is((SELECT status FROM payflow.orders WHERE id = :lena), 'paid',
 SELECT pf_pay.checkout('pay-mia', 2500) AS mia \gset
 SELECT payment_no AS mia_p1 FROM payflow.begin_payment(:mia, 'wx') \gset
 SELECT results_eq(
-    format($$SELECT p.status, p.status_reason, o.status, pf_pay.queued(p.payment_no),
+    format($$WITH p AS MATERIALIZED (SELECT * FROM payflow.mark_failed(%L, 'card declined')),
+                  o AS MATERIALIZED (SELECT * FROM payflow.orders WHERE id = %s)
+             SELECT p.status, p.status_reason, o.status, pf_pay.queued(p.payment_no),
                     pf_pay.events(o.id, 'payment.failed')
-             FROM payflow.mark_failed(%L, 'card declined') p JOIN payflow.orders o ON o.id = p.order_id$$,
-           :'mia_p1'),
+             FROM p JOIN o ON o.id = p.order_id$$,
+           :'mia_p1', :mia),
     $$VALUES ('failed', 'card declined', 'awaiting_payment', true, 1)$$,
     'a declined card: attempt failed, order still awaiting payment, one payment.failed, check kept to close it at the channel');
 SELECT ok(
-    (SELECT c.due_at <= now() FROM payflow.pending_checks c
-     JOIN payflow.payments p ON p.id = c.payment_id WHERE p.payment_no = :'mia_p1'),
+    pf_pay.check_due(:'mia_p1') <= now(),
     '... and that closing check is due at once');
 SELECT results_eq(
     format($$SELECT attempt, status FROM payflow.begin_payment(%s, 'wx')$$, :mia),
