@@ -5,11 +5,12 @@
 #
 # It runs test/citus/t/*.sh (TAP, by prove) against the coordinator's
 # database postgres, where Citus and payflow are created, then there the
-# pgTAP contract tests of checkout and payments and three integration
-# scenarios with payflow's tables not distributed; then it distributes
+# pgTAP contract tests of checkout, payments, callbacks and refunds and four
+# integration scenarios with payflow's tables not distributed; then it distributes
 # payflow (payflow.distribute()) and checks verify() and the views, the
 # router-only test of every hot-path call and, under a load of payments, a
-# shard moved and a worker killed.  The three nodes are stopped and removed at the end, even
+# shard moved and a worker killed, and runs the contract tests again on the
+# distributed install.  The three nodes are stopped and removed at the end, even
 # on failure.
 #
 # Alone: bash test/citus/run.sh (builds and installs payflow first).
@@ -28,10 +29,12 @@ pf_citus_sql 0 -c "CREATE EXTENSION payflow"
 
 failed=0
 PGDATABASE=postgres prove --exec bash test/citus/t/*.sh || failed=1
-# The contract tests of checkout and payments, on the coordinator.
+# The contract tests of checkout, payments, signed callbacks and refunds,
+# on the coordinator; run again once payflow is distributed (below).  Each
+# file runs in one transaction, rolled back.
+contract="test/pgtap/02_checkout.sql test/pgtap/03_payments.sql test/pgtap/10_callbacks.sql"
 pf_citus_sql 0 -c "CREATE EXTENSION pgtap" &&
-PGDATABASE=postgres PGOPTIONS="-c client_min_messages=error" \
-    pg_prove test/pgtap/02_checkout.sql test/pgtap/03_payments.sql || failed=1
+PGDATABASE=postgres PGOPTIONS="-c client_min_messages=error" pg_prove $contract || failed=1
 # The integration scenarios of a dropped payment recovered, signed
 # callbacks (replayed, tampered, stale), an expiry with compensation and a
 # late success refunded once: the coordinator's worker against the test
@@ -56,4 +59,7 @@ PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/verify.sh ||
 workers on
 PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/router_only.sh test/citus/reconciler.sh \
     test/citus/payment_faults.sh || failed=1
+# The same contract tests on the distributed install, the nodes' workers
+# running (what they commit meanwhile is not counted by the tests).
+PGDATABASE=postgres PGOPTIONS="-c client_min_messages=error" pg_prove $contract || failed=1
 [ "$failed" -eq 0 ]
