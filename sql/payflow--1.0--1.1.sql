@@ -2304,6 +2304,24 @@ BEGIN
                   DETAIL = 'pg_dist_node lists no active worker.',
                   HINT = 'Add the workers with citus_add_node() first: a worker added later lacks payflow''s new shape.';
     END IF;
+    -- A node's worker reads the tables this changes on its node: one that
+    -- runs meanwhile deadlocks with the conversion across the nodes.
+    FOR r IN SELECT * FROM run_command_on_all_nodes(format(
+            'SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity'
+            ' WHERE backend_type = ''payflow reconciler'' AND datname = %L'
+            ' AND (pg_catalog.current_setting(''payflow.worker_enabled'', true) IS DISTINCT FROM ''off'''
+            '      OR state = ''active'')', pg_catalog.current_database())) n
+            JOIN pg_dist_node d USING (nodeid) ORDER BY d.groupid LOOP
+        IF NOT r.success OR r.result OPERATOR(pg_catalog.<>) '0' THEN
+            RAISE EXCEPTION 'payflow cannot be distributed while its worker runs on node %:%', r.nodename, r.nodeport
+                USING ERRCODE = 'PF090',
+                      DETAIL = CASE WHEN r.success
+                                    THEN format('A payflow reconciler is connected to database %s there with payflow.worker_enabled on, or is finishing a pass.',
+                                                pg_catalog.current_database())
+                                    ELSE r.result END,
+                      HINT = 'On every node: ALTER SYSTEM SET payflow.worker_enabled = off; SELECT pg_reload_conf(); then distribute(), then set it on again.';
+        END IF;
+    END LOOP;
     PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
     LOCK payflow.cart_items, payflow.orders, payflow.order_lines, payflow.payments, payflow.refunds,
          payflow.events, payflow.pending_checks, payflow.notifications, payflow.review_audit,
