@@ -56,6 +56,7 @@ PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/verify.sh ||
 workers on
 PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/router_only.sh test/citus/reconciler.sh \
     test/citus/payment_faults.sh || failed=1
-# The operator's review functions, each call on one shard (review.sh).
+# The operator's review functions, each call on one shard (review.sh), and their pgTAP contract.
 PGDATABASE=postgres prove --exec bash test/citus/review.sh || failed=1
+PGDATABASE=postgres PGOPTIONS="-c client_min_messages=error" pg_prove test/pgtap/07_review.sql || failed=1
 [ "$failed" -eq 0 ]
