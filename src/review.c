@@ -15,11 +15,15 @@
  * holds to payflow.transitions, writes one event per transition (and one
  * for an action that changes no status), and appends one row to
  * payflow.review_audit.  It does not talk to channels: a re-check or a
- * retry queues a check, and the reconciler asks.
+ * retry queues a check, and the reconciler asks.  On a distributed install
+ * every statement of a call runs on the shard of the order its payment_no
+ * or refund_no belongs to (doc/scale-out.md).
  */
 #include "payflow.h"
 
+#include "miscadmin.h"
 #include "utils/array.h"
+#include "utils/guc.h"
 
 PG_FUNCTION_INFO_V1(payflow_review_recheck_payment);
 PG_FUNCTION_INFO_V1(payflow_review_recheck_refund);
@@ -65,21 +69,24 @@ typedef struct ReviewRefund
 } ReviewRefund;
 
 static PreparedQuery payment_ids = {
-	.sql = "SELECT id, order_id FROM payflow.payments WHERE payment_no = $1",
+	.sql = "SELECT id, order_id FROM payflow.payments WHERE {{route=}}payment_no = $1",
 	.nargs = 1,
 	.argtypes = {TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery refund_ids = {
-	.sql = "SELECT id, order_id FROM payflow.refunds WHERE refund_no = $1",
+	.sql = "SELECT id, order_id FROM payflow.refunds WHERE {{route=}}refund_no = $1",
 	.nargs = 1,
 	.argtypes = {TEXTOID},
+	.routed = true,
 };
 
 static PreparedQuery lock_order = {
-	.sql = "SELECT status FROM payflow.orders WHERE id = $1 FOR UPDATE",
+	.sql = "SELECT status FROM payflow.orders WHERE {{route=}}id = $1 FOR UPDATE",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 static PreparedQuery lock_payment = {
@@ -87,10 +94,11 @@ static PreparedQuery lock_payment = {
 	"       p.status IN ({{payment:in_review}}) AS in_review,"
 	"       coalesce(p.status_reason LIKE '" PF_MISMATCH_REASON_PREFIX "%', false) AS mismatch,"
 	"       NOT EXISTS (SELECT 1 FROM payflow.payments n"
-	"                   WHERE n.order_id = p.order_id AND n.attempt > p.attempt) AS latest"
-	" FROM payflow.payments p WHERE p.id = $1 FOR UPDATE",
+	"                   WHERE {{route=n}}n.order_id = p.order_id AND n.attempt > p.attempt) AS latest"
+	" FROM payflow.payments p WHERE {{route=p}}p.id = $1 FOR UPDATE",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 /*
@@ -105,54 +113,66 @@ static PreparedQuery lock_refund = {
 	"       coalesce(c.last_outcome LIKE '" REVIEW_OUTCOME_LIKE "', false) AS no_answer,"
 	"       coalesce(c.last_outcome LIKE '" HELD_OUTCOME_LIKE "', false) AS held,"
 	"       p.amount - coalesce((SELECT sum(o.amount) FROM payflow.refunds o"
-	"                            WHERE o.payment_id = r.payment_id AND o.id <> r.id"
+	"                            WHERE {{route=o}}o.payment_id = r.payment_id AND o.id <> r.id"
 	"                              AND (o.status IN ({{refund:open}}) OR o.status = 'succeeded')),"
 	"                           0)::bigint AS refundable"
-	" FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id"
-	" LEFT JOIN payflow.pending_checks c ON c.refund_id = r.id"
-	" WHERE r.id = $1 FOR UPDATE OF r",
+	" FROM payflow.refunds r JOIN payflow.payments p ON {{route=p=r}}p.id = r.payment_id"
+	" LEFT JOIN payflow.pending_checks c ON {{route=c=r}}c.refund_id = r.id"
+	" WHERE {{route=r}}r.id = $1 FOR UPDATE OF r",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
+/* Not read_only: these read what the action has just written. */
 static PreparedQuery payment_by_id = {
-	.sql = "SELECT * FROM payflow.payments WHERE id = $1",
+	.sql = "SELECT * FROM payflow.payments WHERE {{route=}}id = $1",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 static PreparedQuery refund_by_id = {
-	.sql = "SELECT * FROM payflow.refunds WHERE id = $1",
+	.sql = "SELECT * FROM payflow.refunds WHERE {{route=}}id = $1",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
+/*
+ * $4 of these two is now(), the transaction's start: Citus refuses a
+ * function that is not IMMUTABLE inside a CASE of a distributed statement.
+ */
 static PreparedQuery set_payment_status = {
 	.sql = "UPDATE payflow.payments SET status = $2, status_reason = $3,"
-	"       resolved_at = CASE WHEN $2 = 'closed' THEN now() ELSE resolved_at END"
-	" WHERE id = $1",
-	.nargs = 3,
-	.argtypes = {INT8OID, TEXTOID, TEXTOID},
-};
-
-static PreparedQuery set_payment_reason = {
-	.sql = "UPDATE payflow.payments SET status_reason = $2 WHERE id = $1",
-	.nargs = 2,
-	.argtypes = {INT8OID, TEXTOID},
-};
-
-static PreparedQuery set_payment_amount = {
-	.sql = "UPDATE payflow.payments SET amount = $2 WHERE id = $1",
-	.nargs = 2,
-	.argtypes = {INT8OID, INT8OID},
+	"       resolved_at = CASE WHEN $2 = 'closed' THEN $4 ELSE resolved_at END"
+	" WHERE {{route=}}id = $1",
+	.nargs = 4,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID},
+	.routed = true,
 };
 
 static PreparedQuery set_refund_status = {
 	.sql = "UPDATE payflow.refunds SET status = $2, last_error = $3,"
-	"       resolved_at = CASE WHEN $2 = 'requested' THEN NULL ELSE now() END"
-	" WHERE id = $1",
-	.nargs = 3,
-	.argtypes = {INT8OID, TEXTOID, TEXTOID},
+	"       resolved_at = CASE WHEN $2 = 'requested' THEN NULL ELSE $4 END"
+	" WHERE {{route=}}id = $1",
+	.nargs = 4,
+	.argtypes = {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID},
+	.routed = true,
+};
+
+static PreparedQuery set_payment_reason = {
+	.sql = "UPDATE payflow.payments SET status_reason = $2 WHERE {{route=}}id = $1",
+	.nargs = 2,
+	.argtypes = {INT8OID, TEXTOID},
+	.routed = true,
+};
+
+static PreparedQuery set_payment_amount = {
+	.sql = "UPDATE payflow.payments SET amount = $2 WHERE {{route=}}id = $1",
+	.nargs = 2,
+	.argtypes = {INT8OID, INT8OID},
+	.routed = true,
 };
 
 /*
@@ -161,28 +181,29 @@ static PreparedQuery set_refund_status = {
  */
 static PreparedQuery recheck_refund_now = {
 	.sql = "UPDATE payflow.pending_checks SET due_at = now(), checks = 0,"
-	"       last_outcome = $2 WHERE refund_id = $1",
+	"       last_outcome = $2 WHERE {{route=}}refund_id = $1",
 	.nargs = 2,
 	.argtypes = {INT8OID, TEXTOID},
+	.routed = true,
 };
 
 /*
- * The caller is the session user, or the role it SET ROLE to: current_user
- * is the extension owner here.  detail is built from keys $9 and values
- * $10 (NULL values left out).
+ * The caller is the session user ($11), or the role it SET ROLE to ($12):
+ * current_user is the extension owner here.  Both are read in C (audit()),
+ * so that the statement names no function a distributed install would
+ * evaluate on the coordinator first.  detail is built from keys $9 and
+ * values $10 (NULL values left out).
  */
 static PreparedQuery insert_audit = {
-	.sql = "INSERT INTO payflow.review_audit (session_user_name, current_user_name, action,"
+	.sql = "INSERT INTO payflow.review_audit ({{route,}}session_user_name, current_user_name, action,"
 	"       order_id, payment_id, refund_id, object_no, status_before, status_after,"
 	"       evidence, detail)"
-	" VALUES (session_user,"
-	"         CASE current_setting('role') WHEN 'none' THEN session_user::text"
-	"              ELSE current_setting('role') END,"
-	"         $1, $2, $3, $4, $5, $6, $7, $8,"
+	" VALUES ({{route$}}$11, $12, $1, $2, $3, $4, $5, $6, $7, $8,"
 	"         jsonb_strip_nulls(jsonb_object(coalesce($9, '{}'), coalesce($10, '{}'))))",
-	.nargs = 10,
+	.nargs = 12,
 	.argtypes = {TEXTOID, INT8OID, INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTARRAYOID, TEXTARRAYOID},
+	TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID},
+	.routed = true,
 };
 
 /*
@@ -206,12 +227,17 @@ evidence_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 	return text;
 }
 
-/* Lock the attempt named payment_no and, first, its order. */
+/*
+ * Lock the attempt named payment_no and, first, its order.  Every
+ * statement of a review call is routed by the number it was given (its
+ * order's route, doc/scale-out.md): set here, before the first of them.
+ */
 static void
 lock_review_payment(const char *payment_no, ReviewPayment *payment)
 {
 	Datum		value = CStringGetTextDatum(payment_no);
 
+	pf_set_route(pf_route_of_number(payment_no));
 	if (pf_execute(&payment_ids, &value, NULL, 1) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_PF_UNKNOWN_OBJECT),
@@ -234,12 +260,13 @@ lock_review_payment(const char *payment_no, ReviewPayment *payment)
 	payment->latest = DatumGetBool(pf_datum(0, "latest"));
 }
 
-/* Lock the refund named refund_no and, first, its order. */
+/* Lock the refund named refund_no and, first, its order (routed the same). */
 static void
 lock_review_refund(const char *refund_no, ReviewRefund *refund)
 {
 	Datum		value = CStringGetTextDatum(refund_no);
 
+	pf_set_route(pf_route_of_number(refund_no));
 	if (pf_execute(&refund_ids, &value, NULL, 1) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_PF_UNKNOWN_OBJECT),
@@ -319,8 +346,9 @@ audit(const char *action, int64 order_id, int64 payment_id, int64 refund_id,
 	  const char *object_no, const char *before, const char *after, const char *evidence,
 	  int ndetail, const char **keys, const char **values)
 {
-	Datum		args[10];
-	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[12];
+	char		nulls[12] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	const char *role = GetConfigOptionByName("role", NULL, false);
 
 	args[0] = CStringGetTextDatum(action);
 	args[1] = Int64GetDatum(order_id);
@@ -341,6 +369,9 @@ audit(const char *action, int64 order_id, int64 payment_id, int64 refund_id,
 	}
 	else
 		nulls[8] = nulls[9] = 'n';
+	/* As session_user and current_setting('role') ("none" when not set). */
+	args[10] = CStringGetTextDatum(GetUserNameFromId(GetSessionUserId(), false));
+	args[11] = strcmp(role, "none") == 0 ? args[10] : CStringGetTextDatum(role);
 	pf_execute(&insert_audit, args, nulls, 0);
 }
 
@@ -410,7 +441,6 @@ payflow_review_recheck_payment(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
-	pf_refuse_on_distributed("the review functions");
 	lock_review_payment(payment_no, &payment);
 	if (!payment.in_review)
 		report_not_in_review("payment", payment_no, payment.status,
@@ -420,8 +450,9 @@ payflow_review_recheck_payment(PG_FUNCTION_ARGS)
 		"pending" : "superseded";
 	note = psprintf("re-check asked after review: %s", reason);
 	{
-		Datum		values[3] = {Int64GetDatum(payment.id), CStringGetTextDatum(target),
-		CStringGetTextDatum(note)};
+		Datum		values[4] = {Int64GetDatum(payment.id), CStringGetTextDatum(target),
+			CStringGetTextDatum(note),
+		TimestampTzGetDatum(GetCurrentTransactionStartTimestamp())};
 
 		pf_execute(&set_payment_status, values, NULL, 0);
 	}
@@ -446,7 +477,6 @@ payflow_review_recheck_refund(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
-	pf_refuse_on_distributed("the review functions");
 	lock_review_refund(refund_no, &refund);
 	if (!refund.open || !refund.no_answer)
 		report_not_in_review("refund", refund_no,
@@ -521,7 +551,6 @@ payflow_review_resolve_paid(PG_FUNCTION_ARGS)
 				 errhint("A payment that took nothing is resolved with payflow.review_resolve_failed().")));
 
 	SPI_connect();
-	pf_refuse_on_distributed("the review functions");
 	lock_review_payment(payment_no, &payment);
 	if (!payment.in_review && !payment.mismatch)
 		report_not_in_review("payment", payment_no, payment.status,
@@ -598,7 +627,6 @@ payflow_review_resolve_failed(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
-	pf_refuse_on_distributed("the review functions");
 	lock_review_payment(payment_no, &payment);
 	if (!payment.in_review || payment.mismatch)
 		report_not_in_review("payment", payment_no,
@@ -629,7 +657,6 @@ payflow_review_retry_refund(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
-	pf_refuse_on_distributed("the review functions");
 	lock_review_refund(refund_no, &refund);
 	if (strcmp(refund.status, "failed") != 0)
 		report_not_in_review("refund", refund_no, refund.status, "failed refunds",
@@ -637,8 +664,9 @@ payflow_review_retry_refund(PG_FUNCTION_ARGS)
 							 "Only a refund the channel refused is retried.");
 	require_refundable(&refund);
 	{
-		Datum		values[3] = {Int64GetDatum(refund.id), CStringGetTextDatum("requested"), (Datum) 0};
-		char		nulls[3] = {' ', ' ', 'n'};
+		Datum		values[4] = {Int64GetDatum(refund.id), CStringGetTextDatum("requested"), (Datum) 0,
+		TimestampTzGetDatum(GetCurrentTransactionStartTimestamp())};
+		char		nulls[4] = {' ', ' ', 'n', ' '};
 
 		pf_execute(&set_refund_status, values, nulls, 0);
 	}
@@ -667,7 +695,6 @@ payflow_review_record_refund(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
-	pf_refuse_on_distributed("the review functions");
 	lock_review_refund(refund_no, &refund);
 	if (strcmp(refund.status, "failed") != 0 && !(refund.open && (refund.no_answer || refund.held)))
 		report_not_in_review("refund", refund_no, refund.status,
@@ -706,7 +733,6 @@ payflow_review_dismiss_mismatch(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
-	pf_refuse_on_distributed("the review functions");
 	lock_review_payment(payment_no, &payment);
 	if (!payment.mismatch)
 		report_not_in_review("payment", payment_no, payment.status,
@@ -716,8 +742,9 @@ payflow_review_dismiss_mismatch(PG_FUNCTION_ARGS)
 	status_reason = psprintf("mismatch dismissed after review: %s", reason);
 	if (payment.in_review)
 	{
-		Datum		values[3] = {Int64GetDatum(payment.id), CStringGetTextDatum("closed"),
-		CStringGetTextDatum(status_reason)};
+		Datum		values[4] = {Int64GetDatum(payment.id), CStringGetTextDatum("closed"),
+			CStringGetTextDatum(status_reason),
+		TimestampTzGetDatum(GetCurrentTransactionStartTimestamp())};
 
 		after = "closed";
 		pf_execute(&set_payment_status, values, NULL, 0);
@@ -754,7 +781,6 @@ payflow_review_dismiss_refund(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect();
-	pf_refuse_on_distributed("the review functions");
 	lock_review_refund(refund_no, &refund);
 	if (strcmp(refund.status, "failed") != 0 &&
 		!(strcmp(refund.status, "requested") == 0 && refund.held))
@@ -764,8 +790,9 @@ payflow_review_dismiss_refund(PG_FUNCTION_ARGS)
 							 "A refund on its schedule is executed by the reconciler.");
 	last_error = psprintf("dismissed after review: %s", reason);
 	{
-		Datum		values[3] = {Int64GetDatum(refund.id), CStringGetTextDatum("cancelled"),
-		CStringGetTextDatum(last_error)};
+		Datum		values[4] = {Int64GetDatum(refund.id), CStringGetTextDatum("cancelled"),
+			CStringGetTextDatum(last_error),
+		TimestampTzGetDatum(GetCurrentTransactionStartTimestamp())};
 
 		pf_execute(&set_refund_status, values, NULL, 0);
 	}

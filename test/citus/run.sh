@@ -62,4 +62,7 @@ PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/router_only.
 # The same contract tests on the distributed install, the nodes' workers
 # running (what they commit meanwhile is not counted by the tests).
 PGDATABASE=postgres PGOPTIONS="-c client_min_messages=error" pg_prove $contract || failed=1
+# The operator's review functions, each call on one shard (review.sh), and their pgTAP contract.
+PGDATABASE=postgres prove --exec bash test/citus/review.sh || failed=1
+PGDATABASE=postgres PGOPTIONS="-c client_min_messages=error" pg_prove test/pgtap/07_review.sql || failed=1
 [ "$failed" -eq 0 ]

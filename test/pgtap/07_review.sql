@@ -9,70 +9,161 @@
 -- another amount) or as the reconciler leaves them (an attempt unknown
 -- without a check, a refund failed, a refund check marked "review:" or
 -- "held:"); test/integration/31_review_queue.sh has the reconciler put each
--- kind in review for real.
+-- kind in review for real.  test/citus/run.sh runs this file on a
+-- distributed install too.
 BEGIN;
 SELECT plan(77);
+SELECT EXISTS (SELECT FROM payflow.distribution) AS distributed \gset
 
 SELECT payflow.set_channel('rv', 'http_json', 'http://127.0.0.1:9/pay',
                            '{}', '{"hmac_secret":"tap-secret"}');
 
 CREATE SCHEMA pf_rv;
+-- Every helper is PL/pgSQL and reads one table per statement: the file runs
+-- on a distributed install too (test/citus/run.sh), where Citus plans no
+-- SQL function with parameters and joins tables only on their route.
 -- A customer checks out one item and begins paying: the attempt's payment_no.
 CREATE FUNCTION pf_rv.attempt(customer text, price bigint) RETURNS text
-LANGUAGE sql AS $$
-    SELECT payflow.cart_put(customer, 'RV-' || customer, 1, price, 'CNY');
-    SELECT payment_no FROM payflow.begin_payment(
-        (SELECT id FROM payflow.create_order_from_cart(customer)), 'rv');
-$$;
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM payflow.cart_put(customer, 'RV-' || customer, 1, price, 'CNY');
+    RETURN (SELECT payment_no FROM payflow.begin_payment(
+        (SELECT id FROM payflow.create_order_from_cart(customer)), 'rv'));
+END $$;
+CREATE FUNCTION pf_rv.payment(p_payment_no text) RETURNS payflow.payments
+LANGUAGE plpgsql AS $$
+DECLARE
+    p payflow.payments;
+BEGIN
+    SELECT * INTO p FROM payflow.payments WHERE payment_no = p_payment_no;
+    RETURN p;
+END $$;
+CREATE FUNCTION pf_rv.refund(p_refund_no text) RETURNS payflow.refunds
+LANGUAGE plpgsql AS $$
+DECLARE
+    r payflow.refunds;
+BEGIN
+    SELECT * INTO r FROM payflow.refunds WHERE refund_no = p_refund_no;
+    RETURN r;
+END $$;
 CREATE FUNCTION pf_rv.order_of(p_payment_no text) RETURNS bigint
-LANGUAGE sql AS $$ SELECT order_id FROM payflow.payments WHERE payment_no = p_payment_no $$;
+LANGUAGE plpgsql AS $$ BEGIN RETURN (pf_rv.payment(p_payment_no)).order_id; END $$;
+-- The order of an attempt or a refund.
+CREATE FUNCTION pf_rv.order_row(p_no text) RETURNS payflow.orders
+LANGUAGE plpgsql AS $$
+DECLARE
+    the_order bigint := coalesce((pf_rv.payment(p_no)).order_id, (pf_rv.refund(p_no)).order_id);
+    o payflow.orders;
+BEGIN
+    SELECT * INTO o FROM payflow.orders WHERE id = the_order;
+    RETURN o;
+END $$;
+-- An attempt's first refund.
+CREATE FUNCTION pf_rv.refund_of(p_payment_no text) RETURNS payflow.refunds
+LANGUAGE plpgsql AS $$
+DECLARE
+    the_payment bigint := (pf_rv.payment(p_payment_no)).id;
+    r payflow.refunds;
+BEGIN
+    SELECT * INTO r FROM payflow.refunds f WHERE f.payment_id = the_payment ORDER BY f.id LIMIT 1;
+    RETURN r;
+END $$;
+-- The check of an attempt or a refund (all NULL when there is none).
+CREATE FUNCTION pf_rv.check_of(p_no text) RETURNS payflow.pending_checks
+LANGUAGE plpgsql AS $$
+DECLARE
+    the_payment bigint := (pf_rv.payment(p_no)).id;
+    the_refund bigint := (pf_rv.refund(p_no)).id;
+    c payflow.pending_checks;
+BEGIN
+    SELECT * INTO c FROM payflow.pending_checks k
+    WHERE k.payment_id = the_payment OR k.refund_id = the_refund;
+    RETURN c;
+END $$;
+-- An event written as payflow writes it; on a distributed install on its
+-- order's route (the route of the attempt or refund row given).
+CREATE FUNCTION pf_rv.event(type text, object jsonb, payload jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM payflow.distribution) THEN
+        INSERT INTO payflow.events (route, type, order_id, payment_id, refund_id, payload)
+        VALUES ((object->>'route')::int, type, (object->>'order_id')::bigint,
+                coalesce(object->>'payment_id', object->>'id')::bigint,
+                CASE WHEN object ? 'refund_no' THEN (object->>'id')::bigint END, payload);
+    ELSE
+        INSERT INTO payflow.events (type, order_id, payment_id, refund_id, payload)
+        VALUES (type, (object->>'order_id')::bigint, coalesce(object->>'payment_id', object->>'id')::bigint,
+                CASE WHEN object ? 'refund_no' THEN (object->>'id')::bigint END, payload);
+    END IF;
+END $$;
 -- What the reconciler does when an attempt's schedule runs out (reconcile.c).
 -- Each move is written with its event, as payflow writes them
 -- (payflow.verify() reads the history at the end).
 CREATE FUNCTION pf_rv.no_answer(p_payment_no text) RETURNS void
-LANGUAGE sql AS $$
-    WITH p AS (UPDATE payflow.payments SET status = 'unknown',
-                      status_reason = 'no final answer from the channel after 19 checks'
-               WHERE payment_no = p_payment_no RETURNING *)
-    INSERT INTO payflow.events (type, order_id, payment_id, payload)
-    SELECT 'payment.unknown', p.order_id, p.id,
-           jsonb_build_object('payment_no', p.payment_no, 'payment_status', p.status,
-                              'note', p.status_reason)
-    FROM p;
-    DELETE FROM payflow.pending_checks
-    WHERE payment_id = (SELECT id FROM payflow.payments WHERE payment_no = p_payment_no);
-$$;
+LANGUAGE plpgsql AS $$
+DECLARE
+    p payflow.payments;
+BEGIN
+    UPDATE payflow.payments SET status = 'unknown',
+           status_reason = 'no final answer from the channel after 19 checks'
+    WHERE payment_no = p_payment_no RETURNING * INTO p;
+    PERFORM pf_rv.event('payment.unknown', to_jsonb(p),
+                        jsonb_build_object('payment_no', p.payment_no, 'payment_status', p.status,
+                                           'note', p.status_reason));
+    DELETE FROM payflow.pending_checks WHERE payment_id = p.id;
+END $$;
 -- ... and when the channel refuses a refund (refund.c).
 CREATE FUNCTION pf_rv.refund_refused(p_refund_no text) RETURNS void
-LANGUAGE sql AS $$
-    WITH r AS (UPDATE payflow.refunds SET status = 'failed', resolved_at = now(),
-                      last_error = 'rv refused the refund: HTTP 409 (payment_not_refundable)'
-               WHERE refund_no = p_refund_no RETURNING *)
-    INSERT INTO payflow.events (type, order_id, payment_id, refund_id, payload)
-    SELECT 'refund.failed', r.order_id, r.payment_id, r.id,
-           jsonb_build_object('refund_no', r.refund_no, 'refund_status', r.status,
-                              'note', r.last_error)
-    FROM r;
-    DELETE FROM payflow.pending_checks
-    WHERE refund_id = (SELECT id FROM payflow.refunds WHERE refund_no = p_refund_no);
-$$;
+LANGUAGE plpgsql AS $$
+DECLARE
+    r payflow.refunds;
+BEGIN
+    UPDATE payflow.refunds SET status = 'failed', resolved_at = now(),
+           last_error = 'rv refused the refund: HTTP 409 (payment_not_refundable)'
+    WHERE refund_no = p_refund_no RETURNING * INTO r;
+    PERFORM pf_rv.event('refund.failed', to_jsonb(r),
+                        jsonb_build_object('refund_no', r.refund_no, 'refund_status', r.status,
+                                           'note', r.last_error));
+    DELETE FROM payflow.pending_checks WHERE refund_id = r.id;
+END $$;
 CREATE FUNCTION pf_rv.check_outcome(p_refund_no text, outcome text) RETURNS void
-LANGUAGE sql AS $$
-    UPDATE payflow.pending_checks SET last_outcome = outcome, checks = 19,
+LANGUAGE plpgsql AS $$
+DECLARE
+    the_refund bigint := (pf_rv.refund(p_refund_no)).id;
+BEGIN
+    UPDATE payflow.pending_checks c SET last_outcome = outcome, checks = 19,
            due_at = now() + interval '1 day'
-    WHERE refund_id = (SELECT id FROM payflow.refunds WHERE refund_no = p_refund_no);
-$$;
+    WHERE c.refund_id = the_refund;
+END $$;
 CREATE FUNCTION pf_rv.kinds(p_no text) RETURNS text
-LANGUAGE sql AS $$
-    SELECT coalesce(string_agg(kind, ',' ORDER BY kind), '') FROM payflow.review_queue
-    WHERE payment_no = p_no OR refund_no = p_no;
-$$;
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN (SELECT coalesce(string_agg(kind, ',' ORDER BY kind), '') FROM payflow.review_queue
+            WHERE payment_no = p_no OR refund_no = p_no);
+END $$;
 CREATE FUNCTION pf_rv.events(p_order bigint, p_type text) RETURNS int
-LANGUAGE sql AS $$
-    SELECT count(*)::int FROM payflow.events WHERE order_id = p_order AND type = p_type;
-$$;
+LANGUAGE plpgsql AS $$
+BEGIN RETURN (SELECT count(*)::int FROM payflow.events WHERE order_id = p_order AND type = p_type); END $$;
+-- The types of a refund's events, in order.
+CREATE FUNCTION pf_rv.refund_events(p_refund_no text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    the_refund bigint := (pf_rv.refund(p_refund_no)).id;
+BEGIN
+    RETURN (SELECT string_agg(e.type, ',' ORDER BY e.id) FROM payflow.events e
+            WHERE e.refund_id = the_refund);
+END $$;
+-- The audit rows of this transaction: on a distributed install other
+-- tests' rows are there too.
+CREATE FUNCTION pf_rv.audit() RETURNS SETOF payflow.review_audit
+LANGUAGE plpgsql AS $$
+DECLARE
+    xid xid8 := pg_current_xact_id();
+BEGIN
+    RETURN QUERY SELECT * FROM payflow.review_audit a WHERE a.transaction_id = xid;
+END $$;
 CREATE FUNCTION pf_rv.audits() RETURNS int
-LANGUAGE sql AS $$ SELECT count(*)::int FROM payflow.review_audit $$;
+LANGUAGE plpgsql AS $$ BEGIN RETURN (SELECT count(*)::int FROM pf_rv.audit()); END $$;
 -- A refund of a paid order (all of it by default).
 CREATE FUNCTION pf_rv.paid_refund(customer text, price bigint, amount bigint DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -111,7 +202,7 @@ SELECT is((SELECT status || ' ' || confirmed_via || ' ' || amount
            FROM payflow.review_resolve_paid(:'mm1', 'T-MM1', 2999, 'CNY', now(),
                                             'channel dashboard: 29.99 taken, shop accepts', true)),
           'succeeded review 2999', 'accept_mismatch pays the attempt with the amount taken (confirmed_via review)');
-SELECT is((SELECT status || ' ' || paid_amount FROM payflow.orders WHERE id = pf_rv.order_of(:'mm1')),
+SELECT is((SELECT status || ' ' || paid_amount FROM pf_rv.order_row(:'mm1')),
           'paid 2999', 'and its order, with exactly that amount');
 SELECT is(pf_rv.events(pf_rv.order_of(:'mm1'), 'payment.succeeded') || ' ' ||
           pf_rv.events(pf_rv.order_of(:'mm1'), 'order.paid'), '1 1',
@@ -143,15 +234,13 @@ SELECT payflow.mark_failed(:'mm3', 'card declined');
 SELECT payflow.mark_paid(:'mm3', 'T-MM3', 1);
 SELECT is(pf_rv.kinds(:'mm3') || ' ' || (SELECT status FROM payflow.payments WHERE payment_no = :'mm3'),
           'amount_mismatch failed', 'a mismatch on a failed attempt is in the queue too');
-SELECT ok(NOT EXISTS (SELECT 1 FROM payflow.pending_checks c JOIN payflow.payments p ON p.id = c.payment_id
-                      WHERE p.payment_no = :'mm3'),
+SELECT ok((pf_rv.check_of(:'mm3')).id IS NULL,
           'and it left the check queue: the reconciler does not ask again every lease period');
 SELECT is((SELECT status FROM payflow.review_dismiss_mismatch(:'mm3', 'test charge of 0.01, refunded at the channel')),
           'failed', 'dismissing it keeps the attempt failed');
 SELECT is(pf_rv.events(pf_rv.order_of(:'mm3'), 'payment.mismatch_dismissed'), 1,
           'and writes payment.mismatch_dismissed');
-SELECT ok(NOT EXISTS (SELECT 1 FROM payflow.pending_checks c JOIN payflow.payments p ON p.id = c.payment_id
-                      WHERE p.payment_no = :'mm3'), 'and removes its closing check: the operator settled it');
+SELECT ok((pf_rv.check_of(:'mm3')).id IS NULL, 'and removes its closing check: the operator settled it');
 
 -- ===========================================================================
 -- Kind payment_no_answer: the reconciler gave up asking.
@@ -168,8 +257,7 @@ SELECT throws_ok($$SELECT payflow.review_recheck_payment('PF999999999999-1', 'x'
 
 SELECT is((SELECT status FROM payflow.review_recheck_payment(:'na1', 'customer says they paid')),
           'pending', 're-check puts the newest attempt of a payable order back to pending');
-SELECT is((SELECT checks || ' ' || (due_at <= now()) FROM payflow.pending_checks c
-           JOIN payflow.payments p ON p.id = c.payment_id WHERE p.payment_no = :'na1'),
+SELECT is((SELECT checks || ' ' || (due_at <= now()) FROM pf_rv.check_of(:'na1')),
           '0 true', 'with a check due now, on a fresh schedule');
 SELECT is(pf_rv.events(pf_rv.order_of(:'na1'), 'payment.rechecked'), 1, 'one payment.rechecked event');
 SELECT is(pf_rv.kinds(:'na1'), '', 'it left the queue');
@@ -179,10 +267,9 @@ SELECT throws_ok(format($$SELECT payflow.review_recheck_payment(%L, 'again')$$, 
 SELECT pf_rv.no_answer(:'na1');
 SELECT is((SELECT status FROM payflow.review_resolve_failed(:'na1', 'channel: order CLOSED, nothing taken')),
           'failed', 'resolve_failed fails the attempt');
-SELECT is((SELECT status FROM payflow.orders WHERE id = pf_rv.order_of(:'na1')), 'awaiting_payment',
+SELECT is((SELECT status FROM pf_rv.order_row(:'na1')), 'awaiting_payment',
           'its order stays payable');
-SELECT ok(EXISTS (SELECT 1 FROM payflow.pending_checks c JOIN payflow.payments p ON p.id = c.payment_id
-                  WHERE p.payment_no = :'na1' AND c.due_at <= now()),
+SELECT ok((pf_rv.check_of(:'na1')).due_at <= now(),
           'and, like mark_failed, it keeps a closing check due now');
 SELECT is(pf_rv.events(pf_rv.order_of(:'na1'), 'payment.failed'), 1, 'one payment.failed event');
 
@@ -201,8 +288,7 @@ SELECT payflow.cancel_order(pf_rv.order_of(:'na3'), 'customer gave up');
 SELECT is((SELECT status || ' ' || refund_needed FROM payflow.review_resolve_paid(:'na3', 'T-NA3', 2500, 'CNY',
                   now(), 'channel record T-NA3: paid 25.00')),
           'succeeded true', 'resolved paid on a cancelled order: succeeded with refund_needed');
-SELECT is((SELECT r.reason || ' ' || r.status || ' ' || r.amount FROM payflow.refunds r
-           JOIN payflow.payments p ON p.id = r.payment_id WHERE p.payment_no = :'na3'),
+SELECT is((SELECT r.reason || ' ' || r.status || ' ' || r.amount FROM pf_rv.refund_of(:'na3') r),
           'late_payment requested 2500', 'and a late_payment refund, as for a success from the channel');
 
 -- ===========================================================================
@@ -213,10 +299,8 @@ SELECT pf_rv.refund_refused(:'rf1');
 SELECT is(pf_rv.kinds(:'rf1'), 'refund_failed', 'a failed refund is refund_failed');
 SELECT is((SELECT status FROM payflow.review_retry_refund(:'rf1', 'balance topped up')), 'requested',
           'retry makes it requested again, under its own refund_no');
-SELECT ok(EXISTS (SELECT 1 FROM payflow.pending_checks c JOIN payflow.refunds r ON r.id = c.refund_id
-                  WHERE r.refund_no = :'rf1' AND c.due_at <= now()), 'with a check due now');
-SELECT is((SELECT string_agg(e.type, ',' ORDER BY e.id) FROM payflow.events e JOIN payflow.refunds r ON r.id = e.refund_id
-           WHERE r.refund_no = :'rf1'), 'refund.requested,refund.failed,refund.requested',
+SELECT ok((pf_rv.check_of(:'rf1')).due_at <= now(), 'with a check due now');
+SELECT is(pf_rv.refund_events(:'rf1'), 'refund.requested,refund.failed,refund.requested',
           'and one refund.requested event for the move');
 SELECT throws_ok(format($$SELECT payflow.review_retry_refund(%L, 'again')$$, :'rf1'),
                  'PF060', NULL, 'a requested refund is not retried (PF060)');
@@ -226,21 +310,18 @@ SELECT pf_rv.refund_refused(:'rf1');
 SELECT is((SELECT status || ' ' || channel_refund_id FROM payflow.review_record_refund(:'rf1', 'RF-HAND-1',
                   'refunded in the merchant portal, ticket 7')),
           'succeeded RF-HAND-1', 'a refund made by hand is recorded as succeeded');
-SELECT is((SELECT status || ' ' || refunded_amount FROM payflow.orders WHERE id =
-               (SELECT order_id FROM payflow.refunds WHERE refund_no = :'rf1')),
+SELECT is((SELECT status || ' ' || refunded_amount FROM pf_rv.order_row(:'rf1')),
           'refunded 4000', 'and the order is refunded exactly as by a confirmed refund');
-SELECT is((SELECT count(*)::int FROM payflow.events e JOIN payflow.refunds r ON r.id = e.refund_id
-           WHERE r.refund_no = :'rf1' AND e.type = 'refund.succeeded'), 1, 'one refund.succeeded event');
+SELECT is(pf_rv.events((pf_rv.refund(:'rf1')).order_id, 'refund.succeeded'), 1, 'one refund.succeeded event');
 
 -- A retry must still fit in what the payment took.
 SELECT pf_rv.paid_refund('rf2', 4000, 2000) AS rf2 \gset
 SELECT pf_rv.refund_refused(:'rf2');
-SELECT refund_no AS rf2b FROM payflow.request_refund(
-    (SELECT order_id FROM payflow.refunds WHERE refund_no = :'rf2'), 1000) \gset
+SELECT refund_no AS rf2b FROM payflow.request_refund((pf_rv.refund(:'rf2')).order_id, 1000) \gset
 SELECT lives_ok(format($$SELECT payflow.review_retry_refund(%L, 'fits')$$, :'rf2'),
                 'a retry that still fits beside another refund is made');
 SELECT pf_rv.refund_refused(:'rf2');
-SELECT payflow.request_refund((SELECT order_id FROM payflow.refunds WHERE refund_no = :'rf2'), 2000);
+SELECT payflow.request_refund((pf_rv.refund(:'rf2')).order_id, 2000);
 SELECT throws_ok(format($$SELECT payflow.review_retry_refund(%L, 'too much')$$, :'rf2'),
                  'PF014', NULL, 'one that would refund more than was taken is PF014');
 SELECT throws_ok(format($$SELECT payflow.review_record_refund(%L, 'X', 'too much')$$, :'rf2'),
@@ -261,12 +342,10 @@ SELECT throws_ok(format($$SELECT payflow.review_dismiss_refund(%L, 'x')$$, :'rn1
                  'PF060', NULL, 'it may have been made: it cannot be dismissed (PF060)');
 SELECT is((SELECT status FROM payflow.review_recheck_refund(:'rn1', 'channel support says retry')), 'requested',
           're-check keeps the refund in progress');
-SELECT is((SELECT checks || ' ' || (due_at <= now()) || ' ' || last_outcome FROM payflow.pending_checks c
-           JOIN payflow.refunds r ON r.id = c.refund_id WHERE r.refund_no = :'rn1'),
+SELECT is((SELECT checks || ' ' || (due_at <= now()) || ' ' || last_outcome FROM pf_rv.check_of(:'rn1')),
           '0 true re-check asked after review: channel support says retry',
           'and makes its check due now on a fresh schedule');
-SELECT is((SELECT count(*)::int FROM payflow.events e JOIN payflow.refunds r ON r.id = e.refund_id
-           WHERE r.refund_no = :'rn1' AND e.type = 'refund.rechecked'), 1,
+SELECT is(pf_rv.events((pf_rv.refund(:'rn1')).order_id, 'refund.rechecked'), 1,
           'with a refund.rechecked event (no status changed)');
 SELECT is(pf_rv.kinds(:'rn1'), '', 'it left the queue');
 
@@ -276,8 +355,7 @@ SELECT is(pf_rv.kinds(:'rn1'), '', 'it left the queue');
 SELECT pf_rv.attempt('rh1', 1800) AS rh1 \gset
 SELECT payflow.cancel_order(pf_rv.order_of(:'rh1'), 'gave up');
 SELECT payflow.mark_paid(:'rh1', 'T-RH1', 1800);
-SELECT refund_no AS rh1r FROM payflow.refunds r JOIN payflow.payments p ON p.id = r.payment_id
-WHERE p.payment_no = :'rh1' \gset
+SELECT refund_no AS rh1r FROM pf_rv.refund_of(:'rh1') \gset
 SELECT pf_rv.check_outcome(:'rh1r', 'held: payflow.auto_refund is off');
 SELECT is(pf_rv.kinds(:'rh1r'), 'refund_held', 'a held refund of a late payment is refund_held');
 SELECT throws_ok(format($$SELECT payflow.review_recheck_refund(%L, 'x')$$, :'rh1r'),
@@ -286,14 +364,13 @@ SELECT is((SELECT status FROM payflow.review_dismiss_refund(:'rh1r', 'customer k
           'cancelled', 'dismissing it cancels the refund');
 SELECT is((SELECT refund_needed FROM payflow.payments WHERE payment_no = :'rh1'), true,
           'the payment keeps refund_needed: it still could not pay its order');
-SELECT ok(NOT EXISTS (SELECT 1 FROM payflow.pending_checks c JOIN payflow.refunds r ON r.id = c.refund_id
-                      WHERE r.refund_no = :'rh1r'), 'and the refund left the check queue');
+SELECT ok((pf_rv.check_of(:'rh1r')).id IS NULL, 'and the refund left the check queue');
 SELECT is(pf_rv.events(pf_rv.order_of(:'rh1'), 'refund.cancelled'), 1, 'with one refund.cancelled event');
 
 -- ===========================================================================
 -- The audit, and who may do this.
 -- ===========================================================================
-SELECT is((SELECT string_agg(action, ',' ORDER BY id) FROM payflow.review_audit),
+SELECT is((SELECT string_agg(action, ',' ORDER BY id) FROM pf_rv.audit()),
           'resolve_paid,dismiss_mismatch,dismiss_mismatch,recheck_payment,resolve_failed,recheck_payment,'
           'resolve_paid,retry_refund,record_refund,retry_refund,dismiss_refund,recheck_refund,dismiss_refund',
           'one audit row per action, none for a refused call');
@@ -308,7 +385,14 @@ SELECT throws_ok(format($$SELECT payflow.review_recheck_payment(%L, 'x')$$, :'na
                  'nor call a review function');
 RESET ROLE;
 SET LOCAL ROLE payflow_admin;
+-- On a distributed install Citus reads the shards as the current role,
+-- which payflow_admin cannot log in as, and not in a transaction that wrote
+-- them as another (doc/operations.md): there the privilege is checked.
+\if :distributed
+SELECT ok(has_table_privilege('payflow.review_queue', 'SELECT'), 'payflow_admin may read the queue');
+\else
 SELECT lives_ok($$SELECT * FROM payflow.review_queue$$, 'payflow_admin reads the queue');
+\endif
 SELECT throws_ok($$INSERT INTO payflow.review_audit (session_user_name, current_user_name, action, order_id,
                    object_no, status_before, status_after, evidence) VALUES ('x', 'x', 'resolve_paid', 1, 'x', 'x', 'x', 'x')$$,
                  '42501', NULL, 'but cannot write the audit itself');
