@@ -2408,10 +2408,13 @@ BEGIN
 
     -- Citus copies the rows into the shards, whose triggers would take a
     -- row in a final status for a move from start: they are copied as
-    -- rows, as a restore does, with the triggers of this session and of its
-    -- connections to the workers off.
-    PERFORM set_config('citus.propagate_set_commands', 'local', true);
-    PERFORM set_config('session_replication_role', 'replica', true);
+    -- rows, as a restore does.  Citus creates each shard's triggers in the
+    -- state of the table's, so they are off until every row is in place.
+    -- (session_replication_role would not do: Citus passes no SET made
+    -- inside a function on to its connections to the workers.)
+    FOREACH t IN ARRAY routed || reference || ARRAY['order_routes', 'stock'] LOOP
+        EXECUTE format('ALTER TABLE payflow.%I DISABLE TRIGGER USER', t);
+    END LOOP;
     FOREACH t IN ARRAY reference LOOP
         PERFORM create_reference_table(format('payflow.%I', t));
     END LOOP;
@@ -2430,7 +2433,9 @@ BEGIN
                                      colocate_with => 'none');
     -- A SKU gets or loses its stock row through put_stock() and remove_stock().
     REVOKE INSERT, DELETE ON payflow.stock FROM payflow_admin;
-    PERFORM set_config('session_replication_role', 'origin', true);
+    FOREACH t IN ARRAY routed || reference || ARRAY['order_routes', 'stock'] LOOP
+        EXECUTE format('ALTER TABLE payflow.%I ENABLE TRIGGER USER', t);
+    END LOOP;
     ALTER TABLE payflow.payments ADD FOREIGN KEY (route, order_id) REFERENCES payflow.orders (route, id);
     ALTER TABLE payflow.refunds ADD FOREIGN KEY (route, order_id) REFERENCES payflow.orders (route, id);
     ALTER TABLE payflow.refunds ADD FOREIGN KEY (route, payment_id) REFERENCES payflow.payments (route, id);

@@ -117,11 +117,10 @@ views > "${TMPDIR:-/tmp}/pf-verify-one-node.$$"
 one_node=$(cat "${TMPDIR:-/tmp}/pf-verify-one-node.$$"); rm -f "${TMPDIR:-/tmp}/pf-verify-one-node.$$"
 
 # --- distributed ------------------------------------------------------------------
-# The copy of rows already in a final status into the shards fires the
-# transition guard of each shard (a row "created" as cancelled): the copy
-# runs with the guards off on every node.
-out=$(q -c "BEGIN" -c "SET LOCAL citus.propagate_set_commands = 'local'" -c "SET LOCAL session_replication_role = replica" \
-        -c "SELECT payflow.distribute(4)" -c "COMMIT" 2>&1)
+# Rows already in a final status are copied into the shards as they are,
+# not "created" in that status (which each shard's transition guard would
+# refuse): a plain call, as a DBA makes it.
+out=$(q -c "SELECT payflow.distribute(4)" 2>&1)
 ok "$(sql "SELECT shard_count FROM payflow.distribution")" "4" "payflow.distribute(4) converts the shop$(echo "$out" | grep -m1 ERROR | sed "s/^/: /")"
 ok "$(sql "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = 'payflow.payments'::regclass")" "1" \
     "payflow.payments is a Citus table"
