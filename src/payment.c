@@ -186,6 +186,30 @@ static PreparedQuery insert_refund = {
 	.routed = true,
 };
 
+/*
+ * On a distributed install: the refund's number read by a router
+ * statement, then the refund written by another, as events.c writes an
+ * event (Citus would pull the one-node INSERT ... SELECT through the
+ * coordinator, in a form it cannot plan again for EXPLAIN).
+ */
+static PreparedQuery next_refund_routed = {
+	.sql = "SELECT p.payment_no || '-R' || (count(r.id) + 1) AS refund_no, p.order_id, p.currency"
+	" FROM payflow.payments p LEFT JOIN payflow.refunds r ON {{route=r=p}}r.payment_id = p.id"
+	" WHERE {{route=p}}p.id = $1 GROUP BY {{route,p}}p.id",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+	.routed = true,				/* not read_only: it must see the refunds just made */
+};
+
+static PreparedQuery insert_refund_routed = {
+	.sql = "INSERT INTO payflow.refunds ({{route,}}refund_no, payment_id, order_id, amount, currency,"
+	"                             reason, status)"
+	" VALUES ({{route$}}$1, $2, $3, $4, $5, $6, 'requested') RETURNING *",
+	.nargs = 6,
+	.argtypes = {TEXTOID, INT8OID, INT8OID, INT8OID, TEXTOID, TEXTOID},
+	.routed = true,
+};
+
 static PreparedQuery refundable_payment = {
 	.sql = "SELECT p.id, p.amount, o.paid_amount - o.refunded_amount"
 	"       - coalesce((SELECT sum(r.amount) FROM payflow.refunds r"
@@ -306,7 +330,22 @@ pf_add_refund(int64 order_id, int64 payment_id, int64 amount, const char *reason
 	CStringGetTextDatum(reason)};
 	int64		refund_id;
 
-	if (pf_execute(&insert_refund, values, NULL, 0) != 1)
+	if (pf_distributed())
+	{
+		Datum		refund[6];
+
+		if (pf_execute(&next_refund_routed, values, NULL, 1) != 1)
+			elog(ERROR, "payflow: refund of unknown payment " INT64_FORMAT, payment_id);
+		refund[0] = CStringGetTextDatum(pf_text(0, "refund_no"));
+		refund[1] = values[0];
+		refund[2] = Int64GetDatum(pf_int64(0, "order_id"));
+		refund[3] = values[1];
+		refund[4] = CStringGetTextDatum(pf_text(0, "currency"));
+		refund[5] = values[2];
+		if (pf_execute(&insert_refund_routed, refund, NULL, 0) != 1)
+			elog(ERROR, "payflow: refund of payment " INT64_FORMAT " was not recorded", payment_id);
+	}
+	else if (pf_execute(&insert_refund, values, NULL, 0) != 1)
 		elog(ERROR, "payflow: refund of payment " INT64_FORMAT " was not recorded", payment_id);
 	refund_id = pf_int64(0, "id");
 	pf_enqueue_refund_check(refund_id, GetCurrentTransactionStartTimestamp());

@@ -49,7 +49,7 @@ if [ "${1:-}" = --prepare ]; then
     exit
 fi
 
-echo "1..13"
+echo "1..16"
 [ "$(sql "SELECT count(*) FROM payflow.channels WHERE name = 'router'")" = 1 ] || prepare
 old_payment=$(sql "SELECT payment_no FROM payflow.payments
                    WHERE order_id IN (SELECT id FROM payflow.orders WHERE customer_id = 'router-old')")
@@ -93,6 +93,16 @@ ok "$(router_check "SELECT payflow.handle_notification('router', '$headers'::jso
 ok "$(sql "SELECT status FROM payflow.orders WHERE id = $bob")" "paid" "and the callback paid the order"
 ok "$(router_check "SELECT payflow.mark_paid('$old_payment', 'txn-router-old', 700)")" \
     "router" "an attempt from before distribute() is paid on one shard (its order's route looked up by id)"
+ok "$(router_check "SELECT payflow.request_refund($order, 1000)")" \
+    "router" "request_refund runs on one shard"
+sql "SELECT payflow.cart_put('router-carol', 'TEA', 1, 4500, 'CNY', 'Green tea')" >/dev/null
+carol=$(sql "SELECT id FROM payflow.create_order_from_cart('router-carol')")
+carol_payment=$(sql "SELECT payment_no FROM payflow.begin_payment($carol, 'router')")
+sql "SELECT payflow.cancel_order($carol, 'customer')" >/dev/null
+ok "$(router_check "SELECT payflow.mark_paid('$carol_payment', 'txn-router-carol', 4500)")" \
+    "router" "a late success, its order cancelled meanwhile, is refunded on one shard"
+ok "$(sql "SELECT string_agg(reason || ' ' || amount, ',') FROM payflow.refunds WHERE order_id = $carol")" \
+    "late_payment 4500" "and its refund is recorded"
 
 ok "$(router_check "SELECT count(*) FROM payflow.orders")" \
     "not router: error: ERROR: multi-task query about to be executed" \
