@@ -21,9 +21,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export LC_ALL=C
-n=0
-ok() { n=$((n + 1)); if [ "$1" == "$2" ]; then echo "ok $n - $3"; else echo "not ok $n - $3"; echo "#   got:  '$1'"; echo "#   want: '$2'"; fi; }
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
+. "$(dirname "$0")/tap.sh"
 . test/lib/cluster.sh
 . test/citus/citus.sh
 # The nodes' ports, as test/citus/citus.sh numbers them (0 the coordinator).
@@ -43,7 +41,7 @@ SECONDS_OF_LOAD=36
 
 echo "1..14"
 if [ "$(sql "SELECT count(*) FROM payflow.distribution")" = 0 ]; then
-    sql "SELECT payflow.distribute(4)" >/dev/null
+    distribute_paused 4 >/dev/null
 fi
 ok "$(sql "SELECT count(*) FROM payflow.distribution")" "1" "payflow is distributed"
 sql "SELECT payflow.set_channel('pfl', 'http_json', 'http://127.0.0.1:9/pay', '{}',

@@ -22,9 +22,7 @@
 # mismatch from before distribute() is then in the queue) or not yet: it then
 # puts one in review and runs payflow.distribute(4).
 set -uo pipefail
-n=0
-ok() { n=$((n + 1)); if [ "$1" == "$2" ]; then echo "ok $n - $3"; else echo "not ok $n - $3"; echo "#   got:  '$1'"; echo "#   want: '$2'"; fi; }
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
+. "$(dirname "$0")/tap.sh"
 # sqlstate SQL: the SQLSTATE of the error SQL raises, or "no error".
 sqlstate() {
     local out

@@ -15,9 +15,7 @@
 # It distributes payflow for good: test/citus/run.sh runs the tests on the
 # distributed install after it.
 set -uo pipefail
-n=0
-ok() { n=$((n + 1)); if [ "$1" == "$2" ]; then echo "ok $n - $3"; else echo "not ok $n - $3"; echo "#   got:  '$1'"; echo "#   want: '$2'"; fi; }
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
+. "$(dirname "$0")/tap.sh"
 
 . "$(dirname "$0")/router_check.sh"
 
@@ -54,7 +52,7 @@ echo "1..16"
 old_payment=$(sql "SELECT payment_no FROM payflow.payments
                    WHERE order_id IN (SELECT id FROM payflow.orders WHERE customer_id = 'router-old')")
 if [ "$(sql "SELECT count(*) FROM payflow.distribution")" = 0 ]; then
-    ok "$(sql "SET client_min_messages = warning; SELECT payflow.distribute(8)")" "" \
+    ok "$(distribute_paused 8)" "" \
         "payflow.distribute(8) converts a database holding orders"
 else
     ok "$(sql "SELECT count(*) FROM payflow.orders o, payflow.distribution d WHERE o.id < d.first_routed_id")" \

@@ -15,9 +15,7 @@
 # distributed (no cart_items distributed by hand either), before
 # payment_faults.sh.
 set -uo pipefail
-n=0
-ok() { n=$((n + 1)); if [ "$1" == "$2" ]; then echo "ok $n - $3"; else echo "not ok $n - $3"; echo "#   got:  '$1'"; echo "#   want: '$2'"; fi; }
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
+. "$(dirname "$0")/tap.sh"
 q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@" 2>&1; }
 
 # What the views say of the shop (the worker's own columns, which are the

@@ -3,9 +3,7 @@
 # coordinator and on two active workers, and payflow, created on the
 # coordinator, propagated to both workers at the coordinator's version.
 set -uo pipefail
-n=0
-ok() { n=$((n + 1)); if [ "$1" == "$2" ]; then echo "ok $n - $3"; else echo "not ok $n - $3"; echo "#   got:  '$1'"; echo "#   want: '$2'"; fi; }
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
+. "$(dirname "$0")/../tap.sh"
 
 echo "1..4"
 ok "$(sql "SELECT count(*) FROM citus_get_active_worker_nodes()")" "2" "two active workers"

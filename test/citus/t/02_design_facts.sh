@@ -11,9 +11,7 @@
 # to a reference table is written on all three nodes, in two phases.
 # Works in its own schema, dropped at the end.
 set -uo pipefail
-n=0
-ok() { n=$((n + 1)); if [ "$1" == "$2" ]; then echo "ok $n - $3"; else echo "not ok $n - $3"; echo "#   got:  '$1'"; echo "#   want: '$2'"; fi; }
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
+. "$(dirname "$0")/../tap.sh"
 # The SQLSTATE-free first line of an error, or "no error".
 err() { local out; out=$(psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=terse -c "$1" 2>&1) && echo "no error" ||
         sed -n 's/^.*ERROR:  //p' <<<"$out" | head -n 1; }

@@ -6,9 +6,7 @@
 # nodes).  Runs where test/citus/run.sh leaves the cluster after
 # CREATE EXTENSION payflow: not distributed, every node's worker on.
 set -uo pipefail
-n=0
-ok() { n=$((n + 1)); if [ "$1" == "$2" ]; then echo "ok $n - $3"; else echo "not ok $n - $3"; echo "#   got:  '$1'"; echo "#   want: '$2'"; fi; }
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 -c "$1" 2>&1; }
+. "$(dirname "$0")/../tap.sh"
 # The SQLSTATE and message of an error, or "no error".
 err() { local out; out=$(psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$1" 2>&1) && echo "no error" ||
         sed -n 's/^ERROR:  //p' <<<"$out" | head -n 1; }
