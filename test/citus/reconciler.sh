@@ -17,8 +17,8 @@
 #     callback was lost; the poll finds the success, which is refunded at
 #     the channel exactly once;
 #   - after each, the books hold (direct queries: amounts against payments
-#     and refunds, stock against the reserved lines; payflow.verify() too
-#     when it runs on a distributed install).
+#     and refunds, stock against the reserved lines) and payflow.verify()
+#     finds every invariant holding.
 #
 # Needs: PGHOST/PGPORT/PGUSER of the coordinator of test/citus/citus.sh's
 # cluster, with payflow created there and either not distributed yet (it
@@ -27,7 +27,7 @@
 # channel server buildable (test/channel_server).  Run it before
 # router_only.sh, which distributes cart_items by itself.
 . "$(dirname "$0")/../integration/lib/channel.bash"
-tap_plan 30
+tap_plan 29
 
 # node_sql PORT QUERY: as sql(), on the node listening on PORT.
 node_sql() { psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -c "$2"; }
@@ -110,8 +110,10 @@ books() {
          ) problems"
 }
 
-# The end of every test: the books by direct queries (above); verify() is
-# run when it works on a distributed install, and its findings reported.
+# The invariants payflow.verify() finds broken, or "none".
+verified() { sql "SELECT coalesce(string_agg(DISTINCT invariant, ', '), 'none') FROM payflow.verify()"; }
+
+# At the end of the script (it_cleanup): what verify() reports, as diagnostics.
 it_verify() {
     local rows
     if rows=$(psql -X -q -At -F ' | ' -v ON_ERROR_STOP=1 -c "SELECT * FROM payflow.verify()" 2>&1); then
@@ -177,7 +179,8 @@ tap_is "$(sql "SELECT string_agg(type, ',' ORDER BY id) FROM payflow.events WHER
 tap_is "$(sql "SELECT count(*) FROM payflow.pending_checks c JOIN payflow.payments p
                ON p.route = c.route AND p.id = c.payment_id WHERE p.payment_no = '$payment_no'")" "0" \
     "the attempt left the check queue"
-tap_is "$(books ct-rec-drop)" "consistent" "the books hold after the recovery"
+tap_is "$(books ct-rec-drop); verify(): $(verified)" "consistent; verify(): none" \
+    "the books hold after the recovery, and payflow.verify() finds every invariant holding"
 
 # --- CALL payflow.reconcile() works the shards of the node it runs on -------
 for p in $nodes; do set_worker "$p" off; done
@@ -238,7 +241,8 @@ tap_is "$(sql "SELECT string_agg(sku || ':' || quantity, ',' ORDER BY sku) FROM 
 tap_is "$(sql "SELECT string_agg(type, ',' ORDER BY id) FROM payflow.events WHERE order_id = $order_id
                AND type IN ('payment.closed', 'order.expired')")" "payment.closed,order.expired" \
     "one payment.closed, then one order.expired"
-tap_is "$(books ct-rec-exp)" "consistent" "the books hold after the expiry"
+tap_is "$(books ct-rec-exp); verify(): $(verified)" "consistent; verify(): none" \
+    "the books hold after the expiry, and payflow.verify() finds every invariant holding"
 
 # --- a late success, refunded once ------------------------------------------
 order_id=$(new_order "ct-rec-late-$$" 2500)
@@ -264,6 +268,5 @@ tap_is "$(admin_get "payments/$payment_no" | json "executions_by_refund_no.$refu
     "the channel executed refund $refund_no exactly once"
 tap_is "$(sql "SELECT status FROM payflow.orders WHERE id = $order_id")" "cancelled" \
     "the cancelled order stays cancelled"
-tap_is "$(books ct-rec-late)" "consistent" "the books hold after the late success"
-tap_is "$(sql "SELECT coalesce(string_agg(DISTINCT invariant, ', '), 'none') FROM payflow.verify()")" "none" \
-    "and payflow.verify() finds every invariant holding"
+tap_is "$(books ct-rec-late); verify(): $(verified)" "consistent; verify(): none" \
+    "the books hold after the late success, and payflow.verify() finds every invariant holding"
