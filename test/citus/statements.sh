@@ -76,7 +76,7 @@ verify_clean() {
 # --- the coordinator's worker compares a day and heals ------------------------
 missed=$(new_attempt "$c-missed" 1200 ct_st); wechat_pays "$missed" 1200
 late=$(new_attempt "$c-late" 1300 ct_st)
-sql "SELECT payflow.cancel_order(order_id, 'changed mind') FROM payflow.payments WHERE payment_no = '$late'" >/dev/null
+sql "SELECT payflow.cancel_order($(sql "SELECT order_id FROM payflow.payments WHERE payment_no = '$late'"), 'changed mind')" >/dev/null
 wechat_pays "$late" 1300
 console=$(new_attempt "$c-console" 1400 ct_st); wechat_applied "$console" 1400
 admin console_refund "{\"payment_no\":\"$console\",\"amount\":400,\"refund_no\":\"CONSOLE-$$\"}" >/dev/null
@@ -111,9 +111,9 @@ tap_is "$(found)" \
     "each difference is found: three healed, two for a person"
 tap_is "$(on_shard "$missed" "p.status || ' ' || p.confirmed_via || ' ' || o.status")" "succeeded statement paid" \
     "the success payflow missed is applied on its shard: the attempt succeeded, the order paid"
-tap_is "$(on_shard "$late" "p.status || ' ' || p.refund_needed || ' ' || o.status || ' ' ||
-                            (SELECT string_agg(r.reason || ' ' || r.amount, ',') FROM payflow.refunds r
-                             WHERE r.route = p.route AND r.payment_id = p.id)")" \
+tap_is "$(on_shard "$late" "p.status || ' ' || p.refund_needed || ' ' || o.status") $(sql "
+            SELECT string_agg(r.reason || ' ' || r.amount, ',') FROM payflow.refunds r
+            JOIN payflow.payments p ON p.route = r.route AND p.id = r.payment_id WHERE p.payment_no = '$late'")" \
     "succeeded true cancelled late_payment 1300" \
     "a success on a cancelled order is applied and refunded whole as a late success"
 tap_is "$(sql "SELECT r.reason || ' ' || r.amount || ' ' || r.status || ' ' || (r.channel_refund_id LIKE '5030%') || ' ' || o.status
