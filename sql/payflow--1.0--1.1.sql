@@ -2636,3 +2636,50 @@ SELECT payflow.define_review_queue();
 REVOKE ALL ON FUNCTION payflow.route_sql(text), payflow.define_review_queue() FROM PUBLIC;
 
 -- (part 17 ends here)
+
+-- ===========================================================================
+-- Part 21. Daily statements on a distributed install
+-- ===========================================================================
+-- On a distributed install the statements, their lines and mismatches stay
+-- the coordinator's own tables while payments and refunds are spread over
+-- the shards: Citus plans no statement of a SQL function that reads
+-- distributed tables with the function's parameters, nor the comparison's
+-- outer and lateral joins of the coordinator's lines with distributed rows.
+-- So there the worker (src/statement.c) first gathers, in one multi-shard
+-- read, the channel's attempts that the statement names, that succeeded
+-- within its day or have a refund that did, and their refunds, and passes
+-- them as two arrays to payflow.statement_differences_gathered(), which
+-- compares them with the lines on the coordinator alone.  It is
+-- payflow.statement_differences() (Part 14), written once: made here from
+-- its text and its result columns, with payflow.payments and
+-- payflow.refunds read from the arrays.  On one node
+-- payflow.statement_differences() runs as it is.
+DO $gathered$
+DECLARE
+    compare pg_catalog.regprocedure := 'payflow.statement_differences(bigint)';
+    body text := (SELECT p.prosrc FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) compare);
+    arguments text := pg_catalog.pg_get_function_arguments(compare);
+    gathered text;
+BEGIN
+    gathered := pg_catalog.regexp_replace(
+        pg_catalog.regexp_replace(body, 'payflow\.payments\M', 'pg_catalog.unnest($2)', 'g'),
+        'payflow\.refunds\M', 'pg_catalog.unnest($3)', 'g');
+    IF gathered ~ 'payflow\.(payments|refunds)\M' OR gathered !~ 'unnest\(\$2\)'
+       OR gathered !~ 'unnest\(\$3\)' OR arguments !~ '^statement_id bigint, OUT ' THEN
+        RAISE EXCEPTION 'payflow.statement_differences() is not what Part 21 makes its gathered twin from';
+    END IF;
+    EXECUTE pg_catalog.format(
+        'CREATE FUNCTION payflow.statement_differences_gathered(%s) RETURNS SETOF record'
+        ' LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS %L',
+        pg_catalog.regexp_replace(arguments, '^statement_id bigint, ',
+            'statement_id bigint, payments payflow.payments[], refunds payflow.refunds[], '),
+        gathered);
+END
+$gathered$;
+
+REVOKE ALL ON FUNCTION payflow.statement_differences_gathered(bigint, payflow.payments[], payflow.refunds[])
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION payflow.statement_differences_gathered(bigint, payflow.payments[], payflow.refunds[])
+    TO payflow_worker;
+
+-- (part 21 ends here)

@@ -157,20 +157,21 @@ pf_refund_succeeded_by_hand(int64 refund_id, const char *channel_refund_id, cons
 static PreparedQuery lock_refunded_payment = {
 	.sql = "SELECT p.id, p.payment_no, p.order_id, p.status, p.amount, p.refund_needed,"
 	"       o.status AS order_status, o.paid_amount - o.refunded_amount AS order_left,"
-	"       coalesce((SELECT sum(r.amount) FROM payflow.refunds r WHERE r.payment_id = p.id"
+	"       coalesce((SELECT sum(r.amount) FROM payflow.refunds r WHERE {{route=r}}r.payment_id = p.id"
 	"                 AND (r.status = 'succeeded' OR r.status IN ({{refund:open}}))), 0)::bigint"
 	"           AS committed,"
 	"       coalesce((SELECT sum(r.amount) FROM payflow.refunds r JOIN payflow.payments q"
-	"                 ON q.id = r.payment_id WHERE r.order_id = o.id AND NOT q.refund_needed"
+	"                 ON {{route=q=r}}q.id = r.payment_id WHERE {{route=r}}r.order_id = o.id AND NOT q.refund_needed"
 	"                 AND r.status IN ({{refund:open}})), 0)::bigint AS order_open,"
-	"       (SELECT r.id FROM payflow.refunds r WHERE r.payment_id = p.id AND r.amount = $2"
+	"       (SELECT r.id FROM payflow.refunds r WHERE {{route=r}}r.payment_id = p.id AND r.amount = $2"
 	"          AND r.channel_refund_id IS NULL"
 	"          AND (r.status IN ({{refund:open}}) OR r.status = 'failed')"
 	"        ORDER BY r.id LIMIT 1) AS unsent_refund"
-	" FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id"
-	" WHERE p.id = $1 FOR UPDATE OF o, p",
+	" FROM payflow.payments p JOIN payflow.orders o ON {{route=o=p}}o.id = p.order_id"
+	" WHERE {{route=p}}p.id = $1 FOR UPDATE OF o, p",
 	.nargs = 2,
 	.argtypes = {INT8OID, INT8OID},
+	.routed = true,
 };
 
 /*
@@ -182,7 +183,7 @@ static PreparedQuery lock_refunded_payment = {
  * made: it succeeds.  Otherwise a new merchant refund is added; it must fit
  * in what is left of the attempt (and of its order, unless the attempt is
  * a surplus one), or nothing is changed (PF013, PF014).  Returns the
- * refund's id.
+ * refund's id.  The caller has set the attempt's route (pf_set_route).
  */
 int64
 pf_record_channel_refund(int64 payment_id, int64 amount, const char *channel_refund_id,

@@ -20,9 +20,16 @@
  * The worker runs it for every channel whose statement of yesterday is due
  * (statement_due_pass, when payflow.fetch_statements is on) and CALL
  * payflow.compare_statement(channel, day) runs it from SQL (worker.c).
+ *
+ * On a distributed install (doc/scale-out.md) the statements are the
+ * coordinator's tables and only the coordinator runs this: the comparison
+ * reads the channel's attempts and refunds from every shard in one
+ * statement and compares them there (update script, Part 21), and each
+ * heal or event is routed to the shard of its attempt or order.
  */
 #include "payflow.h"
 #include "channel.h"
+#include "local_shards.h"
 #include "reconcile.h"
 #include "statement.h"
 
@@ -93,6 +100,45 @@ static PreparedQuery differences = {
 	.argtypes = {INT8OID},
 };
 
+/*
+ * On a distributed install (update script, Part 21) the comparison reads
+ * the books gathered from every shard: first what the statement covers,
+ * on the coordinator ...
+ */
+static PreparedQuery statement_scope = {
+	.sql = "SELECT st.channel, st.day_start, st.day_end,"
+	"       ARRAY(SELECT DISTINCT l.payment_no FROM payflow.statement_lines l"
+	"             WHERE l.statement_id = st.id AND l.payment_no IS NOT NULL) AS payment_nos"
+	" FROM payflow.statements st WHERE st.id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID},
+};
+
+/*
+ * ... then, in one multi-shard read, the channel's attempts the statement
+ * names, those that succeeded within its day or have a refund that did,
+ * and the refunds of all of them; compared with the lines on the
+ * coordinator.
+ */
+static PreparedQuery differences_gathered = {
+	.sql = "WITH gp AS (SELECT pg_catalog.array_agg(p) AS a FROM payflow.payments p"
+	"   WHERE p.channel = $2"
+	"     AND (p.payment_no = ANY ($3)"
+	"          OR (p.status = 'succeeded' AND p.paid_at >= $4 AND p.paid_at < $5)"
+	"          OR EXISTS (SELECT 1 FROM payflow.refunds r"
+	"                     WHERE r.route = p.route AND r.payment_id = p.id AND r.status = 'succeeded'"
+	"                       AND r.created_at >= $4 AND r.resolved_at < $5))),"
+	" gr AS (SELECT pg_catalog.array_agg(r) AS a FROM payflow.refunds r"
+	"   JOIN payflow.payments p ON p.route = r.route AND p.id = r.payment_id"
+	"   WHERE p.channel = $2"
+	"     AND (p.payment_no = ANY ($3)"
+	"          OR (r.status = 'succeeded' AND r.created_at >= $4 AND r.resolved_at < $5)))"
+	" SELECT d.* FROM gp, gr,"
+	"      payflow.statement_differences_gathered($1, coalesce(gp.a, '{}'), coalesce(gr.a, '{}')) d",
+	.nargs = 5,
+	.argtypes = {INT8OID, TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+};
+
 static PreparedQuery settle_mismatch = {
 	.sql = "UPDATE payflow.statement_mismatches SET action = $2, outcome = $3,"
 	"       refund_id = coalesce($4, refund_id)"
@@ -103,9 +149,11 @@ static PreparedQuery settle_mismatch = {
 
 static PreparedQuery payment_outcome = {
 	.sql = "SELECT p.status, p.refund_needed, o.order_no, o.status AS order_status"
-	" FROM payflow.payments p JOIN payflow.orders o ON o.id = p.order_id WHERE p.id = $1",
+	" FROM payflow.payments p JOIN payflow.orders o ON {{route=o=p}}o.id = p.order_id"
+	" WHERE {{route=p}}p.id = $1",
 	.nargs = 1,
 	.argtypes = {INT8OID},
+	.routed = true,
 };
 
 static PreparedQuery statement_compared = {
@@ -143,12 +191,17 @@ int64_or_zero(int row, const char *column)
 	return pf_isnull(row, column) ? 0 : pf_int64(row, column);
 }
 
-/* Heal one difference; runs in its own subtransaction. */
+/*
+ * Heal one difference; runs in its own subtransaction.  On a distributed
+ * install each runs on the shard of its attempt: pf_apply_payment_success
+ * routes itself by the payment_no, the rest by the route set here.
+ */
 static void
 heal(void *arg)
 {
 	Difference *d = (Difference *) arg;
 
+	pf_set_route(pf_route_of_number(d->payment_no));
 	if (strcmp(d->kind, "missed_success") == 0)
 	{
 		Datum		value = Int64GetDatum(d->payment_id);
@@ -185,12 +238,40 @@ settle(Difference *d, const char *action, const char *outcome)
 	pf_execute(&settle_mismatch, values, nulls, 0);
 }
 
+/* The differences of a statement on a distributed install (above). */
+static uint64
+differences_of_shards(int64 statement_id)
+{
+	Datum		values[5];
+
+	values[0] = Int64GetDatum(statement_id);
+	if (pf_execute(&statement_scope, values, NULL, 1) != 1)
+		elog(ERROR, "payflow: statement " INT64_FORMAT " vanished", statement_id);
+	values[1] = pf_datum(0, "channel");
+	values[2] = pf_datum(0, "payment_nos");
+	values[3] = pf_datum(0, "day_start");
+	values[4] = pf_datum(0, "day_end");
+	return pf_execute(&differences_gathered, values, NULL, 0);
+}
+
+/*
+ * An event about a difference left for review, on its order's shard on a
+ * distributed install.
+ */
+static void
+announce(Difference *d, const char *note)
+{
+	pf_set_route(pf_route_of_order(d->order_id));
+	pf_emit_event("statement.mismatch", d->order_id, d->payment_id, 0, note);
+}
+
 /* Compare the stored lines with the books; heal or announce what is new. */
 static int
 compare_and_heal(int64 statement_id)
 {
 	Datum		value = Int64GetDatum(statement_id);
-	uint64		n = pf_execute(&differences, &value, NULL, 0);
+	uint64		n = pf_distributed() ? differences_of_shards(statement_id) :
+		pf_execute(&differences, &value, NULL, 0);
 	Difference *found = palloc0(sizeof(Difference) * (n + 1));
 
 	for (uint64 i = 0; i < n; i++)
@@ -219,8 +300,7 @@ compare_and_heal(int64 statement_id)
 		if (strcmp(d->action, "heal") != 0)
 		{
 			if (d->order_id != 0)
-				pf_emit_event("statement.mismatch", d->order_id, d->payment_id, 0,
-							  psprintf("%s: %s", d->kind, d->detail));
+				announce(d, psprintf("%s: %s", d->kind, d->detail));
 			continue;
 		}
 		error = pf_try_in_subtransaction(heal, d);
@@ -233,8 +313,7 @@ compare_and_heal(int64 statement_id)
 		d->refund_id = 0;
 		settle(d, "review", error->message);
 		if (d->order_id != 0)
-			pf_emit_event("statement.mismatch", d->order_id, d->payment_id, 0,
-						  psprintf("%s: %s; not healed: %s", d->kind, d->detail, error->message));
+			announce(d, psprintf("%s: %s; not healed: %s", d->kind, d->detail, error->message));
 		FreeErrorData(error);
 	}
 	return (int) n;
@@ -456,8 +535,11 @@ statement_due_pass(const ReconcileTransactions *txn)
 	volatile int done = 0;
 
 	txn->begin("payflow: statements due");
-	/* Daily statements do not run on a distributed install yet (doc/scale-out.md). */
-	if (pf_distributed())
+	/*
+	 * On a distributed install the statements are the coordinator's: the
+	 * other nodes' workers leave them to it (doc/scale-out.md).
+	 */
+	if (pf_distributed() && !pf_node_is_coordinator())
 	{
 		txn->commit();
 		return 0;

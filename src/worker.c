@@ -717,7 +717,13 @@ payflow_compare_statement(PG_FUNCTION_ARGS)
 
 	PF_REQUIRE_SQL_VERSION();
 	SPI_connect_ext(SPI_OPT_NONATOMIC);
-	pf_refuse_on_distributed("daily statements");
+	/* The statements are the coordinator's tables (doc/scale-out.md). */
+	if (pf_distributed() && !pf_node_is_coordinator())
+		ereport(ERROR,
+				(errcode(ERRCODE_PF_DISTRIBUTION),
+				 errmsg("daily statements are compared on the coordinator"),
+				 errdetail("payflow is distributed, and this node is a Citus worker: the statements, their lines and mismatches are the coordinator's tables."),
+				 errhint("Run CALL payflow.compare_statement() on the coordinator.")));
 	state = statement_run(channel, day, &procedure_transactions);
 	SPI_finish();
 

@@ -28,43 +28,16 @@
 # router_only.sh, which distributes cart_items by itself.
 . "$(dirname "$0")/../integration/lib/channel.bash"
 tap_plan 29
-
-# node_sql PORT QUERY: as sql(), on the node listening on PORT.
-node_sql() { psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -c "$2"; }
-
-coordinator=$(sql "SELECT nodeport FROM pg_dist_node WHERE groupid = 0")
-workers=$(sql "SELECT string_agg(nodeport::text, ' ' ORDER BY groupid) FROM pg_dist_node WHERE groupid > 0")
-nodes="$coordinator $workers"
+. "$(dirname "$0")/nodes.bash"
 
 # on_every_node QUERY
 on_every_node() { local p; for p in $nodes; do node_sql "$p" "$1" >/dev/null || return 1; done; }
-# set_worker PORT on|off: pause or resume the worker of one node (paused:
-# once it has finished the pass it was in, if any).
-set_worker() {
-    node_sql "$1" "ALTER SYSTEM SET payflow.worker_enabled = $2" >/dev/null
-    node_sql "$1" "SELECT pg_reload_conf()" >/dev/null
-    [ "$2" = on ] && return 0
-    local _
-    for _ in $(seq 1 100); do
-        [ "$(node_sql "$1" "SELECT count(*) FROM pg_stat_activity
-                            WHERE backend_type = 'payflow reconciler' AND state = 'active'")" = 0 ] && return 0
-        sleep 0.1
-    done
-}
 # new_order CUSTOMER AMOUNT: a cart of one line checked out; prints the order id.
 new_order() {
     sql "SELECT payflow.cart_put('$1', 'IT-SKU', 1, $2)" >/dev/null
     sql "SELECT id FROM payflow.create_order_from_cart('$1')"
 }
 begin_attempt() { sql "SELECT payment_no FROM payflow.begin_payment($1, 'ct_rec')"; }
-reset_nodes() {
-    local p
-    for p in $nodes; do
-        node_sql "$p" "ALTER SYSTEM RESET payflow.worker_enabled" >/dev/null 2>&1
-        node_sql "$p" "ALTER SYSTEM RESET payflow.check_schedule" >/dev/null 2>&1
-        node_sql "$p" "SELECT pg_reload_conf()" >/dev/null 2>&1
-    done
-}
 # The port of the worker node holding the shard of payflow.orders for order $1.
 node_of_order() {
     sql "SELECT n.nodeport FROM pg_dist_shard_placement n
@@ -123,7 +96,7 @@ it_verify() {
     fi
     return 0
 }
-trap 'reset_nodes; it_cleanup' EXIT
+trap 'reset_nodes payflow.worker_enabled payflow.check_schedule; it_cleanup' EXIT
 
 # distribute() changes the tables on every node: the workers, which read
 # them, are paused meanwhile (a running one can deadlock with it).

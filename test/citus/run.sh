@@ -58,6 +58,7 @@ workers off
 PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/verify.sh || failed=1
 workers on
 PF_PGBIN=$PF_PGBIN PGDATABASE=postgres prove --exec bash test/citus/router_only.sh test/citus/reconciler.sh \
+    test/citus/statements.sh \
     test/citus/payment_faults.sh || failed=1
 # The same contract tests on the distributed install, the nodes' workers
 # running (what they commit meanwhile is not counted by the tests).

@@ -21,41 +21,26 @@ trap 'sql "ALTER SYSTEM RESET payflow.fetch_statements" >/dev/null 2>&1; it_rese
 sql "ALTER SYSTEM SET payflow.worker_enabled = off" >/dev/null
 sql "SELECT pg_reload_conf()" >/dev/null
 sleep 0.5
-k=$IT_TMP/keys
-sql "SELECT payflow.set_channel('it_st', 'wechatpay_v3', '$IT_CHANNEL_URL',
-        jsonb_build_object('mchid', '1900000001', 'merchant_serial', '$(cat "$k/merchant_serial.txt")'),
-        jsonb_build_object('merchant_private_key', \$k\$$(cat "$k/merchant_key.pem")\$k\$,
-                           'platform_certificate', \$k\$$(cat "$k/platform_cert.pem")\$k\$,
-                           'apiv3_key', '$(cat "$k/apiv3_key.txt")'))" >/dev/null
+it_wechat_channel it_st
 day=$(sql "SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date")
 c="it-st-$$"
 
-# wx NO AMOUNT: the channel takes the payment, its callback lost.
-wx() {
-    admin payments "{\"channel\":\"wechatpay_v3\",\"payment_no\":\"$1\",\"amount\":$2,\"currency\":\"CNY\",\"mchid\":\"1900000001\"}" >/dev/null
-    admin pay "{\"channel\":\"wechatpay_v3\",\"payment_no\":\"$1\",\"callback\":\"drop\"}" >/dev/null
-}
-# applied NO AMOUNT: paid at the channel and applied by the application.
-applied() {
-    wx "$1" "$2"
-    sql "SELECT payflow.mark_paid('$1', '$(admin_get "payments/$1" | json txn_id)', $2)" >/dev/null
-}
 # A refund payflow makes (one pass of the reconciler from SQL executes it
 # at the channel before anything else is due); the bill will lack it.
-refunded=$(new_attempt "$c-refunded" 1800 it_st); applied "$refunded" 1800
+refunded=$(new_attempt "$c-refunded" 1800 it_st); wechat_applied "$refunded" 1800
 refund_no=$(sql "SELECT (payflow.request_refund(order_id, 300)).refund_no FROM payflow.payments
                  WHERE payment_no = '$refunded'")
 psql -X -q -c "CALL payflow.reconcile()" >/dev/null
 wait_for 10 "SELECT status = 'succeeded' FROM payflow.refunds WHERE refund_no = '$refund_no'" >/dev/null ||
     tap_bail "the refund was not executed by CALL payflow.reconcile()"
-missed=$(new_attempt "$c-missed" 1200 it_st); wx "$missed" 1200
+missed=$(new_attempt "$c-missed" 1200 it_st); wechat_pays "$missed" 1200
 late=$(new_attempt "$c-late" 1300 it_st)
 sql "SELECT payflow.cancel_order(order_id, 'changed mind') FROM payflow.payments WHERE payment_no = '$late'" >/dev/null
-wx "$late" 1300
-console=$(new_attempt "$c-console" 1400 it_st); applied "$console" 1400
+wechat_pays "$late" 1300
+console=$(new_attempt "$c-console" 1400 it_st); wechat_applied "$console" 1400
 admin console_refund "{\"payment_no\":\"$console\",\"amount\":400,\"refund_no\":\"CONSOLE-$$\"}" >/dev/null
-off=$(new_attempt "$c-off" 1500 it_st); applied "$off" 1500
-dropped=$(new_attempt "$c-dropped" 1600 it_st); applied "$dropped" 1600
+off=$(new_attempt "$c-off" 1500 it_st); wechat_applied "$off" 1500
+dropped=$(new_attempt "$c-dropped" 1600 it_st); wechat_applied "$dropped" 1600
 admin payments "{\"channel\":\"wechatpay_v3\",\"payment_no\":\"GHOST-$$\",\"amount\":1700,\"currency\":\"CNY\",\"status\":\"paid\"}" >/dev/null
 admin statement "{\"amount_off\":\"$off\",\"drop\":\"$dropped\",\"drop_refund\":\"$refund_no\"}" >/dev/null
 
@@ -153,7 +138,10 @@ tap_is "$(sqlstate "SELECT payflow.set_channel('it_st', 'wechatpay_v3', '$IT_CHA
 # (a day without trades: NO_STATEMENT_EXIST).
 sql "SELECT payflow.set_channel('it_st', 'wechatpay_v3', '$IT_CHANNEL_URL',
         (SELECT settings FROM payflow.channels WHERE name = 'it_st') || '{\"statement_time\": \"00:00\"}')" >/dev/null
-took=$(wait_for 30 "SELECT state = 'no_statement' AND compared_at IS NOT NULL FROM payflow.statements
+# The worker looks for due statements once a minute: before 10:00 Beijing
+# time its last look (when fetch_statements came on) found yesterday not
+# due yet, so the next one may be a minute later.
+took=$(wait_for 75 "SELECT state = 'no_statement' AND compared_at IS NOT NULL FROM payflow.statements
                     WHERE channel = 'it_st' AND day = '$day'::date - 1")
 tap_ok $? "the worker fetches yesterday's statement once available and compares it (after ${took}s)"
 tap_is "$(found)" \

@@ -100,6 +100,29 @@ it_http_json_channel() {
             jsonb_build_object('hmac_secret', '$(cat "$IT_TMP/keys/http_json_secret.txt")'))" >/dev/null
 }
 
+# Configure a wechatpay_v3 channel named $1 at the test server, merchant
+# 1900000001, with the keys of it_start_channel.
+it_wechat_channel() {
+    local k=$IT_TMP/keys
+    sql "SELECT payflow.set_channel('$1', 'wechatpay_v3', '$IT_CHANNEL_URL',
+            jsonb_build_object('mchid', '1900000001', 'merchant_serial', '$(cat "$k/merchant_serial.txt")'),
+            jsonb_build_object('merchant_private_key', \$k\$$(cat "$k/merchant_key.pem")\$k\$,
+                               'platform_certificate', \$k\$$(cat "$k/platform_cert.pem")\$k\$,
+                               'apiv3_key', '$(cat "$k/apiv3_key.txt")'))" >/dev/null
+}
+# wechat_pays PAYMENT_NO AMOUNT: the WeChat channel takes the payment, its
+# callback lost.
+wechat_pays() {
+    admin payments "{\"channel\":\"wechatpay_v3\",\"payment_no\":\"$1\",\"amount\":$2,\"currency\":\"CNY\",\"mchid\":\"1900000001\"}" >/dev/null
+    admin pay "{\"channel\":\"wechatpay_v3\",\"payment_no\":\"$1\",\"callback\":\"drop\"}" >/dev/null
+}
+# wechat_applied PAYMENT_NO AMOUNT: paid at the channel and applied by the
+# application (mark_paid).
+wechat_applied() {
+    wechat_pays "$1" "$2"
+    sql "SELECT payflow.mark_paid('$1', '$(admin_get "payments/$1" | json txn_id)', $2)" >/dev/null
+}
+
 # new_attempt CUSTOMER AMOUNT CHANNEL: cart, order, attempt; prints payment_no.
 new_attempt() {
     sql "SELECT payflow.cart_put('$1', 'IT-SKU', 1, $2)" >/dev/null
