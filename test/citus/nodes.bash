@@ -1,8 +1,8 @@
 # test/citus/nodes.bash -- sourced by the TAP scripts of test/citus that
 # talk to each node of test/citus/citus.sh's cluster, after
-# test/integration/lib/channel.bash (for sql).  Sets coordinator (its
-# port), workers and nodes (ports, the coordinator first), read from
-# pg_dist_node on the coordinator (PGHOST/PGPORT).
+# test/citus/tap.sh or test/integration/lib/channel.bash (for sql).  Sets
+# coordinator (its port), workers and nodes (ports, the coordinator
+# first), read from pg_dist_node on the coordinator (PGHOST/PGPORT).
 
 # node_sql PORT QUERY: as sql(), on the node listening on PORT.
 node_sql() { psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -c "$2"; }
@@ -32,4 +32,14 @@ reset_nodes() {
         for s in "$@"; do node_sql "$p" "ALTER SYSTEM RESET $s" >/dev/null 2>&1; done
         node_sql "$p" "SELECT pg_reload_conf()" >/dev/null 2>&1
     done
+}
+
+# distribute_paused SHARDS: payflow.distribute(SHARDS) with every node's
+# worker paused meanwhile, as doc/scale-out.md says (distribute() refuses
+# while one runs), resumed after; prints distribute()'s error, if any.
+distribute_paused() {
+    local p
+    for p in $nodes; do set_worker "$p" off; done
+    sql "SET client_min_messages = warning; SELECT payflow.distribute($1)"
+    for p in $nodes; do set_worker "$p" on; done
 }

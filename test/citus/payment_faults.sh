@@ -22,6 +22,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 export LC_ALL=C
 . "$(dirname "$0")/tap.sh"
+. "$(dirname "$0")/nodes.bash"
 . test/lib/cluster.sh
 . test/citus/citus.sh
 # The nodes' ports, as test/citus/citus.sh numbers them (0 the coordinator).

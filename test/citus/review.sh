@@ -32,37 +32,9 @@ sqlstate() {
 
 . "$(dirname "$0")/router_check.sh"
 
-# guard_check SQL: "router" when SQL runs under the multi-task guard alone,
-# which refuses any statement bound for more than one shard; for a call
-# whose plans auto_explain cannot print: the refund a late success adds
-# (payment.c's pf_add_refund) is an INSERT ... SELECT that Citus pulls
-# through the coordinator and cannot plan again, with its parameters, for
-# auto_explain ("could not create distributed plan"), as events.c says of
-# the one-node event insert.
-guard_check() {
-    local out
-    out=$(psql -X -q -v ON_ERROR_STOP=1 -c "SET citus.multi_task_query_log_level = error" -c "$1" 2>&1) &&
-        echo router || { echo "not router: $out" | grep -m1 ERROR; }
-}
-
 # Every node's worker paused (once it finished its pass), resumed at exit.
-nodes=$(sql "SELECT string_agg(nodeport::text, ' ' ORDER BY groupid) FROM pg_dist_node")
-node_sql() { psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -c "$2"; }
-set_workers() {
-    local p _
-    for p in $nodes; do
-        node_sql "$p" "ALTER SYSTEM SET payflow.worker_enabled = $1" >/dev/null
-        node_sql "$p" "SELECT pg_reload_conf()" >/dev/null
-    done
-    [ "$1" = on ] && return 0
-    for p in $nodes; do
-        for _ in $(seq 1 100); do
-            [ "$(node_sql "$p" "SELECT count(*) FROM pg_stat_activity
-                                WHERE backend_type = 'payflow reconciler' AND state = 'active'")" = 0 ] && break
-            sleep 0.1
-        done
-    done
-}
+. "$(dirname "$0")/nodes.bash"
+set_workers() { local p; for p in $nodes; do set_worker "$p" "$1"; done; }
 trap 'set_workers on' EXIT
 set_workers off
 
@@ -218,7 +190,7 @@ ok "$(sql "SELECT p.status || ' ' || o.status || ' ' || (c.due_at <= now())
 na3=$(attempt rvc-na3 2500)
 no_answer "$na3"
 sql "SELECT payflow.cancel_order($(order_of "$na3"), 'customer gave up')" >/dev/null
-ok "$(guard_check "SELECT payflow.review_resolve_paid('$na3', 'T-NA3', 2500, 'CNY', now(), 'channel record T-NA3: paid 25.00')")" \
+ok "$(router_check "SELECT payflow.review_resolve_paid('$na3', 'T-NA3', 2500, 'CNY', now(), 'channel record T-NA3: paid 25.00')")" \
     "router" "review_resolve_paid of an attempt whose order was cancelled runs each statement on one shard (the guard alone)"
 ok "$(sql "SELECT p.status || ' ' || p.refund_needed || ', ' || r.reason || ' ' || r.status || ' ' || r.amount
            FROM payflow.payments p JOIN payflow.refunds r ON r.route = p.route AND r.payment_id = p.id

@@ -16,6 +16,7 @@
 # distributed install after it.
 set -uo pipefail
 . "$(dirname "$0")/tap.sh"
+. "$(dirname "$0")/nodes.bash"
 
 . "$(dirname "$0")/router_check.sh"
 
