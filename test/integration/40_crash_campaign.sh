@@ -21,6 +21,8 @@ tap_diag "seed $seed (CAMPAIGN_SEED=$seed reproduces it)"
     --summary "$IT_TMP/summary.json" >"$IT_TMP/campaign.out" 2>&1
 rc=$?
 sed 's/^\([^#]\)/# \1/' "$IT_TMP/campaign.out" | grep -v '^# SUMMARY'
+# prove shows only stderr of a failing script: the campaign's last words there
+[ "$rc" -eq 0 ] || tail -n 25 "$IT_TMP/campaign.out" | sed 's/^/# campaign: /' >&2
 tap_is "$rc" 0 "the campaign ran to the end with no violation"
 summary() { jq -r ".$1" "$IT_TMP/summary.json" 2>/dev/null; }
 tap_is "$(summary violations)" 0 "violations: 0 (verify(), the books against the channel's record, each order's outcome)"
